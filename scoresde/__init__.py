@@ -1,0 +1,18 @@
+"""scoresde: score-based diffusion models in continuous time, proven on an exact oracle.
+
+    import scoresde as sd
+    sde = sd.VPSDE()
+    gmm = sd.GaussianMixture(means, stds, weights)
+    score = gmm.score(sde)            # exact ∇ log p_t
+"""
+from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
+from .oracle import GaussianMixture, eight_gaussians
+from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "GaussianMixture", "eight_gaussians",
+    "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
+]
