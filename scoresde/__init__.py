@@ -5,9 +5,11 @@
     gmm = sd.GaussianMixture(means, stds, weights)
     score = gmm.score(sde)            # exact ∇ log p_t
 """
+from .metrics import energy_distance, sliced_wasserstein
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
 from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
 
 __version__ = "0.1.0"
 
@@ -15,4 +17,6 @@ __all__ = [
     "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
+    "energy_distance", "sliced_wasserstein",
+    "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
 ]
