@@ -8,6 +8,8 @@ Every grid works for any LinearSDE: only ``scale``/``std``/``log_snr`` are used.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._utils import check_choice
@@ -34,14 +36,16 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
     n = int(steps)
     i = torch.linspace(0, 1, n + 1, dtype=torch.float64, device=device)
     if kind == "uniform":
-        return sde.T + i * (eps - sde.T)
+        t = sde.T + i * (eps - sde.T)
+        t[-1] = eps
+        return t
     ends = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
     lam_T, lam_eps = sde.log_snr(ends).tolist()
     if kind == "log_snr":
         lam = lam_T + i * (lam_eps - lam_T)
     else:
         # σ̃ = exp(−log_snr / 2); ρ-spacing in σ̃.
-        s_max, s_min = torch.exp(torch.tensor(-lam_T / 2)), torch.exp(torch.tensor(-lam_eps / 2))
+        s_max, s_min = math.exp(-lam_T / 2), math.exp(-lam_eps / 2)
         sig = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         lam = -2 * torch.log(sig)
     t = sde.time_from_log_snr(lam)
