@@ -9,6 +9,7 @@ from .metrics import energy_distance, sliced_wasserstein
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
 from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
 
 __version__ = "0.1.0"
@@ -18,5 +19,6 @@ __all__ = [
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein",
+    "log_likelihood", "bits_per_dim", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
 ]
