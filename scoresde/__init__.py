@@ -10,6 +10,9 @@ from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
 from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, dequantize, log_likelihood
+from . import nets
+from .losses import dsm_loss, score_matching_loss, sliced_score_matching_loss
+from .parameterization import ScoreModel
 from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
 
 __version__ = "0.1.0"
@@ -20,5 +23,6 @@ __all__ = [
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein",
     "log_likelihood", "bits_per_dim", "dequantize", "LikelihoodResult", "BitsPerDimResult",
+    "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
 ]

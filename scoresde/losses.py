@@ -1,0 +1,251 @@
+"""Score-matching objectives: denoising (continuous time), sliced (Hutchinson) and explicit (Hyvärinen).
+
+Denoising score matching (Vincent 2011; Song et al. 2021) for a linear SDE, x_t = s(t) x_0 + σ(t) z:
+
+    L(θ) = E_{t ~ U(eps, T)} E_{x_0} E_z [ λ(t) ‖ score_θ(x_t, t) + z / σ(t) ‖² ]
+
+whose minimiser at every t is the true score of p_t, because E[−z/σ | x_t] = ∇ log p_t(x_t).
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from ._utils import as_time, check_choice, check_same_shape, expand_like
+
+Tensor = torch.Tensor
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+WEIGHTINGS = ("sigma2", "likelihood", "none")
+REDUCTIONS = ("mean", "sum", "none")
+PROJECTIONS = ("rademacher", "gaussian")
+
+_IS_GRID = 4096
+_is_tables: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _reduce(per_sample: Tensor, reduce: str) -> Tensor:
+    check_choice(reduce, REDUCTIONS, "reduce")
+    if reduce == "mean":
+        return per_sample.mean()
+    if reduce == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def _importance_table(sde, eps: float, device) -> Tuple[Tensor, Tensor, Tensor]:
+    """Tabulate the proposal q(t) ∝ g(t)²/σ(t)² on [eps, T] in u = log t (float64).
+
+    q has a 1/t singularity at t → 0 for VE, VP and sub-VP, so the grid is uniform in u, where the density
+    h(u) = q(e^u) e^u is smooth. Returns (u grid (N+1,), cell masses (N,), CDF at the cell edges (N+1,)), with
+    the masses given by the trapezoid rule; the sampled law is exactly piecewise uniform in u on these cells.
+    """
+    key = (float(eps), str(device))
+    try:
+        tables = _is_tables.setdefault(sde, {})
+    except TypeError:  # an SDE object that cannot be weakly referenced or hashed: no caching
+        tables = {}
+    if key not in tables:
+        u = torch.linspace(math.log(eps), math.log(sde.T), _IS_GRID + 1, dtype=torch.float64, device=device)
+        t = torch.exp(u)
+        g = sde.diffusion(t).to(torch.float64)
+        sigma = sde.std(t).to(torch.float64)
+        h = g * g / (sigma * sigma) * t
+        if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
+            raise ValueError(f"importance sampling needs finite g(t)²/σ(t)² on [eps={eps}, T={sde.T}]; "
+                             f"{type(sde).__name__} gives a non-finite value (σ(t) = 0 somewhere?)")
+        masses = 0.5 * (h[1:] + h[:-1]) * (u[1:] - u[:-1])
+        if not float(masses.sum()) > 0:
+            raise ValueError(f"importance sampling needs g(t) > 0 somewhere on [eps={eps}, T={sde.T}]")
+        cdf = torch.cat([masses.new_zeros(1), torch.cumsum(masses, 0)])
+        tables[key] = (u, masses, cdf)
+    return tables[key]
+
+
+def _sample_importance(sde, eps: float, batch: int, generator, device, dtype) -> Tuple[Tensor, Tensor]:
+    """Draw t from the tabulated proposal p(t) ∝ g²/σ² on [eps, T]; returns (t, p(t)), each (B,), in dtype.
+
+    Inverse-CDF sampling: a uniform r picks the cell k with CDF_k ≤ r·Z < CDF_{k+1} and u is uniform inside it,
+    so the density of t = e^u is exactly p(t) = m_k / (Z Δu_k t).
+    """
+    u, masses, cdf = _importance_table(sde, eps, device)
+    total = cdf[-1]
+    r = torch.rand(batch, generator=generator, device=device, dtype=torch.float64) * total
+    k = torch.searchsorted(cdf, r, right=True).sub(1).clamp(0, masses.shape[0] - 1)
+    width = u[k + 1] - u[k]
+    frac = ((r - cdf[k]) / masses[k]).clamp(0, 1)
+    t = torch.exp(u[k] + frac * width).clamp(eps, sde.T)
+    density = masses[k] / (total * width * t)
+    return t.to(dtype), density.to(dtype)
+
+
+def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importance_sampling: bool = False,
+             eps: float = 1e-5, generator: Optional[torch.Generator] = None, reduce: str = "mean",
+             t: Optional[Tensor] = None) -> Tensor:
+    """Continuous-time denoising score matching for a linear SDE.
+
+    For each sample: t ~ U(eps, T), z ~ N(0, I), x_t = s(t) x0 + σ(t) z and
+
+        ℓ = λ(t) ‖ model(x_t, t) + z/σ(t) ‖²   (summed over the data dimensions)
+
+    computed as (λ/σ²) ‖σ model + z‖² for numerical stability at small σ, with
+
+        λ(t) = σ(t)²   "sigma2"      (the classic choice: ‖σ score + z‖², i.e. the ε-prediction MSE)
+        λ(t) = g(t)²   "likelihood"  (Song et al. 2021, "Maximum likelihood training of score-based diffusion
+                                     models", Thm. 1: ½ (T − eps) E[ℓ] plus a constant independent of the model
+                                     bounds the negative log-likelihood −E log p_θ(x0) of the SDE model; the
+                                     constant collects the prior term E[−log π(x_T)], E[∇·f] and the
+                                     model-free part ‖z/σ‖² of the kernel score)
+        λ(t) = 1       "none"
+
+    With ``importance_sampling=True``, t is drawn instead from p(t) ∝ g(t)²/σ(t)² on [eps, T] (inverse CDF on a
+    table of 4096 cells uniform in log t) and ℓ is multiplied by 1/((T − eps) p(t)), with p the exact density
+    of the tabulated sampler. The estimator is then unbiased for the same quantity E_{t~U(eps,T)}[ℓ] for every
+    weighting; for "likelihood" the factor λ/(σ² (T − eps) p(t)) is the constant Z/(T − eps) (Z = ∫ g²/σ²), which
+    removes the 1/t variance blow-up near t = 0.
+
+    Args:
+        sde: a linear SDE, used through ``scale``, ``std``, ``diffusion`` and ``T``.
+        model: score function model(x, t) returning x's shape, e.g. :class:`scoresde.ScoreModel` or
+            ``GaussianMixture.score(sde)``.
+        x0: data batch (B, *D).
+        weighting: "sigma2", "likelihood" or "none".
+        importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting).
+        eps: smallest training time, 0 < eps < T.
+        generator: torch.Generator for t and z (t is drawn before z).
+        reduce: "mean" (over the batch), "sum", or "none" (per-sample losses, shape (B,)).
+        t: optional fixed times (B,) (or a scalar) instead of sampling them, e.g. to evaluate one noise level;
+            not allowed together with importance sampling.
+
+    Returns:
+        The loss: a scalar, or shape (B,) when reduce="none".
+    """
+    check_choice(weighting, WEIGHTINGS, "weighting")
+    check_choice(reduce, REDUCTIONS, "reduce")
+    if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
+    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
+        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+    batch = x0.shape[0]
+    weight = torch.ones(batch, device=x0.device, dtype=x0.dtype)
+    if t is not None:
+        if importance_sampling:
+            raise ValueError("give either fixed times t or importance_sampling=True, not both")
+        t = as_time(t, x0)
+    elif importance_sampling:
+        t, density = _sample_importance(sde, eps, batch, generator, x0.device, x0.dtype)
+        weight = 1 / ((sde.T - eps) * density)
+    else:
+        t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
+    x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
+    score = check_same_shape(model(x_t, t), x_t, what="model")
+    residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
+    per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
+    if weighting == "likelihood":
+        g = sde.diffusion(t).to(x0.dtype)
+        weight = weight * g * g / (sigma * sigma)
+    elif weighting == "none":
+        weight = weight / (sigma * sigma)
+    return _reduce(weight * per_sample, reduce)
+
+
+def _call(model, x: Tensor, t: Optional[Tensor]) -> Tensor:
+    out = model(x) if t is None else model(x, t)
+    return check_same_shape(out, x, what="model")
+
+
+def _grad(output: Tensor, x: Tensor) -> Tensor:
+    """∇_x output with the graph kept; zeros where the model does not depend on x."""
+    if not output.requires_grad:
+        raise ValueError("the model's output does not depend on x through autograd (was it computed under "
+                         "torch.no_grad or detached?)")
+    (grad,) = torch.autograd.grad(output, x, create_graph=True, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
+def _prepare(x: Tensor, t):
+    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"x must be a floating-point tensor of shape (B, *D); got {got}")
+    if t is not None:
+        t = as_time(t, x)
+    return x.detach().requires_grad_(True), t
+
+
+def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, n_projections: int = 1,
+                               generator: Optional[torch.Generator] = None, reduce: str = "mean",
+                               projection: str = "rademacher") -> Tensor:
+    """Sliced score matching (Song et al. 2019) with Hutchinson projections.
+
+        ℓ(x) = (1/M) Σ_m [ ½ (vₘᵀ s(x))² + vₘᵀ ∇_x (vₘᵀ s(x)) ],   vₘ with E[v vᵀ] = I
+
+    which equals the explicit objective ½‖s‖² + tr ∇_x s in expectation over v, using one vector–Jacobian product
+    per projection instead of d. Differentiable in the model's parameters (the graph is kept).
+
+    Args:
+        model: a score callable: ``model(x, t)`` when ``t`` is given (one noise level, or conditioned on t),
+            ``model(x)`` when ``t`` is None.
+        x: samples (B, *D) (no gradient needed; a detached copy is differentiated).
+        t: optional times (B,) or a scalar passed to the model.
+        n_projections: number M of projections per sample.
+        generator: torch.Generator for the projections.
+        reduce: "mean", "sum" or "none" (per-sample, shape (B,)).
+        projection: "rademacher" (±1 entries, lower variance of the trace term) or "gaussian".
+    """
+    check_choice(reduce, REDUCTIONS, "reduce")
+    check_choice(projection, PROJECTIONS, "projection")
+    if not isinstance(n_projections, int) or n_projections < 1:
+        raise ValueError(f"n_projections must be a positive integer; got {n_projections!r}")
+    x, t = _prepare(x, t)
+    batch = x.shape[0]
+    with torch.enable_grad():
+        score = _call(model, x, t)
+        total = x.new_zeros(batch)
+        for _ in range(n_projections):
+            v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if projection == "rademacher":
+                v = torch.sign(v)
+                v[v == 0] = 1
+            projected = (v * score).reshape(batch, -1).sum(-1)                           # vᵀ s, (B,)
+            grad = _grad(projected.sum(), x)                                             # ∇_x (vᵀ s)
+            total = total + 0.5 * projected ** 2 + (v * grad).reshape(batch, -1).sum(-1)
+    return _reduce(total / n_projections, reduce)
+
+
+def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, reduce: str = "mean",
+                        max_dim: int = 1024) -> Tensor:
+    """Hyvärinen's explicit score matching with the exact Jacobian trace (low dimension only).
+
+        ℓ(x) = ½ ‖s(x)‖² + tr ∇_x s(x),   E_p[ℓ] = ½ E_p‖s − ∇ log p‖² − ½ E_p‖∇ log p‖²
+
+    The trace takes d backward passes (d = elements per sample), so d is capped by ``max_dim``.
+    Differentiable in the model's parameters.
+
+    Args:
+        model: ``model(x, t)`` when ``t`` is given, ``model(x)`` when ``t`` is None.
+        x: samples (B, *D).
+        t: optional times (B,) or a scalar passed to the model.
+        reduce: "mean", "sum" or "none" (per-sample, shape (B,)).
+        max_dim: refuse larger d (use :func:`sliced_score_matching_loss` there).
+    """
+    check_choice(reduce, REDUCTIONS, "reduce")
+    x, t = _prepare(x, t)
+    batch, d = x.shape[0], x[0].numel()
+    if d > max_dim:
+        raise ValueError(f"exact score matching needs d backward passes; d = {d} exceeds max_dim = {max_dim} "
+                         f"(use sliced_score_matching_loss)")
+    with torch.enable_grad():
+        score = _call(model, x, t)
+        flat = score.reshape(batch, d)
+        trace = x.new_zeros(batch)
+        for i in range(d):
+            grad = _grad(flat[:, i].sum(), x)
+            trace = trace + grad.reshape(batch, d)[:, i]
+        total = 0.5 * flat.pow(2).sum(-1) + trace
+    return _reduce(total, reduce)

@@ -1,0 +1,70 @@
+"""A residual MLP score network for low-dimensional data."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._utils import as_time
+from .embedding import GaussianFourierEmbedding
+
+Tensor = torch.Tensor
+
+
+class _ResidualBlock(nn.Module):
+    """h ← h + W₂ SiLU(W₁ SiLU(h) + E γ), with γ the time embedding."""
+
+    def __init__(self, hidden: int, embedding_dim: int):
+        super().__init__()
+        self.linear1 = nn.Linear(hidden, hidden)
+        self.time = nn.Linear(embedding_dim, hidden)
+        self.linear2 = nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        out = self.linear1(self.act(h)) + self.time(emb)
+        return h + self.linear2(self.act(out))
+
+
+class MLP(nn.Module):
+    """Time-conditioned residual MLP: ``forward(x, t)`` maps (B, dim) or (B, *D) with prod(D) = dim to x's shape.
+
+    Architecture: γ = MLP(GaussianFourier(t)) of width ``time_embedding_dim``; h = W_in x; ``depth`` residual
+    blocks h ← h + W₂ SiLU(W₁ SiLU(h) + E γ); output W_out SiLU(h). ``t`` is whatever the caller conditions
+    on: the time in [0, T], or the noise feature c_noise that :class:`scoresde.ScoreModel` passes when it
+    preconditions.
+
+    Args:
+        dim: number of elements of one sample.
+        hidden: width of the residual stream.
+        depth: number of residual blocks.
+        time_embedding_dim: width of the time embedding (even).
+        fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_embedding_dim: int = 64,
+                 fourier_scale: float = 16.0):
+        super().__init__()
+        for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+        self.dim = dim
+        self.embedding = nn.Sequential(
+            GaussianFourierEmbedding(time_embedding_dim, fourier_scale),
+            nn.Linear(time_embedding_dim, time_embedding_dim), nn.SiLU(),
+            nn.Linear(time_embedding_dim, time_embedding_dim),
+        )
+        self.input = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList([_ResidualBlock(hidden, time_embedding_dim) for _ in range(depth)])
+        self.output = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x (B, dim) or (B, *D), t (B,) or a scalar → output of x's shape."""
+        if x.dim() < 2 or x[0].numel() != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}) or (B, *D) with {self.dim} elements per sample; "
+                             f"got {tuple(x.shape)}")
+        t = as_time(t, x)
+        emb = self.embedding(t)
+        h = self.input(x.reshape(x.shape[0], self.dim))
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.output(h).reshape(x.shape)
