@@ -6,6 +6,7 @@
     score = gmm.score(sde)            # exact ∇ log p_t
 """
 from .metrics import energy_distance, sliced_wasserstein
+from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
 from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
@@ -14,6 +15,8 @@ from . import nets
 from .losses import dsm_loss, score_matching_loss, sliced_score_matching_loss
 from .parameterization import ScoreModel
 from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
+from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
+from .sampling import DPMSolver, HeunSampler
 
 __version__ = "0.1.0"
 
@@ -21,8 +24,10 @@ __all__ = [
     "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
-    "energy_distance", "sliced_wasserstein",
+    "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
+    "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
+    "HeunSampler", "DPMSolver",
 ]

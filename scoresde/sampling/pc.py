@@ -1,0 +1,165 @@
+"""Predictor–corrector sampling (Song et al. 2021, Algorithms 1–3) for any linear SDE.
+
+On a decreasing grid T = t_0 > t_1 > … > t_N = eps, step i runs ``corrector_steps`` corrector moves at t_i
+(MCMC that keeps p_{t_i} invariant), then one predictor move from t_i to t_{i+1} (a step of the reverse
+process). Everything is derived from the exact one-step kernel of the forward linear SDE,
+
+    x_{t} = a x_{t'} + b z,   a = s(t)/s(t'),   b² = σ(t)² − a² σ(t')²,   t' < t      (``sde.transition``)
+
+so VE, VP, sub-VP and user linear SDEs need no special cases.
+
+Predictors (x at t = t_i, x' at t' = t_{i+1}, h = t − t', z ~ N(0, I), S = score(x, t)):
+
+- ``"euler_maruyama"``: x' = x − [f(x, t) − g(t)² S] h + g(t) √h z.
+- ``"reverse_diffusion"``: reverse the discretized forward step x_t = x_{t'} + (a − 1) x_{t'} + b z:
+  x' = x − (a − 1) x + b² S + b z.  (VP: DDPM's β_i = b², VE: σ_i² − σ_{i−1}²; Song et al. eq. 47.)
+- ``"ancestral"``: draw x' from q(x_{t'} | x_t, x_0 = x̂_0), the exact Gaussian posterior of the two linear
+  kernels with x_0 replaced by Tweedie's x̂_0 = (x + σ² S)/s:
+      mean = (x + b² S) / a,    var = b² σ(t')² / σ(t)².
+  For VP (a² = α_i = 1 − β_i, σ² = 1 − ᾱ) this is DDPM's ancestral step (Ho et al. 2020, eq. 11) with the
+  posterior variance β̃_i = β_i (1 − ᾱ_{i−1})/(1 − ᾱ_i); for VE (a = 1, b² = σ_i² − σ_{i−1}²) it is
+  NCSN's ancestral step x' = x + (σ_i² − σ_{i−1}²) S + √(σ_{i−1}²(σ_i² − σ_{i−1}²)/σ_i²) z.
+
+Correctors (at time t, K = ``corrector_steps`` moves, x ← x + ε S + √(2ε) z):
+
+- ``"langevin"``: ε = 2 α (snr ‖z‖ / ‖S‖)² (Song et al., Algorithm 4), with α = a² of the kernel from the
+  next-lower grid time to t (α = 1 for VE, α_i = 1 − β_i for VP; for sub-VP and user SDEs the same formula,
+  where score_sde_pytorch's corrector fails). With ``langevin_norm="batch"`` (default) the norms are batch
+  means, as in score_sde_pytorch; ``"sample"`` uses per-sample norms, so a sample never depends on the rest
+  of its batch. Per-sample steps are correlated with their own noise z (the noise term scales as
+  ‖z‖ z) and with x (ε ∝ 1/‖S(x)‖², which is heavy-tailed in low dimension: ‖S‖ ≈ 0 at a mode). Measured
+  on the oracle at snr = 0.16, 200–500 steps, this widens the samples visibly in 2-D and still in 16-D
+  (mean log-density 5–12 standard errors low at n = 500–1000), while ``"batch"`` matches the oracle; use
+  ``"sample"`` only when batch independence matters, with a lower snr.
+- ``"annealed_langevin"``: NCSN's schedule (Song & Ermon 2019, Algorithm 1) α_i = δ σ_i²/σ_L², written as
+  ε_i = r σ(t_i)² with r = ``step_ratio`` = δ/σ_L² (NCSN: δ = 2e-5, σ_L = 0.01, so r = 0.2). The ratio is
+  the meaningful knob here: our σ(eps) depends on eps and on the SDE (the exact VE law has σ(1e-3) ≈ 1.3e-3,
+  not σ_min), so a fixed δ would not transfer. For a scaled SDE, Langevin with step ε̂ = r σ̃² on x/s
+  (σ̃ = σ/s) is Langevin with step s² ε̂ = r σ² on x, so the same formula holds for every linear SDE.
+
+Classic samplers as configurations:
+
+- DDPM ancestral sampling: ``PCSampler(predictor="ancestral", corrector=None, steps=1000)`` on a ``VPSDE``
+  (uniform grid; its N-step chain is ``VPSDE.discretize``).
+- NCSN annealed Langevin dynamics: ``PCSampler(predictor=None, corrector="annealed_langevin", steps=L,
+  corrector_steps=K, step_ratio=δ/σ_L²)`` on a ``VESDE``: L noise levels from σ_max down to σ_min on the time grid,
+  K Langevin steps each.
+
+NFE: with a predictor, steps × (1 + corrector_steps); without, steps × corrector_steps; plus 1 for
+``denoise`` (Tweedie's E[x_0 | x_eps] at the end).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._utils import check_choice, expand_like
+from ._base import Recorder, Sampler, batch_time, randn_like, tweedie_denoise
+from .grids import GRIDS, time_grid
+
+Tensor = torch.Tensor
+
+PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", None)
+CORRECTORS = ("langevin", "annealed_langevin", None)
+
+
+def _norm(v: Tensor) -> Tensor:
+    """Per-sample Euclidean norm, shape (B,)."""
+    return v.reshape(v.shape[0], -1).norm(dim=1)
+
+
+class PCSampler(Sampler):
+    """Predictor–corrector sampler for any LinearSDE (see the module docstring for the math).
+
+    Args:
+        predictor: ``"reverse_diffusion"``, ``"euler_maruyama"``, ``"ancestral"`` or None.
+        corrector: ``"langevin"``, ``"annealed_langevin"`` or None.
+        steps: number of predictor steps (grid intervals); with ``predictor=None``, the number of noise
+            levels (grid points, ≥ 2) at which the corrector runs.
+        snr: the signal-to-noise ratio r of the Langevin corrector (0.16 for CIFAR-10 VE, Song et al.).
+        corrector_steps: corrector moves per time step.
+        eps: final time, 0 < eps < T.
+        grid: the time grid, ``"uniform"``, ``"log_snr"`` or ``"edm"``.
+        denoise: finish with Tweedie's estimate E[x_0 | x_eps] (1 extra score evaluation).
+        step_ratio: r of the annealed Langevin corrector, ε_i = r σ(t_i)² (NCSN's δ/σ_L² = 0.2).
+
+        langevin_norm: ``"batch"`` (batch-mean norms, score_sde_pytorch; the default) or ``"sample"``
+            (per-sample norms, biased in low dimension) in the step size of the ``"langevin"`` corrector.
+    """
+
+    def __init__(self, predictor: Optional[str] = "reverse_diffusion", corrector: Optional[str] = "langevin",
+                 steps: int = 1000, snr: float = 0.16, corrector_steps: int = 1, eps: float = 1e-3,
+                 grid: str = "uniform", denoise: bool = True, step_ratio: float = 0.2,
+                 langevin_norm: str = "batch"):
+        check_choice(predictor, PREDICTORS, "predictor")
+        check_choice(corrector, CORRECTORS, "corrector")
+        check_choice(grid, GRIDS, "time grid")
+        check_choice(langevin_norm, ("sample", "batch"), "langevin_norm")
+        if predictor is None and corrector is None:
+            raise ValueError("predictor and corrector cannot both be None")
+        if int(steps) != steps or int(steps) < (1 if predictor is not None else 2):
+            raise ValueError(f"steps must be a positive integer (>= 2 without a predictor); got {steps!r}")
+        if int(corrector_steps) != corrector_steps or int(corrector_steps) < (1 if predictor is None else 0):
+            raise ValueError(f"corrector_steps must be a non-negative integer (>= 1 without a predictor); "
+                             f"got {corrector_steps!r}")
+        if not (snr > 0 and step_ratio > 0 and eps > 0):
+            raise ValueError(f"snr, step_ratio and eps must be positive; got snr={snr}, step_ratio={step_ratio}, "
+                             f"eps={eps}")
+        self.predictor, self.corrector = predictor, corrector
+        self.steps, self.snr, self.step_ratio = int(steps), float(snr), float(step_ratio)
+        self.corrector_steps = int(corrector_steps) if corrector is not None else 0
+        self.eps, self.grid, self.denoise = float(eps), grid, bool(denoise)
+        self.langevin_norm = langevin_norm
+
+    def _sample(self, sde, score, x, generator, trajectory, callback, progress):
+        # With a predictor, ``steps`` intervals; without, ``steps`` levels (``steps`` − 1 intervals).
+        intervals = self.steps if self.predictor is not None else self.steps - 1
+        times = time_grid(sde, intervals, self.grid, self.eps, device=x.device)
+        levels = len(times) if self.predictor is None else len(times) - 1
+        recorder = Recorder(trajectory, callback, progress, levels, "predictor-corrector")
+        tb = times.to(x.dtype)[:, None].expand(len(times), x.shape[0])
+        t_list = times.tolist()
+        # The one-step kernel into each grid time from the next-lower one (the last level mirrors the spacing
+        # of the level above): a_i, b_i with x_{t_i} = a_i x_{t_{i+1}} + b_i z. Used for α and the predictors.
+        lower = torch.cat([times[1:], (2 * times[-1] - times[-2]).clamp_min(0).reshape(1)])
+        a_all, b_all = sde.transition(lower, times)
+        a_list, b_list, std_list = a_all.tolist(), b_all.tolist(), sde.std(times).tolist()
+        if self.corrector == "annealed_langevin":
+            eps_list = [self.step_ratio * std ** 2 for std in std_list]  # ε_i = r σ(t_i)²
+        for i in range(levels):
+            t = tb[i]
+            for _ in range(self.corrector_steps):
+                z = randn_like(x, generator)
+                s = score(x, t)
+                if self.corrector == "langevin":
+                    z_norm, s_norm = _norm(z), _norm(s)
+                    if self.langevin_norm == "batch":
+                        z_norm, s_norm = z_norm.mean(), s_norm.mean().expand_as(s_norm)
+                    ratio = self.snr * z_norm / s_norm.clamp_min(torch.finfo(x.dtype).tiny)
+                    step = expand_like(2 * a_list[i] ** 2 * ratio ** 2, x)
+                else:
+                    step = eps_list[i]
+                x = x + step * s + (2 * step) ** 0.5 * z
+            if self.predictor is not None:
+                posterior_std = b_list[i] * std_list[i + 1] / std_list[i]
+                x = self._predict(sde, score, x, t, t_list[i] - t_list[i + 1], a_list[i], b_list[i],
+                                  posterior_std, generator)
+            recorder(i + 1, t_list[i + 1] if self.predictor is not None else t_list[i], x)
+        if self.denoise:
+            x = tweedie_denoise(sde, score, x, batch_time(self.eps, x))
+        return x, recorder
+
+    def _predict(self, sde, score, x: Tensor, t: Tensor, h: float, a: float, b: float, posterior_std: float,
+                 generator) -> Tensor:
+        """One predictor move from t down to t − h; (a, b) is the forward kernel from t − h to t and
+        ``posterior_std`` = b σ(t − h)/σ(t) the std of the ancestral posterior."""
+        s = score(x, t)
+        z = randn_like(x, generator)
+        if self.predictor == "euler_maruyama":
+            g = expand_like(sde.diffusion(t), x)
+            return x - h * (sde.drift(x, t) - g * g * s) + g * h ** 0.5 * z
+        if self.predictor == "reverse_diffusion":
+            return x - (a - 1) * x + b * b * s + b * z
+        # ancestral: posterior of x_{t'} given x_t and x_0 = Tweedie's estimate.
+        return (x + b * b * s) / a + posterior_std * z
