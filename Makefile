@@ -7,7 +7,7 @@ PIP     = $(PY) -m pip
 # A GPU user can install their own torch in the venv first (or set TORCH_SPEC).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install test demo bench docs docs-serve clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m scoresde.demo
+	$(VENV)/bin/scoresde demo
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/sampler_accuracy.py
 	$(PY) benchmarks/sampler_overhead.py
+	$(PY) benchmarks/likelihood_speed.py
+
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict
+
+docs-serve: $(VENV)/.installed
+	$(PY) -m mkdocs serve
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

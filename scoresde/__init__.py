@@ -14,6 +14,9 @@ from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, dequan
 from . import nets
 from .losses import dsm_loss, score_matching_loss, sliced_score_matching_loss
 from .parameterization import ScoreModel
+from . import data
+from . import plot
+from .training import EMA, NonFiniteLossError, TrainConfig, Trainer
 from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import DPMSolver, HeunSampler
@@ -30,4 +33,5 @@ __all__ = [
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
     "HeunSampler", "DPMSolver",
+    "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError",
 ]

@@ -254,7 +254,7 @@ def log_likelihood(
 
 
 def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.0),
-               generator: Optional[torch.Generator] = None) -> Tensor:
+               generator: Optional[torch.Generator] = None, levels: Optional[int] = None) -> Tensor:
     """Spread k-bit data uniformly over its bins: x̃ = a + (i + u) Δ with u ~ U(0, 1), Δ = (b − a) / 2^k.
 
     Convention: the 2^k levels of k-bit data in [a, b] are x_i = a + i (b − a) / (2^k − 1), i = 0 … 2^k − 1
@@ -267,25 +267,30 @@ def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.
         bits: k ≥ 1.
         data_range: (a, b) with a < b.
         generator: draws u (on x's device).
+        levels: the number of levels L when it is not a power of two (e.g. 17 for the 8×8 digits, values
+            0…16); then the levels are a + i (b − a)/(L − 1) and Δ = (b − a)/L. Overrides ``bits``.
 
     Returns:
         the dequantized data x̃, shape and dtype of x.
     """
-    a, b, levels = _check_quantization(bits, data_range)
+    a, b, levels = _check_quantization(bits, data_range, levels)
     x = _check_x(x)
     spacing = (b - a) / (levels - 1)
     index = torch.round((x - a) / spacing)
     off_grid = (x - (a + index * spacing)).abs() > 0.25 * spacing
     if bool(((index < 0) | (index > levels - 1) | off_grid).any()):
-        raise ValueError(f"x must be {bits}-bit data on the levels a + i (b - a)/(2^{bits} - 1) of "
+        raise ValueError(f"x must be quantized data on the {levels} levels a + i (b - a)/({levels} - 1) of "
                          f"data_range [a, b] = [{a}, {b}]; got values in [{float(x.min()):.6g}, {float(x.max()):.6g}]"
                          " off that grid")
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return a + (index + u) * ((b - a) / levels)
 
 
-def _check_quantization(bits, data_range) -> Tuple[float, float, int]:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
+def _check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int]:
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2; got {levels!r}")
+    elif isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
         raise ValueError(f"bits must be an integer in [1, 32]; got {bits!r}")
     try:
         a, b = (float(v) for v in data_range)
@@ -293,7 +298,7 @@ def _check_quantization(bits, data_range) -> Tuple[float, float, int]:
         raise ValueError(f"data_range must be a pair (a, b) of numbers; got {data_range!r}") from None
     if not (math.isfinite(a) and math.isfinite(b) and a < b):
         raise ValueError(f"data_range must be (a, b) with finite a < b; got {data_range!r}")
-    return a, b, 2**bits
+    return a, b, levels if levels is not None else 2**bits
 
 
 def bits_per_dim(
@@ -304,6 +309,7 @@ def bits_per_dim(
     data_range: Sequence[float] = (-1.0, 1.0),
     n_dequant: int = 1,
     generator: Optional[torch.Generator] = None,
+    levels: Optional[int] = None,
     **likelihood_kwargs,
 ) -> BitsPerDimResult:
     """Bits per dimension of k-bit data under the PF-ODE density, with uniform dequantization.
@@ -324,13 +330,14 @@ def bits_per_dim(
         data_range: (a, b), the range the data was scaled to.
         n_dequant: number of dequantization draws per sample.
         generator: draws the dequantization noise and the Hutchinson probes.
+        levels: number of levels L when it is not 2^bits (e.g. 17 for the 8×8 digits); Δ = (b − a)/L.
         **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, probe, n_probes, solver, rtol, atol,
             eps, step_size).
 
     Returns:
         :class:`BitsPerDimResult` with ``mean``, ``stderr``, ``per_sample`` (B,), ``values`` (B, n_dequant), ``nfe``.
     """
-    a, b, levels = _check_quantization(bits, data_range)
+    a, b, levels = _check_quantization(bits, data_range, levels)
     x = _check_x(x)
     if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive integer; got {n_dequant!r}")
@@ -340,7 +347,7 @@ def bits_per_dim(
     log_bin = math.log((b - a) / levels)
     values, nfe = [], 0
     for _ in range(n_dequant):
-        x_deq = dequantize(x, bits, (a, b), generator)
+        x_deq = dequantize(x, bits, (a, b), generator, levels=levels)
         res = log_likelihood(sde, score, x_deq, generator=generator, **likelihood_kwargs)
         values.append((-res.log_prob / d - log_bin) / math.log(2))
         nfe += res.nfe

@@ -84,7 +84,7 @@ def _sample_importance(sde, eps: float, batch: int, generator, device, dtype) ->
 
 def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importance_sampling: bool = False,
              eps: float = 1e-5, generator: Optional[torch.Generator] = None, reduce: str = "mean",
-             t: Optional[Tensor] = None) -> Tensor:
+             t: Optional[Tensor] = None, shard: Optional[Tuple[int, int]] = None) -> Tensor:
     """Continuous-time denoising score matching for a linear SDE.
 
     For each sample: t ~ U(eps, T), z ~ N(0, I), x_t = s(t) x0 + σ(t) z and
@@ -119,6 +119,10 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importa
         reduce: "mean" (over the batch), "sum", or "none" (per-sample losses, shape (B,)).
         t: optional fixed times (B,) (or a scalar) instead of sampling them, e.g. to evaluate one noise level;
             not allowed together with importance sampling.
+        shard: ``(rank, world_size)`` for data-parallel training: ``x0`` is the *global* batch, the times and
+            noise are drawn for all of it exactly as in a single process, and only rows ``rank::world_size``
+            (DistributedSampler's strided rule) are evaluated. The mean over the shards then equals the
+            single-process loss of the same global batch and generator.
 
     Returns:
         The loss: a scalar, or shape (B,) when reduce="none".
@@ -142,6 +146,13 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importa
     else:
         t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if shard is not None:
+        rank, world = (int(v) for v in shard)
+        if not 0 <= rank < world or batch % world:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size dividing the batch "
+                             f"size {batch}; got {shard!r}")
+        x0, t, z, weight = x0[rank::world], t[rank::world], z[rank::world], weight[rank::world]
+        batch = x0.shape[0]
     s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
     x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
     score = check_same_shape(model(x_t, t), x_t, what="model")

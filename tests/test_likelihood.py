@@ -10,16 +10,6 @@ from scoresde.likelihood import dequantize
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These solves run thousands of tiny ops; two OpenMP threads on a busy 2-core machine made each op ~20x
-    # slower (spin-waiting), so run this module single-threaded and restore the setting afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mixture(dim, k=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     means = 1.5 * torch.randn(k, dim, generator=gen, dtype=F64)
@@ -171,20 +161,23 @@ class ExactPrior(sd.VPSDE):
         return self.gmm.log_prob_t(self, z, _at(self.T, z))
 
 
-def test_bits_per_dim_matches_hand_computation():
+@pytest.mark.parametrize("levels", [8, 17], ids=["3-bit", "17-levels"])
+def test_bits_per_dim_matches_hand_computation(levels):
     # Model: data ~ N(0, c² I) under VP, so p_eps = N(0, v I) with v = s(eps)² c² + σ(eps)², and the exact
-    # prior makes the PF-ODE likelihood exactly that Gaussian. Data: 3-bit levels in [a, b] = [-1, 1].
+    # prior makes the PF-ODE likelihood exactly that Gaussian. Data: 3-bit levels in [a, b] = [-1, 1], or 17
+    # levels (the 8×8 digits' 0…16) through `levels=`; either way Δ = (b − a)/L.
     c, d, bits, a, b = 0.6, 3, 3, -1.0, 1.0
     gmm = sd.GaussianMixture(torch.zeros(1, d, dtype=F64), torch.tensor([c], dtype=F64))
     sde = ExactPrior(gmm)
     eps = 1e-5
-    levels, delta = 2**bits, (b - a) / 2**bits
+    delta = (b - a) / levels
+    quantization = dict(bits=bits) if levels == 2**bits else dict(levels=levels)
     index = torch.randint(0, levels, (10, d), generator=torch.Generator().manual_seed(10)).to(F64)
     x = a + index * (b - a) / (levels - 1)
     n_dequant = 8
-    res = sd.bits_per_dim(sde, gmm.score(sde), x, bits=bits, data_range=(a, b), n_dequant=n_dequant,
+    res = sd.bits_per_dim(sde, gmm.score(sde), x, data_range=(a, b), n_dequant=n_dequant,
                           generator=torch.Generator().manual_seed(11), divergence="exact", rtol=1e-6, atol=1e-6,
-                          eps=eps)
+                          eps=eps, **quantization)
     assert res.values.shape == (10, n_dequant) and res.per_sample.shape == (10,)
     # Hand computation. Dequantized x̃ = m + Δ w with bin centre m = a + (i + ½)Δ and w ~ U(−½, ½), so
     #   E x̃² = m² + Δ²/12,  Var x̃² = m² Δ²/3 + Δ⁴/180,
@@ -257,9 +250,9 @@ def test_bad_input_raises_clear_errors():
         with torch.inference_mode():
             sd.log_likelihood(sde, score, x)
     levels = torch.tensor([[-1.0, 1.0]], dtype=F64)
-    with pytest.raises(ValueError, match="8-bit"):
+    with pytest.raises(ValueError, match="on the 256 levels"):
         sd.bits_per_dim(sde, score, levels * 1.5)
-    with pytest.raises(ValueError, match="8-bit"):
+    with pytest.raises(ValueError, match="on the 256 levels"):
         sd.bits_per_dim(sde, score, levels + 1 / 255)          # half a level off the grid
     with pytest.raises(ValueError, match="bits"):
         sd.bits_per_dim(sde, score, levels, bits=0)

@@ -7,15 +7,6 @@ import torch
 import scoresde as sd
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which is very slow on a busy
-    2-core machine (a small U-Net forward took 5 s with 2 threads against 0.05 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 F64 = torch.float64
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from test_sampling_heun import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore, _one_thread,  # noqa: F401
+from test_sampling_heun import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore,  # noqa: F401
                                 accurate_flow, convergence, fitted_order, gaussian_flow, oracle_problem,
                                 rms_error)
 

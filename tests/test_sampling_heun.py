@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from helpers import CountingScore
 from scoresde._utils import expand_like
 from test_sde import Wiggly
 
@@ -25,15 +26,6 @@ SDE_FACTORIES = {"VP": sd.VPSDE, "subVP": sd.SubVPSDE, "VE": sd.VESDE, "Wiggly":
 #: eight Gaussians the largest value was 2.5 floors; 5 floors leaves room for that skew, while samplers with a
 #: real bias fail it (see ``test_energy_distance_detects_a_coarse_sampler``).
 ED_MULTIPLE = 5.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The oracle's scores are tiny tensor ops: on a loaded 2-core machine one thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- shared helpers ---------------------------------------------------------------------------------------
@@ -112,17 +104,6 @@ def accurate_flow(sde_name: str, n: int = 128):
 
 def rms_error(x, exact) -> float:
     return float((x - exact).pow(2).flatten(1).sum(1).mean().sqrt())
-
-
-class CountingScore:
-    """Counts the calls of a score function (independently of the sampler's own bookkeeping)."""
-
-    def __init__(self, score):
-        self.score, self.calls = score, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.score(x, t)
 
 
 # -- distribution -----------------------------------------------------------------------------------------

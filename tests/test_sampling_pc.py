@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from helpers import CountingScore
 from test_sampling_sde import N, SDES, assert_oracle_law, mixture_16d, run
 
 
@@ -145,15 +146,6 @@ def test_langevin_step_size(name):
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
-class CountingScore:
-    def __init__(self, score):
-        self.score, self.calls = score, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.score(x, t)
-
-
 @pytest.mark.parametrize("predictor, corrector, steps, k, denoise, expected", [
     ("reverse_diffusion", "langevin", 10, 1, True, 21),
     ("euler_maruyama", "langevin", 10, 2, False, 30),

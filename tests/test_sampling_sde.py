@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from helpers import CountingScore
 from scoresde._adapters import entropy_from
 from scoresde.sampling.reverse_sde import _torchsde_dt, euler_maruyama
 
@@ -190,15 +191,6 @@ def test_native_sampler_uses_sqrt_h_normal_increments():
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
-class CountingScore:
-    def __init__(self, score):
-        self.score, self.calls = score, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.score(x, t)
-
-
 @pytest.mark.parametrize("solver, steps, backend, denoise, expected", [
     ("euler", 30, "native", True, 31),
     ("euler", 30, "native", False, 30),

@@ -1,0 +1,358 @@
+"""The ``scoresde`` command: train, sample, likelihood, compare, demo.
+
+    scoresde train --out runs/8g --steps=2000 --sde.name=subvp
+    scoresde sample --checkpoint runs/8g/checkpoint.pt --sampler heun --steps=18 --n 2000
+    scoresde likelihood --checkpoint runs/8g/checkpoint.pt --n 500
+    scoresde compare --oracle eight_gaussians --samplers heun:steps=18 dpm_solver:steps=20,order=3
+    scoresde demo
+
+Errors (bad paths, unknown names, wrong config keys) print one line naming the offending value and the valid
+choices and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .config import (ConfigError, RunConfig, build_model, build_sampler, build_sde, default_device, load_config,
+                     parse_overrides, parse_value, save_config)
+
+CONFIG_NAME = "config.yaml"
+SAMPLE_SHAPE_KEY = "sample_shape"
+
+
+# -- shared pieces -------------------------------------------------------------------------------------------
+def _load_data(cfg: RunConfig, split: str, n: Optional[int] = None):
+    from . import data
+
+    try:
+        return data.load(cfg.data.name, split, n=n if n is not None else cfg.data.n, seed=cfg.data.seed,
+                         dequantize=cfg.data.dequantize if split == "train" else False, path=cfg.data.path)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
+def _read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any]]:
+    """The run config saved next to ``checkpoint``, the per-sample shape and the checkpoint itself."""
+    import yaml
+
+    from .training.checkpoint import load_checkpoint
+
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"checkpoint {checkpoint!r} does not exist")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_NAME)
+    if not os.path.isfile(config_path):
+        raise ConfigError(f"no {CONFIG_NAME} next to checkpoint {checkpoint!r}: it is written by `scoresde train`")
+    with open(config_path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    shape = tuple(raw.pop(SAMPLE_SHAPE_KEY, ()) or ())
+    cfg = RunConfig.from_dict(raw)
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    return cfg, shape, state
+
+
+def _load_model(checkpoint: str, device: str, use_ema: bool = True):
+    """Rebuild (sde, model with EMA weights, config, sample shape) from a checkpoint written by ``train``."""
+    from .training import EMA
+    from .training.checkpoint import check_state_dict
+
+    cfg, shape, state = _read_run(checkpoint)
+    sde = build_sde(cfg.sde)
+    model = build_model(cfg.model, sde, shape)
+    check_state_dict(model.state_dict(), state["model"], what="model")
+    model.load_state_dict(state["model"])
+    if use_ema and "ema" in state:
+        ema = EMA(model)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(model)
+    model.to(device).eval()
+    return sde, model, cfg, shape
+
+
+def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
+    """"heun:steps=18,churn=0.5" → ("heun steps=18 churn=0.5", "heun", {"steps": 18, "churn": 0.5})."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        if "=" not in item:
+            raise ConfigError(f"sampler option {item!r} in {spec!r} must look like key=value")
+        key, value = item.split("=", 1)
+        options[key] = parse_value(value)
+    label = name + ("" if not options else " " + " ".join(f"{k}={v}" for k, v in options.items()))
+    return label, name, options
+
+
+def _save_samples_figure(x: torch.Tensor, path: str, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = x.detach().float().cpu()
+    if x.dim() == 4:
+        n = min(64, x.shape[0])
+        cols = int(math.ceil(math.sqrt(n)))
+        rows = int(math.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                img = x[i].permute(1, 2, 0).clamp(-1, 1) * 0.5 + 0.5
+                ax.imshow(img.squeeze(-1), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+    else:
+        flat = x.reshape(x.shape[0], -1)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(flat[:, 0], flat[:, 1] if flat.shape[1] > 1 else torch.zeros(len(flat)), s=2, alpha=0.5)
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- subcommands ---------------------------------------------------------------------------------------------
+def cmd_train(args, overrides) -> int:
+    from .training import Trainer
+    from .training.distributed import DistributedContext
+
+    cfg = load_config(args.config, overrides)
+    out = args.out or cfg.train.out_dir or os.path.join("runs", f"{cfg.data.name}-{cfg.sde.name}")
+    cfg.train.out_dir = out
+    if cfg.train.device is None:
+        cfg.train.device = default_device()
+    dist = DistributedContext.from_environment(cfg.train.device)
+    cfg.train.device = dist.device or cfg.train.device
+    train_data = _load_data(cfg, "train")
+    test_data = _load_data(cfg, "test")
+    shape = tuple(train_data.x.shape[1:])
+    sde = build_sde(cfg.sde)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, sde, shape)
+    if dist.enabled:
+        torch.manual_seed(cfg.train.seed + dist.rank)  # model randomness (dropout) differs per rank
+    if dist.is_main:
+        os.makedirs(out, exist_ok=True)
+        import yaml
+
+        save_config(cfg, os.path.join(out, CONFIG_NAME))
+        with open(os.path.join(out, CONFIG_NAME), "a") as fh:
+            yaml.safe_dump({SAMPLE_SHAPE_KEY: list(shape)}, fh)
+    trainer = Trainer(model, sde, train_data, cfg.train, eval_data=test_data, resume=args.resume,
+                      distributed=dist)
+    if trainer.step and dist.is_main:
+        print(f"resumed from {trainer.last_checkpoint} at step {trainer.step}")
+    trainer.train()
+    if dist.is_main:
+        last = trainer.history[-1] if trainer.history else {}
+        print(f"trained {trainer.step} steps; last record: {json.dumps(last)}")
+        print(f"outputs in {out}")
+    dist.close()
+    return 0
+
+
+def cmd_sample(args, overrides) -> int:
+    import numpy as np
+
+    device = args.device or default_device()
+    sde, model, cfg, shape = _load_model(args.checkpoint, device, use_ema=not args.no_ema)
+    options = {k.replace("-", "_"): v for k, v in overrides}
+    sampler = build_sampler(args.sampler, options)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    res = sampler.sample(sde, model, (args.n,) + shape, generator=gen, device=device, progress=True)
+    wall = time.perf_counter() - start
+    os.makedirs(args.out, exist_ok=True)
+    npz = os.path.join(args.out, "samples.npz")
+    np.savez(npz, x=res.x.detach().cpu().numpy(), nfe=res.nfe)
+    png = os.path.join(args.out, "samples.png")
+    _save_samples_figure(res.x, png, f"{args.sampler}, NFE {res.nfe}")
+    print(f"{args.n} samples with {args.sampler} (NFE {res.nfe}, {wall:.2f} s): {npz}, {png}")
+    return 0
+
+
+def cmd_likelihood(args, overrides) -> int:
+    from . import data as data_module
+    from .likelihood import log_likelihood
+
+    device = args.device or default_device()
+    sde, model, cfg, shape = _load_model(args.checkpoint, device)
+    if args.data is not None:
+        cfg.data.name, cfg.data.path = args.data, None
+        if os.path.exists(args.data):
+            cfg.data.path = args.data
+    dataset = _load_data(cfg, args.split)
+    x = dataset.x[: args.n].to(device)
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ConfigError(f"data has per-sample shape {tuple(x.shape[1:])} but the model was trained on {shape}")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    quantized = getattr(dataset, "levels", None) is not None
+    d = x[0].numel()
+    nll, from_tqdm = [], None
+    from tqdm.auto import tqdm
+
+    for chunk in tqdm(x.split(args.batch_size), desc="likelihood", leave=False):
+        if quantized:
+            chunk = data_module.dequantize(chunk, dataset.levels, dataset.data_range, gen)
+        res = log_likelihood(sde, model, chunk, divergence=args.divergence, n_probes=args.n_probes,
+                             rtol=args.rtol, atol=args.atol, generator=gen)
+        nll.append(-res.log_prob)
+    nll = torch.cat(nll).double().cpu()
+    mean, se = float(nll.mean()), float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan")
+    log_bin = math.log((dataset.data_range[1] - dataset.data_range[0]) / dataset.levels) if quantized else 0.0
+    bpd = (nll / d - log_bin) / math.log(2)
+    print(f"{len(nll)} {args.split} samples of {cfg.data.name}, d = {d}, divergence = {args.divergence}")
+    print(f"NLL: {mean:.4f} ± {se:.4f} nats per sample")
+    print(f"bits/dim: {float(bpd.mean()):.4f} ± {float(bpd.std() / math.sqrt(len(bpd))):.4f}"
+          + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if quantized else
+             " (continuous data: −log p / (d ln 2))"))
+    oracle = getattr(dataset, "oracle", None)
+    if oracle is not None:
+        h, h_se = oracle.entropy_mc(100_000, torch.Generator().manual_seed(args.seed))
+        print(f"true cross-entropy of the data (lower bound): {h:.4f} ± {h_se:.4f} nats")
+    return 0
+
+
+def cmd_compare(args, overrides) -> int:
+    from . import data as data_module
+    from .compare import compare_samplers
+
+    device = args.device or default_device()
+    if (args.checkpoint is None) == (args.oracle is None):
+        raise ConfigError("give exactly one of --checkpoint PATH or --oracle NAME")
+    if args.oracle is not None:
+        dataset = _wrap_data(lambda: data_module.load(args.oracle, "test"))
+        oracle = getattr(dataset, "oracle", None)
+        if oracle is None:
+            raise ConfigError(f"--oracle needs a data set with an exact density (eight_gaussians, rings); got {args.oracle!r}")
+        sde = build_sde(load_config(None, [(k, v) for k, v in overrides if k.startswith("sde.")]).sde)
+        score, reference = oracle.score(sde), oracle.to(device=device)
+        dtype = torch.float64
+    else:
+        sde, score, cfg, shape = _load_model(args.checkpoint, device)
+        reference = _load_data(cfg, "test").x.to(device)
+        dtype = reference.dtype
+    samplers = {}
+    for spec in args.samplers:
+        label, name, options = _parse_sampler_spec(spec)
+        samplers[label] = build_sampler(name, options)
+    table = compare_samplers(sde, score, samplers, n=args.n, reference=reference, dtype=dtype, device=device,
+                             seed=args.seed)
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "comparison.md"), "w") as fh:
+        fh.write(table.to_markdown() + "\n")
+    fig = table.plot()
+    fig.savefig(os.path.join(args.out, "comparison.png"), dpi=100)
+    print(f"wrote {os.path.join(args.out, 'comparison.md')} and comparison.png")
+    return 0
+
+
+def _wrap_data(fn):
+    try:
+        return fn()
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
+def cmd_demo(args, overrides) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, seconds=args.seconds, seed=args.seed, overrides=overrides)
+
+
+# -- entry point ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
+                                     epilog="Config overrides: --section.key=value or --key=value (see scoresde.config).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,compare,demo}")
+
+    p = sub.add_parser("train", help="train a score model by denoising score matching",
+                       description="Train a score model. Any config key can be overridden: --steps=500, "
+                                   "--sde.name=ve, --model.net=unet, --data.name=digits.")
+    p.add_argument("--config", help="YAML file with sections data, sde, model, train")
+    p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint",
+                       description="Sample from a trained checkpoint. Sampler options as --key=value, e.g. "
+                                   "--steps=18 --order=3.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--sampler", default="dpm_solver",
+                   help="euler_maruyama, reverse_sde, probability_flow, pc, heun, dpm_solver, ddim")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--out", default="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("likelihood", help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="data set name or path (default: the training data set)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--n", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--divergence", default="hutchinson", choices=("exact", "hutchinson"))
+    p.add_argument("--n-probes", type=int, default=1)
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.set_defaults(fn=cmd_likelihood)
+
+    p = sub.add_parser("compare", help="distance/NLL against NFE for a list of samplers",
+                       description="Compare samplers, e.g. --samplers heun:steps=18 dpm_solver:steps=20,order=3. "
+                                   "With --oracle, --sde.name=... picks the SDE.")
+    p.add_argument("--checkpoint")
+    p.add_argument("--oracle", help="a data set with an exact density: eight_gaussians or rings")
+    p.add_argument("--samplers", nargs="+", default=["heun:steps=10", "dpm_solver:steps=10,order=2",
+                                                     "dpm_solver:steps=20,order=3", "euler_maruyama:steps=200"])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--out", default="comparison")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("demo", help="train on a 2-D data set for ~2 CPU minutes, then sample and compare")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--seconds", type=float, default=120.0, help="training time budget (default 120)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = args.debug or "--debug" in rest
+    rest = [r for r in rest if r != "--debug"]
+    try:
+        overrides = parse_overrides(rest)
+        return int(args.fn(args, overrides) or 0)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        if debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"scoresde {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,462 @@
+"""Datasets that need no download: 2-D toy sets, scikit-learn's bundled 8×8 digits, arrays and image folders.
+
+    ds = sd.data.load("eight_gaussians")          # Dataset: ds.x (N, 2), ds.oracle (GaussianMixture)
+    ds = sd.data.load("digits", split="test")      # ds.x (N, 1, 8, 8) in [-1, 1], 17 levels
+    batches = ds.batches(128, seed=0)              # infinite, seeded, checkpointable iterator
+    x0 = next(batches)                             # (128, *ds.shape)
+
+Every set is a :class:`Dataset`: a tensor ``x`` of shape (N, *D) plus what evaluation needs to know about it
+(``data_range``, the number of quantization ``levels``, the exact ``oracle`` density when there is one).
+
+**Quantized data.** A set with ``levels = K`` over ``data_range = (a, b)`` stores raw integer values
+v ∈ {0, …, K − 1} on K evenly spaced levels with both ends included (what ``v / 255 · 2 − 1`` gives for 8-bit
+images, and the convention of :func:`scoresde.bits_per_dim`):
+
+    x = a + v (b − a)/(K − 1).
+
+Level v owns the bin [a + vΔ, a + (v + 1)Δ) of width Δ = (b − a)/K; the K bins tile [a, b]. Uniform
+dequantization replaces x by a uniform point of its bin, x̃ = a + (v + u) Δ with u ~ U(0, 1) per element, drawn
+afresh for every batch. For the digits (pixel values 0..16, so K = 17, (a, b) = (−1, 1)):
+
+    x = v / 16 · 2 − 1,    x̃ = (v + u) / 17 · 2 − 1,
+
+and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) + log2(1/Δ) (see MATH.md).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .oracle import GaussianMixture, eight_gaussians
+
+Tensor = torch.Tensor
+SampleFn = Callable[[int, Optional[torch.Generator]], Tensor]
+
+__all__ = ["Dataset", "Batches", "load", "names", "rings", "checkerboard", "swiss_roll", "moons",
+           "dequantize"]
+
+#: Seed of the fixed permutation that splits the digits (and arrays asked to split) into train and test.
+SPLIT_SEED = 20240607
+_SPLITS = ("train", "test")
+
+
+# -- 2-D generators ------------------------------------------------------------------------------------------
+def rings(radii: Sequence[float] = (1.0, 2.0), std: float = 0.08, spacing: float = 0.25,
+          dtype=torch.float64, device=None) -> GaussianMixture:
+    """Concentric rings as a Gaussian mixture, so the density is exact.
+
+    Ring r carries round(2π r / spacing) isotropic components N(r (cos θ_j, sin θ_j), std² I) at equally
+    spaced angles θ_j; the weights are equal per component, so each ring's mass is proportional to its
+    circumference (a uniform density along the curves).
+    """
+    if len(radii) == 0 or any(float(r) <= 0 for r in radii):
+        raise ValueError(f"radii must be a non-empty sequence of positive numbers; got {tuple(radii)}")
+    means = []
+    for r in radii:
+        k = max(3, int(round(2 * math.pi * float(r) / spacing)))
+        theta = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+        means.append(float(r) * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1))
+    means = torch.cat(means)
+    return GaussianMixture(means, torch.full((means.shape[0],), float(std), dtype=torch.float64),
+                           dtype=dtype, device=device)
+
+
+def checkerboard(n: int, generator: Optional[torch.Generator] = None, size: float = 4.0,
+                 dtype=torch.float32) -> Tensor:
+    """Uniform on the 8 "black" cells of a 4×4 checkerboard centred at 0 with side ``size``: shape (n, 2).
+
+    The board is split into 4×4 cells of side size/4 indexed (i, j) ∈ {0..3}²; a cell is black when i + j is
+    even. The density is 2/size² on black cells and 0 elsewhere.
+    """
+    n = int(n)
+    device = generator.device if generator is not None else None
+    cell = torch.randint(0, 8, (n,), generator=generator, device=device)
+    i = cell // 2                                    # row 0..3
+    j = 2 * (cell % 2) + (i % 2)                     # column with i + j even
+    u = torch.rand((n, 2), generator=generator, device=device, dtype=torch.float64)
+    width = size / 4
+    xy = torch.stack([j, i], dim=1).to(torch.float64) + u
+    return (xy * width - size / 2).to(dtype)
+
+
+def swiss_roll(n: int, generator: Optional[torch.Generator] = None, noise: float = 0.05,
+               dtype=torch.float32) -> Tensor:
+    """2-D Swiss roll: the spiral r(θ) (cos θ, sin θ) with θ ~ U(1.5π, 4.5π), r = 2 θ/(4.5π), plus
+    N(0, noise² I); the outer radius is 2. Shape (n, 2)."""
+    n = int(n)
+    device = generator.device if generator is not None else None
+    theta = math.pi * (1.5 + 3 * torch.rand((n,), generator=generator, device=device, dtype=torch.float64))
+    radius = 2 * theta / (4.5 * math.pi)
+    xy = radius[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    z = torch.randn((n, 2), generator=generator, device=device, dtype=torch.float64)
+    return (xy + noise * z).to(dtype)
+
+
+def moons(n: int, generator: Optional[torch.Generator] = None, noise: float = 0.05,
+          dtype=torch.float32) -> Tensor:
+    """Two interleaved half circles, centred and scaled by 1.5: shape (n, 2).
+
+    Upper moon (cos θ, sin θ), lower moon (1 − cos θ, ½ − sin θ), θ ~ U(0, π), each with probability ½;
+    then x ← 1.5 (x − (½, ¼)) + N(0, noise² I).
+    """
+    n = int(n)
+    device = generator.device if generator is not None else None
+    theta = math.pi * torch.rand((n,), generator=generator, device=device, dtype=torch.float64)
+    lower = torch.rand((n,), generator=generator, device=device) < 0.5
+    upper_xy = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    lower_xy = torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], dim=1)
+    xy = torch.where(lower[:, None], lower_xy, upper_xy)
+    shift = torch.tensor([0.5, 0.25], dtype=torch.float64, device=xy.device)
+    z = torch.randn((n, 2), generator=generator, device=device, dtype=torch.float64)
+    return (1.5 * (xy - shift) + noise * z).to(dtype)
+
+
+def dequantize(x: Tensor, levels: int, data_range: Tuple[float, float],
+               generator: Optional[torch.Generator] = None) -> Tensor:
+    """Move levels x = a + v (b − a)/(K − 1) to uniform points of their bins, a + (v + u)Δ, u ~ U(0, 1).
+
+    Δ = (b − a)/K with K = ``levels``; the same convention as :func:`scoresde.dequantize`, which this calls.
+    The noise is drawn on x's device from ``generator`` (which must live there).
+    """
+    from .likelihood import dequantize as dequantize_levels
+
+    return dequantize_levels(x, data_range=data_range, generator=generator, levels=int(levels))
+
+
+# -- the dataset and its batch iterator ------------------------------------------------------------------
+class Dataset:
+    """A finite tensor data set, with what sampling and evaluation need to know about it.
+
+    Attributes:
+        x: the data, shape (N, *D). For quantized data (``levels`` set) these are the bin centres.
+        name: the name it was loaded by.
+        split: "train" or "test".
+        data_range: (a, b) bounds of the data, or None when unbounded.
+        levels: number of quantization levels K per element (None for continuous data).
+        dequantize: whether :meth:`batches` adds uniform dequantization noise.
+        oracle: the exact density (a GaussianMixture) when the set is drawn from one, else None.
+        sampler: ``sampler(n, generator) -> (n, *D)`` drawing fresh samples of the same law, or None.
+    """
+
+    def __init__(self, x: Tensor, name: str = "tensor", split: str = "train",
+                 data_range: Optional[Tuple[float, float]] = None, levels: Optional[int] = None,
+                 dequantize: bool = False, oracle: Optional[GaussianMixture] = None,
+                 sampler: Optional[SampleFn] = None):
+        if not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (N, *D) with N >= 1 and at least one data "
+                             f"dimension; got {got}")
+        if dequantize and levels is None:
+            raise ValueError("dequantize=True needs quantized data (levels and data_range set)")
+        if levels is not None and data_range is None:
+            raise ValueError("quantized data (levels set) also needs data_range=(a, b)")
+        self.x = x
+        self.name, self.split = name, split
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
+        self.levels = None if levels is None else int(levels)
+        self.dequantize = bool(dequantize)
+        self.oracle = oracle
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __repr__(self) -> str:
+        extra = f", levels={self.levels}, dequantize={self.dequantize}" if self.levels else ""
+        return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape}, "
+                f"data_range={self.data_range}{extra})")
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of one sample, D."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def dim(self) -> int:
+        """Number of elements of one sample, d."""
+        return int(math.prod(self.shape))
+
+    @property
+    def bin_width(self) -> Optional[float]:
+        """Δ = (b − a)/levels for quantized data, else None."""
+        if self.levels is None:
+            return None
+        return (self.data_range[1] - self.data_range[0]) / self.levels
+
+    def dequantized(self, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The whole set with one draw of uniform dequantization noise (quantized sets only): (N, *D)."""
+        if self.levels is None:
+            raise ValueError(f"dataset {self.name!r} is not quantized (levels is None)")
+        return dequantize(self.x, self.levels, self.data_range, generator)
+
+    def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None) -> "Batches":
+        """An infinite, seeded iterator of batches of shape (batch_size, *D); see :class:`Batches`."""
+        return Batches(self, batch_size, seed=seed, fresh=fresh)
+
+
+class Batches:
+    """Infinite seeded batch iterator whose state can be checkpointed (for exact resume).
+
+    With ``fresh`` (the default when the data set has a ``sampler``) every batch is a new draw from the
+    sampler; otherwise the data are visited in epochs, each a random permutation (the last incomplete
+    batch of an epoch is completed from the next one, so every batch has ``batch_size`` rows). Quantized
+    sets with ``dequantize`` get new uniform noise per batch. All randomness comes from one CPU
+    ``torch.Generator`` seeded by ``seed``; :meth:`state_dict` holds its state and the epoch position.
+    Batches are returned on the CPU, in the data's dtype.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, fresh: Optional[bool] = None):
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"dataset must be a scoresde.data.Dataset; got {type(dataset).__name__}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if fresh is None:
+            fresh = dataset.sampler is not None
+        if fresh and dataset.sampler is None:
+            raise ValueError(f"fresh=True needs a data set with a sampler; {dataset.name!r} has none")
+        self.dataset, self.batch_size, self.fresh = dataset, int(batch_size), bool(fresh)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.perm: Optional[Tensor] = None
+        self.position = 0
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> Tensor:
+        ds = self.dataset
+        if self.fresh:
+            x = ds.sampler(self.batch_size, self.generator).to(ds.x.dtype)
+        else:
+            parts, need = [], self.batch_size
+            while need > 0:
+                if self.perm is None or self.position >= len(self.perm):
+                    self.perm = torch.randperm(len(ds), generator=self.generator)
+                    self.position = 0
+                take = self.perm[self.position:self.position + need]
+                self.position += len(take)
+                need -= len(take)
+                parts.append(take)
+            x = ds.x[torch.cat(parts).to(ds.x.device)].cpu()
+        if ds.dequantize:
+            x = dequantize(x, ds.levels, ds.data_range, self.generator)
+        return x
+
+    def state_dict(self) -> Dict[str, object]:
+        """Generator state and epoch position (tensors and ints only, loadable with weights_only=True)."""
+        return {"generator": self.generator.get_state(), "position": self.position,
+                "perm": self.perm.clone() if self.perm is not None else None,
+                "batch_size": self.batch_size, "fresh": self.fresh}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restore a state from :meth:`state_dict`; the batch size and mode must match."""
+        if int(state["batch_size"]) != self.batch_size or bool(state["fresh"]) != self.fresh:
+            raise ValueError(f"batch iterator state has batch_size={state['batch_size']}, fresh={state['fresh']}; "
+                             f"this iterator has batch_size={self.batch_size}, fresh={self.fresh}")
+        self.generator.set_state(state["generator"].cpu())
+        self.position = int(state["position"])
+        self.perm = state["perm"].clone() if state["perm"] is not None else None
+
+
+# -- loaders -------------------------------------------------------------------------------------------------
+def _split_seed(seed: int, split: str) -> int:
+    return 2 * int(seed) + (1 if split == "test" else 0)
+
+
+def _mixture_set(name: str, mixture: GaussianMixture, n: int, split: str, seed: int, dtype) -> Dataset:
+    generator = torch.Generator().manual_seed(_split_seed(seed, split))
+    mixture = mixture.to(device="cpu")
+
+    def sample(k: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return mixture.sample(k, generator).to(dtype)
+
+    return Dataset(sample(n, generator), name=name, split=split, oracle=mixture, sampler=sample)
+
+
+def _generated_set(name: str, fn, n: int, split: str, seed: int, dtype, options) -> Dataset:
+    generator = torch.Generator().manual_seed(_split_seed(seed, split))
+
+    def sample(k: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return fn(k, generator, dtype=dtype, **options)
+
+    return Dataset(sample(n, generator), name=name, split=split, sampler=sample)
+
+
+def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str) -> Tensor:
+    """Split by a permutation with the fixed seed SPLIT_SEED: the last round(N·test_fraction) rows are test.
+
+    Without a test part the data are returned unchanged (in file order).
+    """
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction!r}")
+    n_test = int(round(len(x) * test_fraction))
+    if n_test == 0:
+        if split == "test":
+            raise ValueError(f"{name!r} has no test split; pass test_fraction > 0")
+        return x                                  # no split: the whole file, in its order
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    idx = perm[len(x) - n_test:] if split == "test" else perm[:len(x) - n_test]
+    return x[idx]
+
+
+def _quantized(values: Tensor, levels: int, data_range: Tuple[float, float], dtype) -> Tensor:
+    """Levels a + v (b − a)/(K − 1) of integer values v ∈ {0..K−1} (both ends included)."""
+    a, b = data_range
+    return (a + values.to(torch.float64) * ((b - a) / (levels - 1))).to(dtype)
+
+
+def _digits(split: str, test_fraction: float, dequantize: bool, dtype) -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the 'digits' data set needs scikit-learn (pip install scikit-learn); it ships the "
+                          "8x8 digits with the package, nothing is downloaded") from err
+    values = torch.as_tensor(load_digits().images).reshape(-1, 1, 8, 8)      # 0..16
+    values = _fixed_split(values, split, test_fraction, "digits")
+    return Dataset(_quantized(values, 17, (-1.0, 1.0), dtype), name="digits", split=split,
+                   data_range=(-1.0, 1.0), levels=17, dequantize=dequantize)
+
+
+def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool,
+           dtype) -> Dataset:
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no such array file: {path!r}")
+    if path.endswith(".npz"):
+        with np.load(path) as archive:
+            keys = list(archive.keys())
+            if key is None:
+                if len(keys) != 1:
+                    raise ValueError(f"{path!r} holds arrays {keys}; pass key= to choose one")
+                key = keys[0]
+            if key not in keys:
+                raise ValueError(f"{path!r} has no array {key!r}; it holds {keys}")
+            array = archive[key]
+    else:
+        array = np.load(path, allow_pickle=False)
+    if array.ndim < 2:
+        raise ValueError(f"the array must have shape (N, *D); {path!r} has shape {array.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    x = _fixed_split(x, split, test_fraction, path)
+    if x.dtype == torch.uint8:          # 8-bit data: 256 levels over [-1, 1]
+        return Dataset(_quantized(x, 256, (-1.0, 1.0), dtype), name=path, split=split,
+                       data_range=(-1.0, 1.0), levels=256, dequantize=dequantize)
+    if dequantize:
+        raise ValueError(f"dequantize=True applies to uint8 arrays; {path!r} has dtype {array.dtype}")
+    return Dataset(x.to(dtype), name=path, split=split)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_size: Optional[int],
+                  dequantize: bool, dtype) -> Dataset:
+    if not os.path.isdir(path):
+        raise ValueError(f"no such image folder: {path!r}")
+    try:
+        from PIL import Image
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("loading an image folder needs Pillow (pip install pillow; it comes with "
+                          "matplotlib)") from err
+    import numpy as np
+
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' (grey) or 'RGB'; got {mode!r}")
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(_IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {path!r}")
+    images = []
+    for f in files:
+        with Image.open(os.path.join(path, f)) as img:
+            img = img.convert(mode)
+            if image_size is not None:
+                img = img.resize((int(image_size), int(image_size)), Image.BILINEAR)
+            images.append(np.asarray(img, dtype=np.uint8))
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images in {path!r} have different sizes {sorted(shapes)}; pass image_size=")
+    stack = torch.from_numpy(np.stack(images))
+    stack = stack[:, None] if mode == "L" else stack.permute(0, 3, 1, 2)       # (N, C, H, W)
+    stack = _fixed_split(stack.contiguous(), split, test_fraction, path)
+    return Dataset(_quantized(stack, 256, (-1.0, 1.0), dtype), name=path, split=split,
+                   data_range=(-1.0, 1.0), levels=256, dequantize=dequantize)
+
+
+_TOY = {"checkerboard": checkerboard, "swiss_roll": swiss_roll, "moons": moons}
+_MIXTURES = {"eight_gaussians": eight_gaussians, "rings": rings}
+_NAMES = ("eight_gaussians", "rings", "checkerboard", "swiss_roll", "moons", "digits", "array",
+          "image_folder")
+
+
+def names() -> List[str]:
+    """The valid names for :func:`load` (a path to a .npy/.npz file or an image folder also works)."""
+    return list(_NAMES)
+
+
+def load(name: str, split: str = "train", *, n: Optional[int] = None, seed: int = 0,
+         dequantize: bool = False, path: Optional[str] = None, test_fraction: Optional[float] = None,
+         key: Optional[str] = None, mode: str = "L", image_size: Optional[int] = None,
+         dtype: torch.dtype = torch.float32, **options) -> Dataset:
+    """Load a data set by name; nothing is downloaded.
+
+    Args:
+        name: one of :func:`names`:
+
+            - "eight_gaussians", "rings": Gaussian mixtures (``oracle`` holds the exact density);
+              ``options`` go to :func:`scoresde.eight_gaussians` / :func:`rings`.
+            - "checkerboard", "swiss_roll", "moons": 2-D generators; ``options`` go to the function.
+            - "digits": scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed
+              split (seed ``SPLIT_SEED``) keeps 1/6 of the 1797 images for test.
+            - "array": a .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1]).
+            - "image_folder": the images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1].
+
+            A path to a .npy/.npz file or to a folder may be given as ``name`` directly.
+        split: "train" or "test". 2-D sets draw the two splits from different seeds; files split by a
+            fixed permutation when ``test_fraction`` > 0 (otherwise "train" is the whole file).
+        n: number of points of a 2-D set (default 10,000 for train, 2,000 for test).
+        seed: seed of a 2-D set's draw.
+        dequantize: quantized sets only: add uniform noise over each bin in every batch (see the module
+            docstring for the convention).
+        path, key: file or folder for "array" / "image_folder"; ``key`` chooses the array of an .npz.
+        test_fraction: fraction of a file's rows kept for test (digits: 1/6).
+        mode, image_size: image folder: "L" (grey) or "RGB", and an optional square resize.
+        dtype: dtype of the returned tensor.
+
+    Returns:
+        A :class:`Dataset`.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")
+    if path is None and isinstance(name, (str, os.PathLike)) and str(name) not in _NAMES:
+        candidate = os.fspath(name)
+        if os.path.isdir(candidate):
+            name, path = "image_folder", candidate
+        elif candidate.endswith((".npy", ".npz")):
+            name, path = "array", candidate
+    if name not in _NAMES:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(_NAMES)} "
+                         f"(or a path to a .npy/.npz file or an image folder)")
+    if name not in ("array", "image_folder") and path is not None:
+        raise ValueError(f"path= applies to 'array' and 'image_folder', not {name!r}")
+    if name in _MIXTURES or name in _TOY:
+        if dequantize:
+            raise ValueError(f"dequantize applies to quantized data (digits, uint8 arrays, images), not {name!r}")
+        n = (10_000 if split == "train" else 2_000) if n is None else int(n)
+        if n < 1:
+            raise ValueError(f"n must be a positive integer; got {n}")
+        if name in _MIXTURES:
+            return _mixture_set(name, _MIXTURES[name](**options), n, split, seed, dtype)
+        return _generated_set(name, _TOY[name], n, split, seed, dtype, options)
+    if options:
+        raise TypeError(f"unexpected options for {name!r}: {sorted(options)}")
+    if name == "digits":
+        return _digits(split, 1 / 6 if test_fraction is None else test_fraction, dequantize, dtype)
+    if path is None:
+        raise ValueError(f"{name!r} needs path=")
+    fraction = 0.0 if test_fraction is None else test_fraction
+    if name == "array":
+        return _array(os.fspath(path), split, fraction, key, dequantize, dtype)
+    return _image_folder(os.fspath(path), split, fraction, mode, image_size, dequantize, dtype)

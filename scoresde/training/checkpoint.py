@@ -1,0 +1,95 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, and errors that name the mismatching keys.
+
+A checkpoint is a plain dict of tensors and plain containers (dict, list, tuple, str, int, float, bool,
+None), so ``torch.load(path, weights_only=True)`` reads it without unpickling arbitrary objects.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+Tensor = torch.Tensor
+
+#: Written into every checkpoint; bumped when the layout changes.
+CHECKPOINT_FORMAT = "scoresde.checkpoint/1"
+
+
+def save_checkpoint(payload: Dict[str, Any], path: str) -> str:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
+
+    A crash mid-write leaves the previous file intact. Returns ``path``.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; tensors go to ``map_location``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path!r} is not a scoresde checkpoint: expected format {CHECKPOINT_FORMAT!r}, "
+                         f"got {got!r}")
+    return payload
+
+
+def check_state_dict(expected: Mapping[str, Tensor], received: Mapping[str, Tensor], what: str = "model",
+                     limit: int = 10) -> None:
+    """Raise a ValueError naming missing, unexpected and shape-mismatching keys of a state dict.
+
+    ``expected`` is the state dict of the module being loaded into; ``received`` comes from a checkpoint.
+    """
+    missing = [k for k in expected if k not in received]
+    unexpected = [k for k in received if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(received[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in received and tuple(received[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+
+    def listed(items):
+        more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys (in the {what}, not the checkpoint): {listed(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys (in the checkpoint, not the {what}): {listed(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches: {listed(shapes)}")
+    raise ValueError(f"checkpoint does not match the {what} (a different architecture?): " + "; ".join(parts))
+
+
+def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """The global torch RNG states: CPU, plus the accelerator's when ``device`` is one (e.g. CUDA)."""
+    state: Dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore states saved by :func:`rng_state` (an accelerator state only where one is available)."""
+    torch.set_rng_state(state["torch_cpu"].cpu())
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["torch_cuda"]])

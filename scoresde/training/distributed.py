@@ -1,0 +1,67 @@
+"""Process-group set-up for ``torchrun``: NCCL on GPU, gloo on CPU.
+
+``torchrun --nproc_per_node=N -m scoresde train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain run has none
+of them and gets a single-process context that does nothing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class DistributedContext:
+    """Where this process sits in a (possibly single-process) run.
+
+    Attributes:
+        rank, world_size, local_rank: as set by torchrun (0, 1, 0 for a plain run).
+        device: the device this process trains on (``cuda:<local_rank>`` for multi-GPU runs).
+        backend: "nccl", "gloo", or None when not distributed.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: Optional[str] = None
+    backend: Optional[str] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes checkpoints, figures and logs."""
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device: Optional[str] = None) -> "DistributedContext":
+        """Read torchrun's environment and initialise the process group when WORLD_SIZE > 1."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(device=device)
+        import torch.distributed as dist
+
+        rank = int(os.environ["RANK"])
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        wants_cuda = device is None or str(device).startswith("cuda")
+        if wants_cuda and torch.cuda.is_available():
+            backend, device = "nccl", f"cuda:{local}"
+            torch.cuda.set_device(local)
+        else:
+            backend, device = "gloo", "cpu" if device is None or str(device).startswith("cuda") else device
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        return cls(rank=rank, world_size=world, local_rank=local, device=device, backend=backend)
+
+    def close(self) -> None:
+        """Tear the process group down (no-op for a single process)."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()

@@ -1,0 +1,74 @@
+"""The command line: train → sample → likelihood → compare, resume, and one-line errors."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from scoresde.cli import main
+
+TINY = ["--steps=30", "--batch_size=64", "--data.n=400", "--progress=false", "--model.hidden=32",
+        "--model.depth=1", "--log_every=10", "--device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    assert main(["train", "--out", out] + TINY) == 0
+    return out
+
+
+def test_train_writes_config_and_checkpoint(run_dir):
+    cfg = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    assert cfg["train"]["steps"] == 30 and cfg["model"]["hidden"] == 32 and cfg["sample_shape"] == [2]
+    assert os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
+
+
+def test_resume_continues(run_dir, capsys):
+    assert main(["train", "--out", run_dir, "--resume"] + TINY[1:] + ["--steps=40"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    import torch
+
+    state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert state["step"] == 40
+
+
+def test_sample_likelihood_compare(run_dir, tmp_path, capsys):
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    out = str(tmp_path / "s")
+    assert main(["sample", "--checkpoint", ckpt, "--sampler", "ddim", "--steps=5", "--n", "50", "--out", out,
+                 "--device", "cpu"]) == 0
+    x = np.load(os.path.join(out, "samples.npz"))["x"]
+    assert x.shape == (50, 2) and np.isfinite(x).all() and os.path.isfile(os.path.join(out, "samples.png"))
+    assert main(["likelihood", "--checkpoint", ckpt, "--n", "32", "--rtol", "1e-3", "--atol", "1e-3",
+                 "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "NLL:" in text and "bits/dim:" in text and "true cross-entropy" in text
+    cmp_out = str(tmp_path / "c")
+    assert main(["compare", "--oracle", "eight_gaussians", "--samplers", "heun:steps=4", "ddim:steps=8",
+                 "--n", "200", "--out", cmp_out, "--device", "cpu"]) == 0
+    table = open(os.path.join(cmp_out, "comparison.md")).read()
+    assert "| heun steps=4 | 7 |" in table and "| ddim steps=8 | 8 |" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--stepz=3"], "unknown config key 'stepz'; valid keys: data.name"),
+    (["train", "--sde.name=vx"], "unknown sde.name 'vx'; valid choices: 'vp', 'subvp', 've'"),
+    (["train", "--data.name=mnist"], "unknown data set 'mnist'"),
+    (["sample", "--checkpoint", "/nonexistent/ckpt.pt"], "checkpoint '/nonexistent/ckpt.pt' does not exist"),
+    (["compare", "--oracle", "eight_gaussians", "--samplers", "rk9"], "unknown sampler 'rk9'; valid samplers:"),
+    (["compare", "--oracle", "eight_gaussians", "--samplers", "heun:stepz=3"], "valid options: steps"),
+    (["train", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
+])
+def test_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_yaml_config_and_debug(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("sde:\n  name: ve\ntrain:\n  steps: 5\n  batchsize: 3\n")
+    assert main(["train", "--config", str(path)]) == 2
+    with pytest.raises(ValueError, match="batchsize"):
+        main(["train", "--config", str(path), "--debug"])
