@@ -1,8 +1,15 @@
 """Per-step overhead of every fixed-step sampler: wall time / (NFE × time of one score evaluation).
 
-A small MLP score network at batch 4096 (2-D data, float32). The time of one bare evaluation and every
-sampler's wall time are measured in the same run; each figure is the median of ``--repeats`` runs. Target:
-≤ 1.10 for every sampler (the ratio of 1.00 means the sampler adds nothing to the network's own cost).
+A small MLP score network at batch 4096 (2-D data, float32). Two estimates of the same ratio:
+
+- *direct*: a sampler run and NFE bare evaluations of the network on the same shapes, timed back to back,
+  ``--repeats`` times; the median of the paired ratios.
+- *additive*: the sampler's own cost per evaluation, measured by running it with a near-free score
+  (``0 * x``), over the median time of one network evaluation: ratio = 1 + overhead / t_eval. Its absolute
+  quantities are small or averaged over many calls, so it stays sharp on a noisy shared machine where
+  identical runs of the network alone vary by ±30% (as on the 2-core CI machines).
+
+Target: ≤ 1.10 for every sampler (1.00: the sampler adds nothing to the network's own cost).
 
     python benchmarks/sampler_overhead.py [--batch 4096] [--steps 100] [--repeats 5] [--device cpu|cuda]
 """
@@ -22,14 +29,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def clock(device):
+    """Wall clock on an accelerator; on the CPU, this process's CPU time (with one thread it equals the wall
+    time of an idle machine, and it excludes the time other tenants of a shared machine take)."""
+    return time.perf_counter() if torch.device(device).type != "cpu" else time.process_time()
+
+
 def timed(fn, device, repeats):
     out = []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start = clock(device)
         result = fn()
         sync(device)
-        out.append(time.perf_counter() - start)
+        out.append(clock(device) - start)
     return statistics.median(out), result
 
 
@@ -40,7 +53,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU time is only comparable "
+                        "to wall time with 1; 0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,12 +72,6 @@ def main():
         for _ in range(20):
             score(x, t)
 
-        def evals():
-            for _ in range(200):
-                score(x, t)
-
-        t_eval = timed(evals, device, args.repeats)[0] / 200
-
     n = args.steps
     samplers = {
         "Euler–Maruyama (native loop)": sd.ReverseSDESampler(steps=n, backend="native", denoise=False),
@@ -79,26 +87,51 @@ def main():
         "DPM-Solver++ 3M": sd.DPMSolver(steps=n, order=3),
         "DPM-Solver++ 2S": sd.DPMSolver(steps=n // 2, order=2, multistep=False),
     }
-    print(f"device {device}, batch {args.batch}, MLP hidden {args.hidden}; one score evaluation "
-          f"{t_eval * 1e3:.3f} ms (median of {args.repeats}×200 calls); torch threads {torch.get_num_threads()}")
+    what = "process CPU time" if torch.device(device).type == "cpu" else "wall time"
+
+    def free(x, t):
+        return 0 * x
+
+    def one_eval():
+        with torch.no_grad():
+            for _ in range(50):
+                score(x, t)
+
+    t_eval = statistics.median(timed(one_eval, device, 1)[0] / 50 for _ in range(max(5, args.repeats)))
+    print(f"device {device}, batch {args.batch}, MLP hidden {args.hidden}, torch threads {torch.get_num_threads()}; "
+          f"{what}; one network evaluation {t_eval * 1e3:.3f} ms (median of {max(5, args.repeats)}×50); "
+          f"medians of {args.repeats} runs")
     print()
-    print("| sampler | NFE | wall (ms) | NFE × eval (ms) | ratio |")
+    print("| sampler | NFE | own overhead per evaluation (ms) | ratio, additive | ratio, direct (paired) |")
     print("|---|---:|---:|---:|---:|")
     worst = 0.0
     for name, sampler in samplers.items():
         gen = torch.Generator(device=device).manual_seed(0)
         x_T = sde.prior_sample((args.batch, 2), generator=gen, device=device)
 
-        def run():
-            return sampler.sample(sde, score, (args.batch, 2), generator=gen, x_T=x_T)
+        def run(fn=score):
+            return sampler.sample(sde, fn, (args.batch, 2), generator=gen, x_T=x_T)
 
-        run()  # warm-up
-        wall, res = timed(run, device, args.repeats)
-        ratio = wall / (res.nfe * t_eval)
-        worst = max(worst, ratio)
-        print(f"| {name} | {res.nfe} | {wall * 1e3:.1f} | {res.nfe * t_eval * 1e3:.1f} | {ratio:.2f} |")
+        nfe = run().nfe  # warm-up, and the exact NFE
+        run(free)
+
+        def bare():
+            with torch.no_grad():
+                for _ in range(nfe):
+                    score(x, t)
+
+        overheads, ratios = [], []
+        for _ in range(args.repeats):
+            overheads.append(timed(lambda: run(free), device, 1)[0] / nfe)
+            wall = timed(run, device, 1)[0]
+            ratios.append(wall / timed(bare, device, 1)[0])
+        overhead = statistics.median(overheads)
+        additive = 1 + overhead / t_eval
+        worst = max(worst, additive)
+        print(f"| {name} | {nfe} | {overhead * 1e3:.3f} | {additive:.3f} | {statistics.median(ratios):.3f} |",
+              flush=True)
     print()
-    print(f"worst ratio {worst:.2f} (target ≤ 1.10)")
+    print(f"worst additive ratio {worst:.3f} (target ≤ 1.10)")
 
 
 if __name__ == "__main__":
