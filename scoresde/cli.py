@@ -89,35 +89,6 @@ def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
     return label, name, options
 
 
-def _save_samples_figure(x: torch.Tensor, path: str, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = x.detach().float().cpu()
-    if x.dim() == 4:
-        n = min(64, x.shape[0])
-        cols = int(math.ceil(math.sqrt(n)))
-        rows = int(math.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < n:
-                img = x[i].permute(1, 2, 0).clamp(-1, 1) * 0.5 + 0.5
-                ax.imshow(img.squeeze(-1), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
-    else:
-        flat = x.reshape(x.shape[0], -1)
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(flat[:, 0], flat[:, 1] if flat.shape[1] > 1 else torch.zeros(len(flat)), s=2, alpha=0.5)
-        ax.set_aspect("equal")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # -- subcommands ---------------------------------------------------------------------------------------------
 def cmd_train(args, overrides) -> int:
     from .training import Trainer
@@ -173,7 +144,12 @@ def cmd_sample(args, overrides) -> int:
     npz = os.path.join(args.out, "samples.npz")
     np.savez(npz, x=res.x.detach().cpu().numpy(), nfe=res.nfe)
     png = os.path.join(args.out, "samples.png")
-    _save_samples_figure(res.x, png, f"{args.sampler}, NFE {res.nfe}")
+    from .training import save_sample_figure
+
+    try:
+        save_sample_figure(res.x[:256] if res.x.dim() == 4 else res.x, png, title=f"{args.sampler}, NFE {res.nfe}")
+    except ValueError:  # no picture for this shape (only 2-D points and images have one)
+        png = "no figure for samples of shape " + str(tuple(res.x.shape[1:]))
     print(f"{args.n} samples with {args.sampler} (NFE {res.nfe}, {wall:.2f} s): {npz}, {png}")
     return 0
 

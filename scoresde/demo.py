@@ -31,7 +31,6 @@ DEMO_CONFIG = {
 def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
              overrides: Sequence[Tuple[str, object]] = ()) -> int:
     import scoresde as sd
-    from .cli import _save_samples_figure
     from .config import build_model, build_sde, load_config
 
     torch.manual_seed(seed)
