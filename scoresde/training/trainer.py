@@ -19,14 +19,13 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from .._utils import check_choice, expand_like
+from .._utils import check_choice
 from ..data import Batches, Dataset, dequantize
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -136,41 +135,15 @@ class TrainConfig:
         return cls(**d)
 
 
-# -- a fallback sampler ------------------------------------------------------------------------------------
-class _EulerMaruyama:
-    """Reverse-SDE Euler–Maruyama on a uniform grid T → eps; used when DPM-Solver does not apply.
-
-    x ← x − [f(x, t) − g(t)² score(x, t)] h + g(t) √h z  (MATH.md), no noise on the last step.
-    """
-
-    def __init__(self, steps: int = 500, eps: float = 1e-3):
-        self.steps, self.eps = int(steps), float(eps)
-
-    @torch.no_grad()
-    def sample(self, sde, score, shape, generator=None):
-        x = sde.prior_sample(shape, generator=generator)
-        times = torch.linspace(sde.T, self.eps, self.steps + 1, dtype=torch.float64)
-        for i in range(self.steps):
-            t = torch.full((x.shape[0],), float(times[i]), device=x.device, dtype=x.dtype)
-            h = float(times[i] - times[i + 1])
-            g = expand_like(sde.diffusion(t), x)
-            x = x - (sde.drift(x, t) - g * g * score(x, t)) * h
-            if i < self.steps - 1:
-                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = x + g * math.sqrt(h) * z
-        return x
-
-
+# -- defaults ----------------------------------------------------------------------------------------------
 def default_sampler(sde):
-    """DPM-Solver++ (2nd order, 50 steps) for linear SDEs when available; else 500 Euler–Maruyama steps."""
-    if all(hasattr(sde, name) for name in ("scale", "std", "log_snr", "time_from_log_snr")):
-        try:
-            from ..sampling.dpm_solver import DPMSolver
+    """DPM-Solver++ (2nd order, 50 steps, Tweedie denoising) for linear SDEs; for other SDEs 500 steps of the
+    native Euler–Maruyama reverse-SDE loop (it needs only drift and diffusion)."""
+    from ..sampling import DPMSolver, ReverseSDESampler
 
-            return DPMSolver(steps=50, order=2, denoise=True)
-        except ImportError:  # pragma: no cover - depends on which modules have landed
-            pass
-    return _EulerMaruyama()
+    if all(hasattr(sde, name) for name in ("scale", "std", "log_snr", "time_from_log_snr")):
+        return DPMSolver(steps=50, order=2, denoise=True)
+    return ReverseSDESampler(steps=500, backend="native", denoise=False)
 
 
 def save_sample_figure(x: Tensor, path: str, data_range: Optional[Tuple[float, float]] = None,
@@ -474,7 +447,7 @@ class Trainer:
         :func:`scoresde.log_likelihood` (exact divergence for d ≤ 16, else Hutchinson with 1 Rademacher
         probe) gives "nll" = −mean log p in nats and "nll_stderr". For quantized data (bin width Δ) the points
         are dequantized with a fixed seed and "bpd" = nll/(d ln 2) + log₂(1/Δ) with "bpd_stderr" is added.
-        Returns {} when there is nothing to evaluate or the likelihood module is missing.
+        Returns {} when there is no eval_data.
         """
         was_training = self.model.training
         self.model.eval()
@@ -489,11 +462,8 @@ class Trainer:
     def _default_eval(self) -> Dict[str, float]:
         if self.eval_data is None:
             return {}
-        try:
-            from ..likelihood import log_likelihood
-        except ImportError:  # pragma: no cover - depends on which modules have landed
-            warnings.warn("scoresde.likelihood is not available; skipping the NLL evaluation")
-            return {}
+        from ..likelihood import log_likelihood
+
         ds = self.eval_data
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 104729)
         x = ds.x[: self.config.num_eval].to(device=self.device, dtype=self.dtype)
