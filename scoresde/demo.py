@@ -20,7 +20,7 @@ import torch
 #: Settings of the demo run (any can be overridden on the command line: ``scoresde demo --train.lr=1e-3``).
 DEMO_CONFIG = {
     "data": {"name": "eight_gaussians", "n": 20000},
-    "sde": {"name": "subvp"},
+    "sde": {"name": "vp"},
     "model": {"net": "mlp", "parameterization": "eps", "hidden": 128, "depth": 3, "sigma_data": 1.4,
               "fourier_scale": 1.0},
     "train": {"steps": 100000, "batch_size": 512, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.999,
