@@ -10,7 +10,8 @@ from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
 from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
-from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, dequantize, log_likelihood
+from .likelihood import (BitsPerDimResult, LikelihoodResult, bits_per_dim, bits_per_dim_from_log_prob, dequantize,
+                         log_likelihood)
 from . import nets
 from .losses import dsm_loss, score_matching_loss, sliced_score_matching_loss
 from .parameterization import ScoreModel
@@ -28,7 +29,7 @@ __all__ = [
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
-    "log_likelihood", "bits_per_dim", "dequantize", "LikelihoodResult", "BitsPerDimResult",
+    "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",

@@ -20,7 +20,7 @@ def as_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     with B = x.shape[0], otherwise a ValueError states the expected and received shapes.
     """
     if x.dim() == 0:
-        raise ValueError(f"x must have a batch dimension, shape (B, *D); got a 0-dim tensor")
+        raise ValueError("x must have a batch dimension, shape (B, *D); got a 0-dim tensor")
     batch = x.shape[0]
     if not torch.is_tensor(t):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -156,7 +156,7 @@ def cmd_sample(args, overrides) -> int:
 
 def cmd_likelihood(args, overrides) -> int:
     from . import data as data_module
-    from .likelihood import log_likelihood
+    from .likelihood import bits_per_dim_from_log_prob, log_likelihood
 
     device = args.device or default_device()
     sde, model, cfg, shape = _load_model(args.checkpoint, device)
@@ -171,7 +171,7 @@ def cmd_likelihood(args, overrides) -> int:
     gen = torch.Generator(device=device).manual_seed(args.seed)
     quantized = getattr(dataset, "levels", None) is not None
     d = x[0].numel()
-    nll, from_tqdm = [], None
+    nll = []
     from tqdm.auto import tqdm
 
     for chunk in tqdm(x.split(args.batch_size), desc="likelihood", leave=False):
@@ -182,8 +182,7 @@ def cmd_likelihood(args, overrides) -> int:
         nll.append(-res.log_prob)
     nll = torch.cat(nll).double().cpu()
     mean, se = float(nll.mean()), float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan")
-    log_bin = math.log((dataset.data_range[1] - dataset.data_range[0]) / dataset.levels) if quantized else 0.0
-    bpd = (nll / d - log_bin) / math.log(2)
+    bpd = bits_per_dim_from_log_prob(-nll, d, dataset.bin_width if quantized else None)
     print(f"{len(nll)} {args.split} samples of {cfg.data.name}, d = {d}, divergence = {args.divergence}")
     print(f"NLL: {mean:.4f} ± {se:.4f} nats per sample")
     print(f"bits/dim: {float(bpd.mean()):.4f} ± {float(bpd.std() / math.sqrt(len(bpd))):.4f}"

@@ -10,11 +10,10 @@ the NLL of the samples are reported) or a tensor of reference samples (e.g. held
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -73,29 +72,11 @@ class Comparison:
         return self.to_markdown()
 
     def plot(self, ax=None):
-        """Distance against NFE (log-log), one labelled point per sampler; the noise floor as a dashed line.
+        """Distance against NFE (log-log) with the noise floor: :func:`scoresde.plot.error_vs_nfe`. Returns the
+        matplotlib Figure."""
+        from .plot import error_vs_nfe
 
-        Returns the matplotlib Figure.
-        """
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 4))
-        else:
-            fig = ax.figure
-        for r in self.rows:
-            ax.scatter([r.nfe], [max(r.distance, 1e-12)], s=25)
-            ax.annotate(r.name, (r.nfe, max(r.distance, 1e-12)), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        if self.noise_floor is not None:
-            ax.axhline(abs(self.noise_floor), color="grey", linestyle="--", linewidth=1, label="noise floor")
-            ax.legend(fontsize=8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("NFE (score evaluations)")
-        ax.set_ylabel(f"{self.metric} distance to reference")
-        fig.tight_layout()
-        return fig
+        return error_vs_nfe(self, ax=ax)
 
 
 def _distance(metric: str, x: Tensor, y: Tensor, generator) -> float:

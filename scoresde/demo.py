@@ -100,28 +100,14 @@ def _save_figures(res, data: torch.Tensor, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = res.x.detach().float()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-    axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5)
-    axes[0].set_title("held-out data", fontsize=9)
-    axes[1].scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="C1")
-    axes[1].set_title(f"samples (DPM-Solver++ 3M, NFE {res.nfe})", fontsize=9)
-    for ax in axes:
-        ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "samples.png"), dpi=100)
-    plt.close(fig)
+    from . import plot
 
-    traj = res.trajectory.detach().float()  # (steps, B, 2)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for i in range(min(60, traj.shape[1])):
-        ax.plot(traj[:, i, 0], traj[:, i, 1], linewidth=0.6, alpha=0.6)
-        ax.scatter(traj[-1, i, 0], traj[-1, i, 1], s=6, color="k")
-    ax.set_title("reverse-time trajectories (prior → data)", fontsize=9)
-    ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "trajectories.png"), dpi=100)
-    plt.close(fig)
+    for name, fig in [
+        ("samples.png", plot.samples(res.x, reference=data, title=f"DPM-Solver++ 3M, NFE {res.nfe} (grey: data)")),
+        ("trajectories.png", plot.trajectories(res, n=60, title="reverse-time trajectories (prior → data)")),
+    ]:
+        fig.savefig(os.path.join(out, name), dpi=100)
+        plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -253,6 +253,16 @@ def log_likelihood(
     )
 
 
+def bits_per_dim_from_log_prob(log_prob: Tensor, dim: int, bin_width: Optional[float] = None) -> Tensor:
+    """bpd = −log p / (d ln 2) + log₂(1/Δ) for densities of d-dimensional samples (shape of ``log_prob``).
+
+    With a bin width Δ (dequantized data) this is the bits/dim of the discrete data; without one it is the
+    continuous −log₂ p per dimension.
+    """
+    bpd = -log_prob / (int(dim) * math.log(2))
+    return bpd if bin_width is None else bpd + math.log2(1.0 / bin_width)
+
+
 def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.0),
                generator: Optional[torch.Generator] = None, levels: Optional[int] = None) -> Tensor:
     """Spread k-bit data uniformly over its bins: x̃ = a + (i + u) Δ with u ~ U(0, 1), Δ = (b − a) / 2^k.
@@ -344,12 +354,11 @@ def bits_per_dim(
     if "generator" in likelihood_kwargs:
         raise TypeError("pass generator once, as bits_per_dim(..., generator=...)")
     d = x[0].numel()
-    log_bin = math.log((b - a) / levels)
     values, nfe = [], 0
     for _ in range(n_dequant):
         x_deq = dequantize(x, bits, (a, b), generator, levels=levels)
         res = log_likelihood(sde, score, x_deq, generator=generator, **likelihood_kwargs)
-        values.append((-res.log_prob / d - log_bin) / math.log(2))
+        values.append(bits_per_dim_from_log_prob(res.log_prob, d, (b - a) / levels))
         nfe += res.nfe
     values = torch.stack(values, dim=1)
     per_sample = values.mean(1)

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .._adapters import TORCHSDE_METHODS, integrate_sde
+from .._adapters import TORCHSDE_METHODS
 from .._utils import check_choice
 from ._base import Recorder, Sampler, batch_time, randn_like, tweedie_denoise
 from .grids import time_grid

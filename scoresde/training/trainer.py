@@ -148,43 +148,18 @@ def default_sampler(sde):
 
 def save_sample_figure(x: Tensor, path: str, data_range: Optional[Tuple[float, float]] = None,
                        title: Optional[str] = None) -> str:
-    """Save samples as a PNG: a scatter plot for (B, 2), an image grid for (B, C, H, W) with C ∈ {1, 3}.
-
-    Uses matplotlib's object API (no pyplot, no global backend change). Images are clipped to ``data_range``
-    (default (−1, 1)). Returns ``path``.
+    """Save samples as a PNG through :func:`scoresde.plot.samples` (scatter for (B, 2), image grid for images,
+    clipped to ``data_range``, default (−1, 1)). Uses matplotlib's object API: no pyplot state, no backend change.
+    Returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = x.detach().to("cpu", torch.float64)
-    if x.dim() == 2 and x.shape[1] == 2:
-        fig = Figure(figsize=(5, 5))
-        ax = fig.add_subplot(1, 1, 1)
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.6)
-        ax.set_aspect("equal")
-    elif x.dim() == 4 and x.shape[1] in (1, 3):
-        a, b = data_range if data_range is not None else (-1.0, 1.0)
-        x = ((x.clamp(a, b) - a) / (b - a))
-        n, c, h, w = x.shape
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
-        grid = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1, dtype=x.dtype)
-        for k in range(n):
-            r, q = divmod(k, cols)
-            grid[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = x[k]
-        fig = Figure(figsize=(max(2.0, cols * 0.6), max(2.0, rows * 0.6)))
-        ax = fig.add_subplot(1, 1, 1)
-        if c == 1:
-            ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        else:
-            ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.axis("off")
-    else:
-        raise ValueError(f"can plot samples of shape (B, 2) or (B, C, H, W) with C in (1, 3); "
-                         f"got {tuple(x.shape)}")
-    if title:
-        ax.set_title(title)
+    from ..plot import samples
+
+    fig = Figure(figsize=(5, 5))
     FigureCanvasAgg(fig)
+    samples(x, ax=fig.add_subplot(1, 1, 1), title=title, data_range=data_range or (-1.0, 1.0))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
@@ -462,7 +437,7 @@ class Trainer:
     def _default_eval(self) -> Dict[str, float]:
         if self.eval_data is None:
             return {}
-        from ..likelihood import log_likelihood
+        from ..likelihood import bits_per_dim_from_log_prob, log_likelihood
 
         ds = self.eval_data
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 104729)
@@ -477,7 +452,7 @@ class Trainer:
         n = nll.shape[0]
         metrics = {"nll": float(nll.mean()), "nll_stderr": float(nll.std() / math.sqrt(n)) if n > 1 else math.nan}
         if ds.levels is not None:
-            bpd = nll / (d * math.log(2)) + math.log2(1.0 / ds.bin_width)
+            bpd = bits_per_dim_from_log_prob(-nll, d, ds.bin_width)
             metrics["bpd"] = float(bpd.mean())
             metrics["bpd_stderr"] = float(bpd.std() / math.sqrt(n)) if n > 1 else math.nan
         return metrics
