@@ -9,17 +9,26 @@ divergence vᵀ ∂F/∂x v (one probe v fixed for the solve), and copies both b
 Ours: ``sd.log_likelihood(..., divergence="hutchinson", n_probes=1)``: torchdiffeq dopri5 on the torch state,
 one forward pass + one VJP per evaluation, no host transfers.
 
+With ``--score-sde-pytorch DIR`` (a checkout of github.com/yang-song/score_sde_pytorch, which needs only torch,
+numpy and scipy for this), its real ``likelihood.get_likelihood_fn`` runs beside both on the same network, data
+and probe (its VP SDE with β ∈ [0.1, 20], continuous time; the data as (B, d, 1, 1) images, since its score
+wrapper expects 4-D input). Nothing of it is copied here; it is imported from DIR at run time.
+
 Both use the same float32 score MLP (briefly fitted by denoising score matching), the same data, the same probe,
 eps = 1e-5 and rtol = atol = 1e-5. Prints markdown tables; wall times are medians of ``--repeats`` runs.
+A first table splits one evaluation into its parts (forward pass without and with a graph, forward + VJP).
 
-    .venv/bin/python benchmarks/likelihood_speed.py            # ~2-3 min on a 2-core CPU
+    .venv/bin/python benchmarks/likelihood_speed.py            # ~3 min on a 2-core CPU
+    .venv/bin/python benchmarks/likelihood_speed.py --score-sde-pytorch /path/to/score_sde_pytorch
     .venv/bin/python benchmarks/likelihood_speed.py --quick    # smaller, for a smoke test
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -96,12 +105,86 @@ def reference_log_likelihood(sde, score, x, probe, rtol=1e-5, atol=1e-5, eps=1e-
     return sde.prior_log_prob(z) + delta, sol.nfev
 
 
+def real_score_sde_pytorch(path):
+    """(likelihood module, sde_lib module) imported from a score_sde_pytorch checkout at ``path``."""
+    sys.path.insert(0, path)
+    try:
+        return importlib.import_module("likelihood"), importlib.import_module("sde_lib")
+    finally:
+        sys.path.remove(path)
+
+
+class ImageShaped(torch.nn.Module):
+    """score_sde_pytorch calls model(x, labels) with 4-D x and labels = 999 t (VP, continuous)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, labels):
+        return self.model(x.reshape(x.shape[0], -1), labels / 999).reshape(x.shape)
+
+
+def real_log_likelihood(likelihood_module, sde_lib, model, x, seed, rtol=1e-5, atol=1e-5, eps=1e-5):
+    """score_sde_pytorch's own likelihood_fn; returns (log p in nats per sample, nfe).
+
+    Its Rademacher probe comes from the global RNG: ``torch.manual_seed(seed)`` makes it the probe ours draws
+    from ``Generator().manual_seed(seed)``. It reports bits/dim plus an offset 7 − inverse_scaler(−1) = 8 for
+    the identity scaler, undone here.
+    """
+    sde = sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    fn = likelihood_module.get_likelihood_fn(sde, lambda v: v, rtol=rtol, atol=atol, eps=eps)
+    d = x[0].numel()
+    torch.manual_seed(seed)
+    bpd, _, nfe = fn(ImageShaped(model), x.reshape(x.shape[0], -1, 1, 1))
+    return -(bpd.double() - 8.0) * d * math.log(2), nfe
+
+
+def per_evaluation(score, x, repeats=200):
+    """ms for a forward pass without graph, with graph, and forward + one VJP (median of 5 blocks)."""
+    t = torch.full((x.shape[0],), 0.5, device=x.device, dtype=x.dtype)
+    v = torch.ones_like(x)
+
+    def no_grad():
+        with torch.no_grad():
+            score(x, t)
+
+    def with_graph():
+        score(x.detach().requires_grad_(True), t)
+
+    def with_vjp():
+        xg = x.detach().requires_grad_(True)
+        torch.autograd.grad(score(xg, t), xg, v)
+
+    out = []
+    for fn in (no_grad, with_graph, with_vjp):
+        for _ in range(20):
+            fn()
+        blocks = []
+        for _ in range(5):
+            sync(x.device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            sync(x.device)
+            blocks.append((time.perf_counter() - start) / repeats * 1e3)
+        out.append(statistics.median(blocks))
+    return out
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(fn, repeats):
     """(median wall time, median CPU time of this process, last output) over ``repeats`` runs."""
     walls, cpus, out = [], [], None
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         walls.append(time.perf_counter() - start)
         cpus.append(time.process_time() - start_cpu)
     return statistics.median(walls), statistics.median(cpus), out
@@ -130,7 +213,10 @@ def main():
                         help="torch threads (1 is steadier on a shared 2-core machine)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--score-sde-pytorch", metavar="DIR", default=None,
+                        help="checkout of yang-song/score_sde_pytorch: also run its real likelihood_fn")
     args = parser.parse_args()
+    real = real_score_sde_pytorch(args.score_sde_pytorch) if args.score_sde_pytorch else None
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sde = sd.VPSDE()
@@ -141,13 +227,29 @@ def main():
           f"float32 MLP, median of {repeats} runs\n")
 
     # -- ours vs the reference --------------------------------------------------------------------------
-    print(f"## ours vs score_sde_pytorch-style reference (Hutchinson, one fixed Rademacher probe, batch {args.batch})\n")
-    print("| d | method | wall time (s) | CPU time (s) | NFE | forward passes | NLL (bits/dim) ± s.e. | "
-          "speed-up (wall) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for d in ((2,) if args.quick else (2, 16)):
+    dims = (2,) if args.quick else (2, 16)
+    models = {}
+    for d in dims:
         gmm = mixture(d, seed=d)
-        model = fit(sde, ScoreMLP(d), gmm, fit_steps, seed=d).to(device)
+        models[d] = (gmm, fit(sde, ScoreMLP(d), gmm, fit_steps, seed=d).to(device))
+
+    print(f"## one evaluation, in ms (batch {args.batch}; median of 5 blocks of 200)\n")
+    print("| d | forward, no graph | forward, with graph | forward + VJP | reference: 2 forwards + VJP | "
+          "ours: forward + VJP | bound on the speed-up at equal NFE |")
+    print("|---|---|---|---|---|---|---|")
+    for d in dims:
+        gmm, model = models[d]
+        x = gmm.sample(args.batch, torch.Generator().manual_seed(100 + d)).float().to(device)
+        plain, graph, vjp = per_evaluation(make_score(sde, model), x)
+        print(f"| {d} | {plain:.3f} | {graph:.3f} | {vjp:.3f} | {plain + vjp:.3f} | {vjp:.3f} | "
+              f"{(plain + vjp) / vjp:.2f}× |")
+
+    print(f"\n## ours vs score_sde_pytorch (Hutchinson, one fixed Rademacher probe, batch {args.batch})\n")
+    print("| d | method | wall time (s) | CPU time (s) | NFE | forward passes | NLL (bits/dim) ± s.e. | "
+          "speed-up of ours (wall) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d in dims:
+        gmm, model = models[d]
         score = make_score(sde, model)
         x = gmm.sample(args.batch, torch.Generator().manual_seed(100 + d)).float().to(device)
         gen = torch.Generator(device=device).manual_seed(7)
@@ -157,23 +259,33 @@ def main():
         t_ours, c_ours, res = timed(lambda: sd.log_likelihood(
             sde, score, x, divergence="hutchinson", probe="rademacher",
             generator=torch.Generator(device=device).manual_seed(7), **tol), repeats)
-        m_ref, s_ref = bpd(lp_ref, d)
         m_ours, s_ours = bpd(res.log_prob, d)
-        diff = (res.log_prob.double() - lp_ref.double()) / (d * math.log(2))
-        print(f"| {d} | reference (scipy RK45, numpy, 2 forwards) | {t_ref:.2f} | {c_ref:.2f} | {nfe_ref} | "
-              f"{2 * nfe_ref} | {m_ref:.4f} ± {s_ref:.4f} | 1.0× |")
+        rows = [("reference (ours, written from the description: scipy RK45, numpy, 2 forwards)",
+                 t_ref, c_ref, nfe_ref, 2 * nfe_ref, lp_ref)]
+        if real is not None:
+            t_real, c_real, (lp_real, nfe_real) = timed(
+                lambda: real_log_likelihood(*real, model, x, seed=7, **tol), repeats)
+            rows.append(("score_sde_pytorch `likelihood.py` (the real one)", t_real, c_real, nfe_real,
+                         2 * nfe_real, lp_real))
+        for name, wall, cpu, nfe, passes, lp in rows:
+            m, se = bpd(lp, d)
+            diff = (res.log_prob.double() - lp.double().to(res.log_prob.device)) / (d * math.log(2))
+            print(f"| {d} | {name} | {wall:.2f} | {cpu:.2f} | {nfe} | {passes} | {m:.4f} ± {se:.4f} "
+                  f"(ours − it: mean {float(diff.mean()):+.1e}, max abs {float(diff.abs().max()):.1e}) | "
+                  f"{wall / t_ours:.2f}× |")
         print(f"| {d} | ours (torchdiffeq dopri5, 1 forward + 1 VJP) | {t_ours:.2f} | {c_ours:.2f} | {res.nfe} | "
-              f"{res.nfe} | {m_ours:.4f} ± {s_ours:.4f} | {t_ref / t_ours:.2f}× |")
-        print(f"| {d} | per-sample difference ours − reference (bits/dim) | | | | | "
-              f"mean {float(diff.mean()):+.1e}, max abs {float(diff.abs().max()):.1e} | |")
+              f"{res.nfe} | {m_ours:.4f} ± {s_ours:.4f} | 1.00× |")
 
     # -- exact vs Hutchinson against d ------------------------------------------------------------------
     sweep_batch = 64
     dims = (2, 16) if args.quick else (2, 16, 64, 256)
     print(f"\n## exact vs Hutchinson (1 Rademacher probe) against d (ours, batch {sweep_batch})\n")
-    print("| d | exact: s/solve | exact: NFE | exact: VJPs | Hutchinson: s/solve | Hutchinson: NFE | "
-          "time ratio | Hutch − exact (bits/dim): mean ± s.e. | mean abs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("Exact: d VJPs per evaluation, batched into one backward pass (default) or one at a time "
+          "(`vjp_batch=1`).\n")
+    print("| d | exact batched: s/solve | exact one at a time: s/solve | exact: NFE | exact: VJPs | "
+          "Hutchinson: s/solve | Hutchinson: NFE | exact batched / Hutchinson | "
+          "Hutch − exact (bits/dim): mean ± s.e. | mean abs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for d in dims:
         gmm = mixture(d, seed=d)
         model = fit(sde, ScoreMLP(d), gmm, fit_steps // 4, seed=d).to(device)
@@ -181,12 +293,15 @@ def main():
         x = gmm.sample(sweep_batch, torch.Generator().manual_seed(200 + d)).float().to(device)
         reps = 1 if d >= 64 else repeats
         t_exact, _, exact = timed(lambda: sd.log_likelihood(sde, score, x, divergence="exact", **tol), reps)
+        t_loop, _, loop = timed(lambda: sd.log_likelihood(sde, score, x, divergence="exact", vjp_batch=1,
+                                                          **tol), reps)
         t_hutch, _, hutch = timed(lambda: sd.log_likelihood(
             sde, score, x, divergence="hutchinson", generator=torch.Generator(device=device).manual_seed(3),
             **tol), repeats)
         gap = (exact.log_prob - hutch.log_prob).double() / (d * math.log(2))    # bits/dim: −log p / (d ln 2)
-        print(f"| {d} | {t_exact:.2f} | {exact.nfe} | {exact.nfe * d} | {t_hutch:.2f} | {hutch.nfe} | "
-              f"{t_exact / t_hutch:.1f}× | {float(gap.mean()):+.3f} ± {float(gap.std()) / math.sqrt(gap.numel()):.3f} | "
+        print(f"| {d} | {t_exact:.2f} | {t_loop:.2f} | {exact.nfe} | {exact.nfe * d} | {t_hutch:.2f} | "
+              f"{hutch.nfe} | {t_exact / t_hutch:.1f}× | "
+              f"{float(gap.mean()):+.3f} ± {float(gap.std()) / math.sqrt(gap.numel()):.3f} | "
               f"{float(gap.abs().mean()):.3f} |")
 
 

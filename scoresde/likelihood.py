@@ -87,13 +87,22 @@ class BitsPerDimResult:
 class _AugmentedDynamics:
     """d/dt (x, a) = (F(x, t), ∇·F(x, t)) with a of shape (B, K): K = 1 (exact) or n_probes (Hutchinson).
 
-    One forward pass of the score per call; the divergence reuses its graph through VJPs. Inputs are detached
-    and outputs returned detached, so no graph survives between solver steps.
+    One forward pass of the score per call; the divergence reuses its graph through VJPs. Several VJPs (the d
+    unit vectors of the exact divergence, or the probes) run together as one batched backward pass
+    (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. vmap over the backward), ``vjp_batch`` vectors at
+    a time; if the score has an operation that vmap cannot batch, the VJPs fall back to one at a time. Inputs
+    are detached and outputs returned detached, so no graph survives between solver steps.
     """
 
-    def __init__(self, sde, score: ScoreFn, divergence: str, probes: Optional[Tensor]):
+    #: Automatic ``vjp_batch``: at most this many elements in one batch of VJP vectors (k · B · d).
+    AUTO_VJP_ELEMENTS = 2**21
+
+    def __init__(self, sde, score: ScoreFn, divergence: str, probes: Optional[Tensor],
+                 vjp_batch: Optional[int] = None):
         self.sde, self.score = sde, score
         self.divergence, self.probes = divergence, probes
+        self.vjp_batch = vjp_batch
+        self.batched = vjp_batch != 1
 
     def pf_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """F(x, t) = f(x, t) − ½ g(t)² score(x, t), shape (B, *D)."""
@@ -114,32 +123,60 @@ class _AugmentedDynamics:
                 div = self._hutchinson(drift, x)
         return drift.detach(), div
 
-    @staticmethod
-    def _vjp(drift: Tensor, x: Tensor, v: Tensor, retain: bool) -> Tensor:
-        (grad,) = torch.autograd.grad(drift, x, v, retain_graph=retain, allow_unused=True)
-        return torch.zeros_like(x) if grad is None else grad
+    def _chunk(self, x: Tensor, count: int) -> int:
+        """How many VJP vectors go into one backward pass."""
+        if not self.batched:
+            return 1
+        if self.vjp_batch is not None:
+            return min(count, self.vjp_batch)
+        return max(1, min(count, self.AUTO_VJP_ELEMENTS // x.numel()))
+
+    def _vjps(self, drift: Tensor, x: Tensor, vectors: Tensor, last: bool) -> Tensor:
+        """(∂F/∂x)ᵀ v for each v in ``vectors`` (k, B, *D); returns (k, B, *D). ``last``: free the graph after."""
+        if vectors.shape[0] > 1 and self.batched:
+            try:
+                (grads,) = torch.autograd.grad(drift, x, vectors, retain_graph=True, allow_unused=True,
+                                               is_grads_batched=True)
+                return torch.zeros_like(vectors) if grads is None else grads
+            except RuntimeError:
+                self.batched = False    # an op vmap cannot batch: do the VJPs one by one from now on
+        grads = []
+        for k in range(vectors.shape[0]):
+            (grad,) = torch.autograd.grad(drift, x, vectors[k], allow_unused=True,
+                                          retain_graph=not (last and k == vectors.shape[0] - 1))
+            grads.append(torch.zeros_like(x) if grad is None else grad)
+        return torch.stack(grads)
 
     def _exact(self, drift: Tensor, x: Tensor) -> Tensor:
-        """∇·F = Σ_i [(∂F/∂x)ᵀ e_i]_i: d VJPs on one forward graph; returns (B, 1)."""
+        """∇·F = Σ_i [(∂F/∂x)ᵀ e_i]_i: d VJPs (batched in chunks) on one forward graph; returns (B, 1)."""
         batch, d = x.shape[0], x[0].numel()
-        basis = torch.zeros(batch, d, device=x.device, dtype=x.dtype)
         div = torch.zeros(batch, device=x.device, dtype=x.dtype)
-        for i in range(d):
-            basis[:, i] = 1
-            grad = self._vjp(drift, x, basis.view(x.shape), retain=i < d - 1)
-            div = div + grad.reshape(batch, d)[:, i]
-            basis[:, i] = 0
+        start = 0
+        while start < d:
+            k = self._chunk(x, d - start)
+            stop = min(d, start + k)
+            # The unit vectors e_start … e_{stop−1} of every sample: (k, B, d), viewed as (k, B, *D).
+            basis = torch.zeros(stop - start, batch, d, device=x.device, dtype=x.dtype)
+            index = torch.arange(start, stop, device=x.device)
+            basis[torch.arange(stop - start, device=x.device), :, index] = 1
+            grads = self._vjps(drift, x, basis.view((stop - start,) + tuple(x.shape)), last=stop == d)
+            # Component i of the VJP with e_i: the diagonal of grads[:, :, start:stop].
+            picked = grads.reshape(stop - start, batch, d)[:, :, start:stop]
+            div = div + torch.diagonal(picked, dim1=0, dim2=2).sum(-1)
+            start = stop
         return div[:, None]
 
     def _hutchinson(self, drift: Tensor, x: Tensor) -> Tensor:
-        """vᵀ (∂F/∂x) v for each fixed probe v: one VJP per probe on one forward graph; returns (B, K)."""
+        """vᵀ (∂F/∂x) v for each fixed probe v (VJPs batched in chunks) on one forward graph; returns (B, K)."""
         batch, n_probes = x.shape[0], self.probes.shape[0]
-        divs = []
-        for k in range(n_probes):
-            v = self.probes[k]
-            grad = self._vjp(drift, x, v, retain=k < n_probes - 1)
-            divs.append((grad * v).reshape(batch, -1).sum(1))
-        return torch.stack(divs, dim=1)
+        divs, start = [], 0
+        while start < n_probes:
+            stop = min(n_probes, start + self._chunk(x, n_probes - start))
+            v = self.probes[start:stop]
+            grads = self._vjps(drift, x, v, last=stop == n_probes)
+            divs.append((grads * v).reshape(stop - start, batch, -1).sum(-1))
+            start = stop
+        return torch.cat(divs).T
 
 
 def _draw_probes(x: Tensor, probe: str, n_probes: int, generator: Optional[torch.Generator]) -> Tensor:
@@ -178,6 +215,7 @@ def log_likelihood(
     eps: float = 1e-5,
     generator: Optional[torch.Generator] = None,
     step_size: Optional[float] = None,
+    vjp_batch: Optional[int] = None,
 ) -> LikelihoodResult:
     """log p_eps(x) in nats by integrating the probability-flow ODE from eps to T.
 
@@ -190,9 +228,11 @@ def log_likelihood(
     a prior, including a user :class:`LinearSDE` defined by ``drift_coef`` and ``diffusion`` alone.
 
     Cost per evaluation: one forward pass of ``score`` plus d VJPs (exact) or ``n_probes`` VJPs (Hutchinson,
-    one per probe on the same forward graph; the probes are not extra batch rows). Works when the caller is
-    under ``torch.no_grad`` (gradients are enabled inside); ``torch.inference_mode`` is refused because autograd
-    cannot run there.
+    one per probe on the same forward graph; the probes are not extra batch rows). Several VJPs run as one
+    batched backward pass (vmap over the backward, ``is_grads_batched``), which makes the exact divergence
+    about 2× cheaper than a loop for d of 16–64 on a CPU; ``vjp_batch`` bounds how many run together.
+    Works when the caller is under ``torch.no_grad`` (gradients are enabled inside); ``torch.inference_mode``
+    is refused because autograd cannot run there.
 
     Args:
         sde: the forward SDE (with a prior).
@@ -208,6 +248,9 @@ def log_likelihood(
         eps: start time, 0 ≤ eps < T; the result is the density of the marginal p_eps.
         generator: draws the Hutchinson probes (must live on x's device).
         step_size: step of fixed-step solvers.
+        vjp_batch: how many VJPs (unit vectors or probes) run together in one batched backward pass; memory
+            grows with it. None chooses it so that vjp_batch · x.numel() ≤ 2²¹; 1 runs them one at a time.
+            A score with an operation vmap cannot batch falls back to one at a time automatically.
 
     Returns:
         :class:`LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
@@ -225,6 +268,8 @@ def log_likelihood(
         raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}")
+    if vjp_batch is not None and (isinstance(vjp_batch, bool) or not isinstance(vjp_batch, int) or vjp_batch < 1):
+        raise ValueError(f"vjp_batch must be a positive integer or None; got {vjp_batch!r}")
     T = float(sde.T)
     if not (isinstance(eps, (int, float)) and 0 <= eps < T):
         raise ValueError(f"eps must be a number with 0 <= eps < T = {T}; got {eps!r}")
@@ -238,7 +283,7 @@ def log_likelihood(
     probes = _draw_probes(x, probe, n_probes, generator) if divergence == "hutchinson" else None
     n_acc = 1 if probes is None else n_probes
     acc0 = torch.zeros(x.shape[0], n_acc, device=x.device, dtype=x.dtype)
-    dynamics = _AugmentedDynamics(sde, score, divergence, probes)
+    dynamics = _AugmentedDynamics(sde, score, divergence, probes, vjp_batch)
     (xs, accs), nfe = integrate_ode(dynamics, (x, acc0), [float(eps), T], method=solver, rtol=rtol, atol=atol,
                                     step_size=step_size)
     z, acc = xs[-1], accs[-1]
@@ -342,7 +387,7 @@ def bits_per_dim(
         generator: draws the dequantization noise and the Hutchinson probes.
         levels: number of levels L when it is not 2^bits (e.g. 17 for the 8×8 digits); Δ = (b − a)/L.
         **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, probe, n_probes, solver, rtol, atol,
-            eps, step_size).
+            eps, step_size, vjp_batch).
 
     Returns:
         :class:`BitsPerDimResult` with ``mean``, ``stderr``, ``per_sample`` (B,), ``values`` (B, n_dequant), ``nfe``.
