@@ -39,10 +39,11 @@ import scoresde as sd
 
 
 class ScoreMLP(torch.nn.Module):
-    """ε-network ε_θ(x, t) on flat data; score(x, t) = −ε_θ(x, t) / σ(t)."""
+    """ε-network ε_θ(x, t) on flat data; score(x, t) = −ε_θ(x, t) / σ(t); initialised from ``seed``."""
 
-    def __init__(self, dim: int, hidden: int = 128):
+    def __init__(self, dim: int, hidden: int = 128, seed: int = 0):
         super().__init__()
+        torch.manual_seed(seed)
         self.net = torch.nn.Sequential(
             torch.nn.Linear(dim + 2, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
@@ -190,6 +191,25 @@ def timed(fn, repeats):
     return statistics.median(walls), statistics.median(cpus), out
 
 
+def interleaved(fns, repeats):
+    """Run ``fns`` (name → callable) in turn after one warm-up call each, ``repeats`` rounds, so slow drifts of a shared machine hit all alike.
+
+    Returns name → (median wall, median CPU, last output, per-round walls).
+    """
+    walls = {name: [] for name in fns}
+    cpus = {name: [] for name in fns}
+    outs = {}
+    for fn in fns.values():         # warm-up: first calls build tables and caches
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            wall, cpu, outs[name] = timed(fn, 1)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name]), outs[name], walls[name])
+            for name in fns}
+
+
 def bpd(log_prob, d):
     """Continuous-data negative log-likelihood in bits/dim, mean and standard error over the batch."""
     v = -log_prob.double() / (d * math.log(2))
@@ -231,7 +251,7 @@ def main():
     models = {}
     for d in dims:
         gmm = mixture(d, seed=d)
-        models[d] = (gmm, fit(sde, ScoreMLP(d), gmm, fit_steps, seed=d).to(device))
+        models[d] = (gmm, fit(sde, ScoreMLP(d, seed=d), gmm, fit_steps, seed=d).to(device))
 
     print(f"## one evaluation, in ms (batch {args.batch}; median of 5 blocks of 200)\n")
     print("| d | forward, no graph | forward, with graph | forward + VJP | reference: 2 forwards + VJP | "
@@ -246,7 +266,7 @@ def main():
 
     print(f"\n## ours vs score_sde_pytorch (Hutchinson, one fixed Rademacher probe, batch {args.batch})\n")
     print("| d | method | wall time (s) | CPU time (s) | NFE | forward passes | NLL (bits/dim) ± s.e. | "
-          "speed-up of ours (wall) |")
+          "speed-up of ours: ratio of medians (median of per-round ratios) |")
     print("|---|---|---|---|---|---|---|---|")
     for d in dims:
         gmm, model = models[d]
@@ -255,24 +275,26 @@ def main():
         gen = torch.Generator(device=device).manual_seed(7)
         probe = (2 * torch.randint(0, 2, x.shape, generator=gen, device=device) - 1).float()
         # Ours draws the same probe from the same generator state.
-        t_ref, c_ref, (lp_ref, nfe_ref) = timed(lambda: reference_log_likelihood(sde, score, x, probe, **tol), repeats)
-        t_ours, c_ours, res = timed(lambda: sd.log_likelihood(
-            sde, score, x, divergence="hutchinson", probe="rademacher",
-            generator=torch.Generator(device=device).manual_seed(7), **tol), repeats)
-        m_ours, s_ours = bpd(res.log_prob, d)
-        rows = [("reference (ours, written from the description: scipy RK45, numpy, 2 forwards)",
-                 t_ref, c_ref, nfe_ref, 2 * nfe_ref, lp_ref)]
+        fns = {
+            "ours": lambda: sd.log_likelihood(sde, score, x, divergence="hutchinson", probe="rademacher",
+                                              generator=torch.Generator(device=device).manual_seed(7), **tol),
+            "reference": lambda: reference_log_likelihood(sde, score, x, probe, **tol),
+        }
         if real is not None:
-            t_real, c_real, (lp_real, nfe_real) = timed(
-                lambda: real_log_likelihood(*real, model, x, seed=7, **tol), repeats)
-            rows.append(("score_sde_pytorch `likelihood.py` (the real one)", t_real, c_real, nfe_real,
-                         2 * nfe_real, lp_real))
-        for name, wall, cpu, nfe, passes, lp in rows:
+            fns["real"] = lambda: real_log_likelihood(*real, model, x, seed=7, **tol)
+        runs = interleaved(fns, repeats)
+        t_ours, c_ours, res, walls_ours = runs["ours"]
+        m_ours, s_ours = bpd(res.log_prob, d)
+        names = {"reference": "reference (ours, written from the description: scipy RK45, numpy, 2 forwards)",
+                 "real": "score_sde_pytorch `likelihood.py` (the real one)"}
+        for key in [k for k in ("reference", "real") if k in runs]:
+            wall, cpu, (lp, nfe), walls = runs[key]
             m, se = bpd(lp, d)
             diff = (res.log_prob.double() - lp.double().to(res.log_prob.device)) / (d * math.log(2))
-            print(f"| {d} | {name} | {wall:.2f} | {cpu:.2f} | {nfe} | {passes} | {m:.4f} ± {se:.4f} "
+            paired = statistics.median(w / o for w, o in zip(walls, walls_ours))
+            print(f"| {d} | {names[key]} | {wall:.2f} | {cpu:.2f} | {nfe} | {2 * nfe} | {m:.4f} ± {se:.4f} "
                   f"(ours − it: mean {float(diff.mean()):+.1e}, max abs {float(diff.abs().max()):.1e}) | "
-                  f"{wall / t_ours:.2f}× |")
+                  f"{wall / t_ours:.2f}× (paired {paired:.2f}×) |")
         print(f"| {d} | ours (torchdiffeq dopri5, 1 forward + 1 VJP) | {t_ours:.2f} | {c_ours:.2f} | {res.nfe} | "
               f"{res.nfe} | {m_ours:.4f} ± {s_ours:.4f} | 1.00× |")
 
@@ -288,7 +310,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for d in dims:
         gmm = mixture(d, seed=d)
-        model = fit(sde, ScoreMLP(d), gmm, fit_steps // 4, seed=d).to(device)
+        model = fit(sde, ScoreMLP(d, seed=d), gmm, fit_steps // 4, seed=d).to(device)
         score = make_score(sde, model)
         x = gmm.sample(sweep_batch, torch.Generator().manual_seed(200 + d)).float().to(device)
         reps = 1 if d >= 64 else repeats
