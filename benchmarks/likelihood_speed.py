@@ -248,18 +248,18 @@ def main():
 
     # -- ours vs the reference --------------------------------------------------------------------------
     dims = (2,) if args.quick else (2, 16)
-    models = {}
+    setups = {}         # d → (fitted model, data)
     for d in dims:
         gmm = mixture(d, seed=d)
-        models[d] = (gmm, fit(sde, ScoreMLP(d, seed=d), gmm, fit_steps, seed=d).to(device))
+        model = fit(sde, ScoreMLP(d, seed=d), gmm, fit_steps, seed=d).to(device)
+        setups[d] = (model, gmm.sample(args.batch, torch.Generator().manual_seed(100 + d)).float().to(device))
 
     print(f"## one evaluation, in ms (batch {args.batch}; median of 5 blocks of 200)\n")
     print("| d | forward, no graph | forward, with graph | forward + VJP | reference: 2 forwards + VJP | "
           "ours: forward + VJP | bound on the speed-up at equal NFE |")
     print("|---|---|---|---|---|---|---|")
     for d in dims:
-        gmm, model = models[d]
-        x = gmm.sample(args.batch, torch.Generator().manual_seed(100 + d)).float().to(device)
+        model, x = setups[d]
         plain, graph, vjp = per_evaluation(make_score(sde, model), x)
         print(f"| {d} | {plain:.3f} | {graph:.3f} | {vjp:.3f} | {plain + vjp:.3f} | {vjp:.3f} | "
               f"{(plain + vjp) / vjp:.2f}× |")
@@ -269,9 +269,8 @@ def main():
           "speed-up of ours: ratio of medians (median of per-round ratios) |")
     print("|---|---|---|---|---|---|---|---|")
     for d in dims:
-        gmm, model = models[d]
+        model, x = setups[d]
         score = make_score(sde, model)
-        x = gmm.sample(args.batch, torch.Generator().manual_seed(100 + d)).float().to(device)
         gen = torch.Generator(device=device).manual_seed(7)
         probe = (2 * torch.randint(0, 2, x.shape, generator=gen, device=device) - 1).float()
         # Ours draws the same probe from the same generator state.
