@@ -132,7 +132,11 @@ class _AugmentedDynamics:
         return max(1, min(count, self.AUTO_VJP_ELEMENTS // x.numel()))
 
     def _vjps(self, drift: Tensor, x: Tensor, vectors: Tensor, last: bool) -> Tensor:
-        """(∂F/∂x)ᵀ v for each v in ``vectors`` (k, B, *D); returns (k, B, *D). ``last``: free the graph after."""
+        """(∂F/∂x)ᵀ v for each v in ``vectors`` (k, B, *D); returns (k, B, *D).
+
+        ``last``: the graph is not needed afterwards, so the one-at-a-time path frees it with its final VJP (the
+        batched path keeps it, so that a failed batch can still fall back; it is freed when F goes out of scope).
+        """
         if vectors.shape[0] > 1 and self.batched:
             try:
                 (grads,) = torch.autograd.grad(drift, x, vectors, retain_graph=True, allow_unused=True,
