@@ -9,23 +9,31 @@ from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
-from .sde import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
-from .likelihood import (BitsPerDimResult, LikelihoodResult, bits_per_dim, bits_per_dim_from_log_prob, dequantize,
-                         log_likelihood)
+from .sde import SDE, SDES, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from . import conversions
+from .conversions import denoise as tweedie_denoise
+from .data import dequantize
+from .likelihood import (BitsPerDimResult, EvaluationResult, LikelihoodResult, bits_per_dim,
+                         bits_per_dim_from_log_prob, evaluate_likelihood, log_likelihood)
 from . import nets
-from .losses import dsm_loss, score_matching_loss, sliced_score_matching_loss
-from .parameterization import ScoreModel
+from .nets import NETS
+from .losses import WEIGHTINGS, dsm_loss, score_matching_loss, sliced_score_matching_loss
+from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
+from .data import DATASETS
 from . import plot
 from .training import EMA, NonFiniteLossError, TrainConfig, Trainer
-from .sampling import SampleResult, Sampler, time_grid, tweedie_denoise
+from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import DPMSolver, HeunSampler
+from ._registry import Registry
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "Registry", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
+    "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",

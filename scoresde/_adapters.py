@@ -2,7 +2,7 @@
 
 torchsde wants a 2-D state (batch, d) and strictly increasing time; our SDEs live on (B, *D) with time
 running either way. We integrate in ``s = sign * t`` (sign = -1 for reverse time), flatten the state, and
-cast the solver's time to the state's dtype before calling user code (see shared/LIBRARIES.md).
+cast the solver's time to the state's dtype before calling user code (torchsde hands it a float64 time).
 
 torchdiffeq accepts any shape and decreasing time, but adaptive solvers probe times outside the
 integration interval and fixed-step solvers silently take one step per output time unless given a step
@@ -10,9 +10,12 @@ size. ``integrate_ode`` clamps time to the interval, counts evaluations and alwa
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from ._registry import Registry
 
 Tensor = torch.Tensor
 
@@ -28,9 +31,24 @@ TORCHSDE_METHODS = {
     "euler_heun": "stratonovich",
 }
 
-#: torchdiffeq methods; the first group adapts its step, the second needs a step size.
-TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-TORCHDIFFEQ_FIXED = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
+
+
+@dataclass(frozen=True)
+class ODEMethod:
+    """A torchdiffeq method: whether it adapts its step, and its score evaluations per fixed step (None when
+    that is not a fixed number, e.g. the Adams methods' start-up and corrector iterations)."""
+
+    adaptive: bool
+    evaluations_per_step: Optional[int] = None
+
+
+#: torchdiffeq methods by name (the probability-flow sampler and the likelihood accept these).
+ODE_SOLVERS = Registry("torchdiffeq solver")
+for _name in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"):
+    ODE_SOLVERS.register(_name, ODEMethod(adaptive=True))
+for _name, _evaluations in (("euler", 1), ("midpoint", 2), ("heun3", 3), ("rk4", 4), ("explicit_adams", None),
+                            ("implicit_adams", None)):
+    ODE_SOLVERS.register(_name, ODEMethod(adaptive=False, evaluations_per_step=_evaluations))
 
 
 def entropy_from(generator: Optional[torch.Generator]) -> int:
@@ -132,36 +150,38 @@ def integrate_ode(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     step_size: Optional[float] = None,
+    grid: Optional[Tensor] = None,
     options: Optional[dict] = None,
 ):
     """Integrate d state/dt = fn(state, t) through torchdiffeq over monotone ``times``.
 
     ``state`` is a tensor (B, *D) or a tuple of tensors with leading batch dimension; ``fn`` receives
-    ``t`` of shape (B,) clamped to the interval. Fixed-step methods need ``step_size`` (a positive number).
+    ``t`` of shape (B,) clamped to the interval. Fixed-step methods need ``step_size`` (a positive number) or
+    ``grid``, the times of their steps (one step per interval, from ``times[0]`` to ``times[-1]``).
 
     Returns:
         (states at ``times``, nfe).
     """
     from torchdiffeq import odeint
 
-    valid = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED
-    if method not in valid:
-        raise ValueError(f"unknown torchdiffeq method {method!r}; valid choices: "
-                         + ", ".join(repr(m) for m in valid))
+    info = ODE_SOLVERS.get(method)[0]
     times = [float(t) for t in times]
     lo, hi = min(times), max(times)
     opts = dict(options or {})
-    if method in TORCHDIFFEQ_FIXED:
-        if step_size is None or step_size <= 0:
+    if not info.adaptive:
+        if grid is not None:
+            opts.setdefault("grid_constructor", lambda func, y0, t: grid)
+        elif step_size is None or step_size <= 0:
             raise ValueError(f"fixed-step method {method!r} needs a positive step_size; got {step_size}")
-        opts.setdefault("step_size", float(step_size))
-        opts.setdefault("perturb", False)
+        else:
+            opts.setdefault("step_size", float(step_size))
+            opts.setdefault("perturb", False)
     first = state[0] if isinstance(state, tuple) else state
-    t_grid = torch.tensor(times, dtype=first.dtype if first.is_floating_point() else torch.float64,
-                          device=first.device)
-    if method in TORCHDIFFEQ_ADAPTIVE and method != "adaptive_heun":
+    t_out = torch.tensor(times, dtype=first.dtype if first.is_floating_point() else torch.float64,
+                         device=first.device)
+    if info.adaptive and method != "adaptive_heun":
         # Never step past the end: dopri5 otherwise evaluates beyond it and interpolates back.
-        opts.setdefault("step_t", t_grid[-1:])
+        opts.setdefault("step_t", t_out[-1:])
     wrapped = _TorchdiffeqFunction(fn, lo, hi)
-    out = odeint(wrapped, state, t_grid, method=method, rtol=rtol, atol=atol, options=opts)
+    out = odeint(wrapped, state, t_out, method=method, rtol=rtol, atol=atol, options=opts)
     return out, wrapped.nfe

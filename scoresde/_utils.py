@@ -1,11 +1,13 @@
 """Small shared helpers: broadcasting per-sample scalars and validating (x, t)."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 import torch
 
 Number = Union[float, int]
+#: A score function ``score(x, t)``: x of shape (B, *D), t of shape (B,), returns x's shape.
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

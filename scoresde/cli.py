@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -21,24 +20,14 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .config import (ConfigError, RunConfig, build_model, build_sampler, build_sde, default_device, load_config,
-                     parse_overrides, parse_value, save_config)
+from .config import (ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde, default_device,
+                     load_config, parse_overrides, parse_value, save_config)
 
 CONFIG_NAME = "config.yaml"
 SAMPLE_SHAPE_KEY = "sample_shape"
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
-def _load_data(cfg: RunConfig, split: str, n: Optional[int] = None):
-    from . import data
-
-    try:
-        return data.load(cfg.data.name, split, n=n if n is not None else cfg.data.n, seed=cfg.data.seed,
-                         dequantize=cfg.data.dequantize if split == "train" else False, path=cfg.data.path)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise ConfigError(f"data: {err}") from None
-
-
 def _read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any]]:
     """The run config saved next to ``checkpoint``, the per-sample shape and the checkpoint itself."""
     import yaml
@@ -58,14 +47,14 @@ def _read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, An
     return cfg, shape, state
 
 
-def _load_model(checkpoint: str, device: str, use_ema: bool = True):
+def load_run(checkpoint: str, device: str = "cpu", use_ema: bool = True):
     """Rebuild (sde, model with EMA weights, config, sample shape) from a checkpoint written by ``train``."""
     from .training import EMA
     from .training.checkpoint import check_state_dict
 
     cfg, shape, state = _read_run(checkpoint)
-    sde = build_sde(cfg.sde)
-    model = build_model(cfg.model, sde, shape)
+    sde = build_sde(cfg)
+    model = build_model(cfg, sde, shape)
     check_state_dict(model.state_dict(), state["model"], what="model")
     model.load_state_dict(state["model"])
     if use_ema and "ema" in state:
@@ -77,8 +66,17 @@ def _load_model(checkpoint: str, device: str, use_ema: bool = True):
 
 
 def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
-    """"heun:steps=18,churn=0.5" → ("heun steps=18 churn=0.5", "heun", {"steps": 18, "churn": 0.5})."""
-    name, _, rest = spec.partition(":")
+    """"heun:steps=18,churn=0.5" → ("heun steps=18 churn=0.5", "heun", {"steps": 18, "churn": 0.5}).
+
+    A sampler named by import path keeps its colon: "mypkg.samplers:Mine:steps=4".
+    """
+    from .sampling import SAMPLERS
+
+    head, sep, rest = spec.rpartition(":")
+    if sep and ("=" in rest or head in SAMPLERS):
+        name = head
+    else:
+        name, rest = spec, ""
     options = {}
     for item in filter(None, rest.split(",")):
         if "=" not in item:
@@ -95,35 +93,31 @@ def cmd_train(args, overrides) -> int:
     from .training.distributed import DistributedContext
 
     cfg = load_config(args.config, overrides)
-    out = args.out or cfg.train.out_dir or os.path.join("runs", f"{cfg.data.name}-{cfg.sde.name}")
+    default_out = os.path.join("runs", "-".join(str(cfg.__dict__[s]["name"]).split(":")[-1] for s in ("data", "sde")))
+    out = args.out or cfg.train.out_dir or default_out
     cfg.train.out_dir = out
     if cfg.train.device is None:
         cfg.train.device = default_device()
     dist = DistributedContext.from_environment(cfg.train.device)
     cfg.train.device = dist.device or cfg.train.device
-    train_data = _load_data(cfg, "train")
-    test_data = _load_data(cfg, "test")
+    train_data = build_data(cfg, "train")
+    test_data = build_data(cfg, "test")
     shape = tuple(train_data.x.shape[1:])
-    sde = build_sde(cfg.sde)
+    sde = build_sde(cfg)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, sde, shape)
+    model = build_model(cfg, sde, shape)
     if dist.enabled:
         torch.manual_seed(cfg.train.seed + dist.rank)  # model randomness (dropout) differs per rank
     if dist.is_main:
-        os.makedirs(out, exist_ok=True)
-        import yaml
-
-        save_config(cfg, os.path.join(out, CONFIG_NAME))
-        with open(os.path.join(out, CONFIG_NAME), "a") as fh:
-            yaml.safe_dump({SAMPLE_SHAPE_KEY: list(shape)}, fh)
+        save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
     trainer = Trainer(model, sde, train_data, cfg.train, eval_data=test_data, resume=args.resume,
                       distributed=dist)
-    if trainer.step and dist.is_main:
-        print(f"resumed from {trainer.last_checkpoint} at step {trainer.step}")
+    if trainer.global_step and dist.is_main:
+        print(f"resumed from {trainer.last_checkpoint} at step {trainer.global_step}")
     trainer.train()
     if dist.is_main:
         last = trainer.history[-1] if trainer.history else {}
-        print(f"trained {trainer.step} steps; last record: {json.dumps(last)}")
+        print(f"trained {trainer.global_step} steps; last record: {json.dumps(last)}")
         print(f"outputs in {out}")
     dist.close()
     return 0
@@ -132,8 +126,10 @@ def cmd_train(args, overrides) -> int:
 def cmd_sample(args, overrides) -> int:
     import numpy as np
 
+    from .plot import save_samples
+
     device = args.device or default_device()
-    sde, model, cfg, shape = _load_model(args.checkpoint, device, use_ema=not args.no_ema)
+    sde, model, cfg, shape = load_run(args.checkpoint, device, use_ema=not args.no_ema)
     options = {k.replace("-", "_"): v for k, v in overrides}
     sampler = build_sampler(args.sampler, options)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -144,10 +140,8 @@ def cmd_sample(args, overrides) -> int:
     npz = os.path.join(args.out, "samples.npz")
     np.savez(npz, x=res.x.detach().cpu().numpy(), nfe=res.nfe)
     png = os.path.join(args.out, "samples.png")
-    from .training import save_sample_figure
-
     try:
-        save_sample_figure(res.x[:256] if res.x.dim() == 4 else res.x, png, title=f"{args.sampler}, NFE {res.nfe}")
+        save_samples(res.x[:256] if res.x.dim() == 4 else res.x, png, title=f"{args.sampler}, NFE {res.nfe}")
     except ValueError:  # no picture for this shape (only 2-D points and images have one)
         png = "no figure for samples of shape " + str(tuple(res.x.shape[1:]))
     print(f"{args.n} samples with {args.sampler} (NFE {res.nfe}, {wall:.2f} s): {npz}, {png}")
@@ -155,64 +149,52 @@ def cmd_sample(args, overrides) -> int:
 
 
 def cmd_likelihood(args, overrides) -> int:
-    from . import data as data_module
-    from .likelihood import bits_per_dim_from_log_prob, log_likelihood
+    from .likelihood import evaluate_likelihood
 
     device = args.device or default_device()
-    sde, model, cfg, shape = _load_model(args.checkpoint, device)
+    sde, model, cfg, shape = load_run(args.checkpoint, device)
     if args.data is not None:
-        cfg.data.name, cfg.data.path = args.data, None
-        if os.path.exists(args.data):
-            cfg.data.path = args.data
-    dataset = _load_data(cfg, args.split)
-    x = dataset.x[: args.n].to(device)
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise ConfigError(f"data has per-sample shape {tuple(x.shape[1:])} but the model was trained on {shape}")
+        cfg.set("data.name", args.data)
+    dataset = build_data(cfg, args.split)
+    if tuple(dataset.shape) != tuple(shape):
+        raise ConfigError(f"data has per-sample shape {tuple(dataset.shape)} but the model was trained on {shape}")
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    quantized = getattr(dataset, "levels", None) is not None
-    d = x[0].numel()
-    nll = []
-    from tqdm.auto import tqdm
-
-    for chunk in tqdm(x.split(args.batch_size), desc="likelihood", leave=False):
-        if quantized:
-            chunk = data_module.dequantize(chunk, dataset.levels, dataset.data_range, gen)
-        res = log_likelihood(sde, model, chunk, divergence=args.divergence, n_probes=args.n_probes,
-                             rtol=args.rtol, atol=args.atol, generator=gen)
-        nll.append(-res.log_prob)
-    nll = torch.cat(nll).double().cpu()
-    mean, se = float(nll.mean()), float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan")
-    bpd = bits_per_dim_from_log_prob(-nll, d, dataset.bin_width if quantized else None)
-    print(f"{len(nll)} {args.split} samples of {cfg.data.name}, d = {d}, divergence = {args.divergence}")
-    print(f"NLL: {mean:.4f} ± {se:.4f} nats per sample")
-    print(f"bits/dim: {float(bpd.mean()):.4f} ± {float(bpd.std() / math.sqrt(len(bpd))):.4f}"
-          + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if quantized else
+    res = evaluate_likelihood(sde, model, dataset, n=args.n, batch_size=args.batch_size, generator=gen,
+                              divergence=args.divergence, n_probes=args.n_probes, rtol=args.rtol, atol=args.atol,
+                              device=device)
+    n, d = res.values.shape[0], dataset.dim
+    print(f"{n} {args.split} samples of {cfg.data['name']}, d = {d}, divergence = {args.divergence}")
+    print(f"NLL: {res.nll:.4f} ± {res.nll_stderr:.4f} nats per sample")
+    print(f"bits/dim: {res.bpd:.4f} ± {res.bpd_stderr:.4f}"
+          + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if res.quantized else
              " (continuous data: −log p / (d ln 2))"))
-    oracle = getattr(dataset, "oracle", None)
-    if oracle is not None:
-        h, h_se = oracle.entropy_mc(100_000, torch.Generator().manual_seed(args.seed))
+    if dataset.oracle is not None:
+        h, h_se = dataset.oracle.entropy_mc(100_000, torch.Generator().manual_seed(args.seed))
         print(f"true cross-entropy of the data (lower bound): {h:.4f} ± {h_se:.4f} nats")
     return 0
 
 
 def cmd_compare(args, overrides) -> int:
-    from . import data as data_module
     from .compare import compare_samplers
+    from .data import load
 
     device = args.device or default_device()
     if (args.checkpoint is None) == (args.oracle is None):
         raise ConfigError("give exactly one of --checkpoint PATH or --oracle NAME")
     if args.oracle is not None:
-        dataset = _wrap_data(lambda: data_module.load(args.oracle, "test"))
-        oracle = getattr(dataset, "oracle", None)
+        try:
+            dataset = load(args.oracle, "test")
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise ConfigError(f"data: {err}") from None
+        oracle = dataset.oracle
         if oracle is None:
             raise ConfigError(f"--oracle needs a data set with an exact density (eight_gaussians, rings); got {args.oracle!r}")
-        sde = build_sde(load_config(None, [(k, v) for k, v in overrides if k.startswith("sde.")]).sde)
+        sde = build_sde(load_config(None, [(k, v) for k, v in overrides if k.startswith("sde.")]))
         score, reference = oracle.score(sde), oracle.to(device=device)
         dtype = torch.float64
     else:
-        sde, score, cfg, shape = _load_model(args.checkpoint, device)
-        reference = _load_data(cfg, "test").x.to(device)
+        sde, score, cfg, shape = load_run(args.checkpoint, device)
+        reference = build_data(cfg, "test").x.to(device)
         dtype = reference.dtype
     samplers = {}
     for spec in args.samplers:
@@ -224,17 +206,13 @@ def cmd_compare(args, overrides) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "comparison.md"), "w") as fh:
         fh.write(table.to_markdown() + "\n")
-    fig = table.plot()
+    from .plot import figure
+
+    fig = figure((6.0, 4.0))
+    table.plot(ax=fig.add_subplot(1, 1, 1))
     fig.savefig(os.path.join(args.out, "comparison.png"), dpi=100)
     print(f"wrote {os.path.join(args.out, 'comparison.md')} and comparison.png")
     return 0
-
-
-def _wrap_data(fn):
-    try:
-        return fn()
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise ConfigError(f"data: {err}") from None
 
 
 def cmd_demo(args, overrides) -> int:
@@ -244,7 +222,19 @@ def cmd_demo(args, overrides) -> int:
 
 
 # -- entry point ---------------------------------------------------------------------------------------------
+def _names(registry) -> str:
+    return ", ".join(registry.names())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; the lists of valid names in the help come from the registries."""
+    from .data import DATASETS
+    from .likelihood import DIVERGENCES
+    from .nets import NETS
+    from .parameterization import PARAMETERIZATIONS
+    from .sampling import SAMPLERS
+    from .sde import SDES
+
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
                                      epilog="Config overrides: --section.key=value or --key=value (see scoresde.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -252,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a score model by denoising score matching",
                        description="Train a score model. Any config key can be overridden: --steps=500, "
-                                   "--sde.name=ve, --model.net=unet, --data.name=digits.")
+                                   "--sde.name=ve, --model.net=unet, --data.name=digits. "
+                                   f"Data sets: {_names(DATASETS)}. SDEs: {_names(SDES)}. Nets: {_names(NETS)}. "
+                                   f"Parameterizations: {_names(PARAMETERIZATIONS)}. A user's class works by "
+                                   "import path: --sde.name=mypkg.mymodule:MySDE.")
     p.add_argument("--config", help="YAML file with sections data, sde, model, train")
     p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
@@ -263,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--steps=18 --order=3.")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--sampler", default="dpm_solver",
-                   help="euler_maruyama, reverse_sde, probability_flow, pc, heun, dpm_solver, ddim")
+                   help=f"one of {_names(SAMPLERS)}, or an import path package.module:Class")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
@@ -277,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--n", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--divergence", default="hutchinson", choices=("exact", "hutchinson"))
+    p.add_argument("--divergence", default="hutchinson", choices=DIVERGENCES)
     p.add_argument("--n-probes", type=int, default=1)
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
@@ -287,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="distance/NLL against NFE for a list of samplers",
                        description="Compare samplers, e.g. --samplers heun:steps=18 dpm_solver:steps=20,order=3. "
-                                   "With --oracle, --sde.name=... picks the SDE.")
+                                   f"Samplers: {_names(SAMPLERS)}. With --oracle, --sde.name=... picks the SDE.")
     p.add_argument("--checkpoint")
     p.add_argument("--oracle", help="a data set with an exact density: eight_gaussians or rings")
     p.add_argument("--samplers", nargs="+", default=["heun:steps=10", "dpm_solver:steps=10,order=2",

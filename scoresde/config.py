@@ -1,168 +1,303 @@
-"""Run configurations: dataclasses, YAML files and ``--section.key=value`` overrides, and the builders that
-turn them into an SDE, a score model and a sampler.
+"""Run configurations: YAML files and ``--section.key=value`` overrides, and the builders that turn them into a
+data set, an SDE, a score model and a sampler through the registries.
 
 A run is four sections::
 
-    data:  {name: eight_gaussians, n: 10000, ...}
-    sde:   {name: vp, beta_min: 0.1, beta_max: 20.0, ...}
-    model: {net: mlp, parameterization: eps, hidden: 128, ...}
-    train: {steps: 2000, batch_size: 256, lr: 0.002, ...}     # scoresde.TrainConfig
+    data:  {name: eight_gaussians, n: 10000, ...}                  # an entry of scoresde.DATASETS and its options
+    sde:   {name: vp, beta_min: 0.1, beta_max: 20.0, ...}          # an entry of scoresde.SDES and its options
+    model: {net: mlp, parameterization: eps, hidden: 128, ...}     # scoresde.ScoreModel around scoresde.NETS
+    train: {steps: 2000, batch_size: 256, lr: 0.002, ...}          # scoresde.TrainConfig
 
-An override names a key as ``section.key`` or, when unambiguous, as the bare key (``--steps=500``). Values are
-parsed as YAML scalars/lists (``--channel_mults=[1,2]``, ``--grad_clip=null``).
+A component section names a registered class (or a user's class by import path, ``mypkg.module:MySDE``) and its
+keyword arguments, checked against the constructor's signature; an error lists the valid names and options.
+The resolved config (with every constructor default filled in) is what ``config.yaml`` records. An override
+names a key as ``section.key`` or, when unambiguous, as the bare key (``--steps=500``). Values are parsed as
+YAML scalars/lists (``--channel_mults=[1,2]``, ``--grad_clip=null``).
+
+Configs written before the registries (sections holding every field of every SDE and net) still load: the
+fields that did not apply to the named component are dropped.
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 import inspect
 import os
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ._utils import check_choice
+from ._registry import Registry, check_keywords, signature_parameters
 from .training import TrainConfig
 
-SDE_NAMES = ("vp", "subvp", "ve")
-NETS = ("mlp", "unet")
-PARAMETERIZATIONS = ("eps", "score", "x0", "v")
+SECTIONS = ("data", "sde", "model", "train")
+#: The keys of the model section that configure :class:`scoresde.ScoreModel` (the rest go to the net).
+MODEL_KEYS = ("net", "parameterization", "preconditioning", "sigma_data")
+#: Constructor arguments a config never sets: the split and dtype of a data set (chosen by the command).
+_DATA_HIDDEN = ("split", "dtype")
+
+DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "data": {"name": "eight_gaussians"},
+    "sde": {"name": "vp"},
+    "model": {"net": "mlp", "parameterization": "eps", "preconditioning": True, "sigma_data": 1.0},
+}
+
+# The sections written before the registries: every field of every component, and which applied to which.
+_LEGACY_KEYS = {
+    "data": {"name", "n", "path", "seed", "dequantize"},
+    "sde": {"name", "beta_min", "beta_max", "sigma_min", "sigma_max", "T"},
+    "model": {"net", "parameterization", "preconditioning", "sigma_data", "hidden", "depth", "time_embedding_dim",
+              "fourier_scale", "channels", "channel_mults", "num_res_blocks", "attention_resolutions", "dropout"},
+}
+_LEGACY_APPLIES = {
+    "sde": {"vp": ("beta_min", "beta_max", "T"), "subvp": ("beta_min", "beta_max", "T"),
+            "ve": ("sigma_min", "sigma_max", "T")},
+    "model": {"mlp": ("hidden", "depth", "time_embedding_dim", "fourier_scale"),
+              "unet": ("channels", "channel_mults", "num_res_blocks", "attention_resolutions", "dropout")},
+}
 
 
 class ConfigError(ValueError):
     """A configuration problem the CLI reports in one line (bad key, bad value, unknown name, bad path)."""
 
 
-@dataclass
-class DataConfig:
-    """Which data set to train on (see :func:`scoresde.data.load`)."""
+def _registries() -> Dict[str, Registry]:
+    from .data import DATASETS
+    from .nets import NETS
+    from .sde import SDES
 
-    name: str = "eight_gaussians"
-    n: Optional[int] = None
-    path: Optional[str] = None
-    seed: int = 0
-    dequantize: bool = False
+    return {"data": DATASETS, "sde": SDES, "model": NETS}
 
 
-@dataclass
-class SDEConfig:
-    """The forward SDE: "vp", "subvp" or "ve" with its parameters."""
-
-    name: str = "vp"
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    T: float = 1.0
+def _name_key(section: str) -> str:
+    return "net" if section == "model" else "name"
 
 
-@dataclass
-class ModelConfig:
-    """The network and its parameterization (see :class:`scoresde.ScoreModel`, :mod:`scoresde.nets`)."""
-
-    net: str = "mlp"
-    parameterization: str = "eps"
-    preconditioning: bool = True
-    sigma_data: float = 1.0
-    hidden: int = 128
-    depth: int = 3
-    time_embedding_dim: int = 64
-    fourier_scale: float = 1.0
-    channels: int = 32
-    channel_mults: Tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: Tuple[int, ...] = (4,)
-    dropout: float = 0.0
+def _plain(value):
+    """YAML-friendly copy: tuples become lists."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
-@dataclass
+def _is_plain(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_is_plain(v) for v in value)
+
+
 class RunConfig:
-    """A whole training run."""
+    """A whole training run: three component sections (plain dicts) and a :class:`TrainConfig`.
 
-    data: DataConfig = field(default_factory=DataConfig)
-    sde: SDEConfig = field(default_factory=SDEConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    Attributes:
+        data, sde, model: dicts ``{name: ..., **options}`` (the model section names its net by ``net``).
+        train: the :class:`TrainConfig`.
+    """
 
+    def __init__(self, data: Optional[Mapping] = None, sde: Optional[Mapping] = None,
+                 model: Optional[Mapping] = None, train: Optional[TrainConfig] = None):
+        self.data = dict(data if data is not None else DEFAULTS["data"])
+        self.sde = dict(sde if sde is not None else DEFAULTS["sde"])
+        self.model = {**DEFAULTS["model"], **(model or {})}
+        self.train = train if train is not None else TrainConfig()
+
+    # -- reading and writing ---------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
-        """Plain nested dict (tuples as lists): what is written to ``config.yaml``."""
-        out = {}
-        for section in SECTIONS:
-            values = dataclasses.asdict(getattr(self, section))
-            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        """Plain nested dict (tuples as lists), every constructor default filled in: what ``config.yaml`` holds."""
+        out = {section: _plain(self.resolved(section)) for section in ("data", "sde", "model")}
+        out["train"] = {k: _plain(v) for k, v in self.train.to_dict().items()}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Build from a nested dict; unknown sections or keys raise a ConfigError listing the valid ones."""
         config = cls()
-        for key, values in (d or {}).items():
-            if key not in SECTIONS:
-                raise ConfigError(f"unknown config section {key!r}; valid sections: {', '.join(SECTIONS)}")
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"config section {key!r} must be a mapping of keys to values; got {values!r}")
-            for name, value in values.items():
-                config.set(f"{key}.{name}", value)
+        config.update(d or {})
         return config.validated()
+
+    def update(self, d: Mapping[str, Any], origin: str = "config") -> None:
+        """Apply a nested dict of sections on top of this config (a section's name replaces its options)."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{origin} must hold a mapping of sections; got {type(d).__name__}")
+        for section, values in d.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section {section!r} in {origin}; valid sections: "
+                                  f"{', '.join(SECTIONS)}")
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {section!r} must be a mapping of keys to values; got {values!r}")
+            values = _upgrade_legacy(section, dict(values))
+            if section == "train":
+                for key, value in values.items():
+                    self.set(f"train.{key}", value)
+                continue
+            key = _name_key(section)
+            current = getattr(self, section)
+            if key in values and values[key] != current.get(key):
+                # Another component: the options of the previous one no longer apply.
+                current = {k: v for k, v in current.items() if section == "model" and k in MODEL_KEYS}
+            current.update(values)
+            setattr(self, section, current)
 
     def set(self, key: str, value: Any) -> None:
         """Set ``section.key`` (or an unambiguous bare key) to ``value``."""
-        section, name = resolve_key(key)
-        obj = getattr(self, section)
-        current = getattr(obj, name)
-        if isinstance(current, tuple) and isinstance(value, (list, tuple)):
-            value = tuple(value)
-        elif isinstance(current, tuple):
-            value = (value,)
-        setattr(obj, name, value)
+        section, name = self.resolve_key(key)
+        if section == "train":
+            current = getattr(self.train, name)
+            if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+                value = tuple(value)
+            elif isinstance(current, tuple):
+                value = (value,)
+            setattr(self.train, name, value)
+            return
+        target = getattr(self, section)
+        if name == _name_key(section) and value != target.get(name):
+            kept = {k: v for k, v in target.items() if section == "model" and k in MODEL_KEYS}
+            target.clear()
+            target.update(kept)
+        target[name] = value
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def keys(self, section: str) -> List[str]:
+        """The valid keys of a section for its current component."""
+        if section == "train":
+            return list(TrainConfig.__dataclass_fields__)
+        key = _name_key(section)
+        try:
+            options = _component_options(section, getattr(self, section).get(key))
+        except ConfigError:
+            options = []
+        head = list(MODEL_KEYS) if section == "model" else [key]
+        return head + [o for o in options if o not in head]
+
+    def resolve_key(self, key: str) -> Tuple[str, str]:
+        """Map ``section.key`` or a bare key to (section, key); a ConfigError names the valid keys otherwise."""
+        key = key.replace("-", "_")
+        if "." in key:
+            section, name = key.split(".", 1)
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section {section!r} in {key!r}; valid sections: "
+                                  f"{', '.join(SECTIONS)}")
+            # A component's options are checked when the config is validated (the name may change first).
+            if section == "train" and name not in self.keys("train"):
+                raise ConfigError(f"unknown config key {key!r}; valid keys of train: {', '.join(self.keys('train'))}")
+            return section, name
+        owners = [s for s in SECTIONS if key in self.keys(s)]
+        if len(owners) == 1:
+            return owners[0], key
+        if len(owners) > 1:
+            raise ConfigError(f"config key {key!r} is ambiguous; write one of: "
+                              + ", ".join(f"{s}.{key}" for s in owners))
+        valid = ", ".join(f"{s}.{k}" for s in SECTIONS for k in self.keys(s))
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+
+    # -- validation ------------------------------------------------------------------------------------
+    def resolved(self, section: str) -> Dict[str, Any]:
+        """A component section with the constructor's plain defaults filled in (name first)."""
+        values = dict(getattr(self, section))
+        key = _name_key(section)
+        name = values.get(key)
+        target, fixed = _component(section, name)
+        out = {key: name}
+        if section == "model":
+            out.update({k: values.get(k, DEFAULTS["model"][k]) for k in MODEL_KEYS[1:]})
+        hidden = set(fixed) | set(_hidden(section, target))
+        for param in inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters.values():
+            if param.name in hidden or param.name == "self" or param.kind in (param.VAR_POSITIONAL,
+                                                                             param.VAR_KEYWORD):
+                continue
+            if param.name in values:
+                out[param.name] = values[param.name]
+            elif param.default is not param.empty and _is_plain(param.default):
+                out[param.name] = param.default
+        for k, v in values.items():           # options a **kwargs constructor takes
+            out.setdefault(k, v)
+        return out
+
+    def options(self, section: str) -> Dict[str, Any]:
+        """The keyword arguments of a section's component (the name, and for the model ScoreModel's keys, left out)."""
+        skip = MODEL_KEYS if section == "model" else (_name_key(section),)
+        return {k: v for k, v in getattr(self, section).items() if k not in skip}
 
     def validated(self) -> "RunConfig":
-        """Check names and rebuild the TrainConfig so its own validation runs; returns self."""
-        check = lambda v, c, w: _wrap(check_choice, v, c, w)  # noqa: E731
-        check(self.sde.name, SDE_NAMES, "sde.name")
-        check(self.model.net, NETS, "model.net")
-        check(self.model.parameterization, PARAMETERIZATIONS, "model.parameterization")
+        """Check every section's name and options, and rebuild the TrainConfig so its own validation runs."""
+        for section in ("data", "sde", "model"):
+            values = getattr(self, section)
+            key = _name_key(section)
+            if key not in values:
+                raise ConfigError(f"config section {section!r} needs {key!r}")
+            target, fixed = _component(section, values[key])
+            exclude = set(fixed) | set(_hidden(section, target))
+            bad = [k for k in self.options(section) if k in exclude]
+            if bad:
+                raise ConfigError(f"{section}: {', '.join(bad)} cannot be set in a config (it follows from the data)")
+            try:
+                check_keywords(target, self.options(section), f"{section} {values[key]!r}", exclude=exclude)
+            except TypeError as err:
+                raise ConfigError(f"{section}: {err}") from None
+        from .parameterization import PARAMETERIZATIONS
+
+        if self.model["parameterization"] not in PARAMETERIZATIONS and ":" not in str(self.model["parameterization"]):
+            raise ConfigError(f"unknown model.parameterization {self.model['parameterization']!r}; valid choices: "
+                              f"{', '.join(PARAMETERIZATIONS.names())}")
         try:
-            self.train = TrainConfig.from_dict(self.train.to_dict() if isinstance(self.train, TrainConfig)
-                                               else dict(self.train))
+            self.train = TrainConfig.from_dict(self.train.to_dict())
         except (TypeError, ValueError) as err:
             raise ConfigError(f"train: {err}") from None
         return self
 
+    def copy(self) -> "RunConfig":
+        return copy.deepcopy(self)
 
-SECTIONS = ("data", "sde", "model", "train")
 
-
-def _wrap(fn, *args):
+def _component(section: str, name):
+    """(class or loader, fixed keyword arguments) of a section's component; a ConfigError lists valid names."""
+    registry = _registries()[section]
     try:
-        return fn(*args)
+        return registry.get(name)
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        label = {"data": "data set", "sde": "sde.name", "model": "model.net"}[section]
+        valid = ", ".join(repr(n) for n in registry.names())
+        message = str(err) if section == "data" else f"unknown {label} {name!r}; valid choices: {valid}"
+        if ":" in str(name):
+            message = str(err)
+        raise ConfigError(message) from None
 
 
-def _fields(section: str) -> List[str]:
-    cls = {"data": DataConfig, "sde": SDEConfig, "model": ModelConfig, "train": TrainConfig}[section]
-    return [f.name for f in dataclasses.fields(cls)]
+def _hidden(section: str, target) -> Sequence[str]:
+    """Constructor arguments that follow from the data, not from the config."""
+    if section == "data":
+        return _DATA_HIDDEN
+    if section == "model":
+        return tuple(getattr(target, "shape_parameters", ()))
+    return ()
 
 
-def resolve_key(key: str) -> Tuple[str, str]:
-    """Map ``section.key`` or a bare key to (section, key); a ConfigError names the valid keys otherwise."""
-    key = key.replace("-", "_")
-    if "." in key:
-        section, name = key.split(".", 1)
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section {section!r} in {key!r}; valid sections: {', '.join(SECTIONS)}")
-        if name not in _fields(section):
-            raise ConfigError(f"unknown config key {key!r}; valid keys of {section}: {', '.join(_fields(section))}")
-        return section, name
-    owners = [s for s in SECTIONS if key in _fields(s)]
-    if len(owners) == 1:
-        return owners[0], key
-    if len(owners) > 1:
-        raise ConfigError(f"config key {key!r} is ambiguous; write one of: "
-                          + ", ".join(f"{s}.{key}" for s in owners))
-    valid = ", ".join(f"{s}.{k}" for s in SECTIONS for k in _fields(s))
-    raise ConfigError(f"unknown config key {key!r}; valid keys: {valid}")
+def _component_options(section: str, name) -> List[str]:
+    target, fixed = _component(section, name)
+    hidden = set(fixed) | set(_hidden(section, target))
+    return [p for p in signature_parameters(target) if p not in hidden]
+
+
+def _upgrade_legacy(section: str, values: Dict[str, Any]) -> Dict[str, Any]:
+    """Drop the fields of a pre-registry section (all fields of all components) that its component ignored."""
+    if section not in _LEGACY_KEYS or set(values) != _LEGACY_KEYS[section]:
+        return values
+    if section == "data":
+        try:
+            accepted = set(_component_options("data", values["name"])) | {"name"}
+        except ConfigError:
+            return values
+        # The old loader ignored what did not apply (n and seed for files, path and dequantize for 2-D sets).
+        return {k: v for k, v in values.items() if k in accepted and not (k == "path" and v is None)}
+    key = _name_key(section)
+    applies = _LEGACY_APPLIES[section].get(values[key])
+    if applies is None:
+        return values
+    head = MODEL_KEYS if section == "model" else (key,)
+    return {k: v for k, v in values.items() if k in head or k in applies}
 
 
 def parse_value(text: str) -> Any:
@@ -192,12 +327,19 @@ def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
     return out
 
 
+def _is_name_override(key: str) -> bool:
+    key = key.replace("-", "_")
+    return key in ("data.name", "sde.name", "model.net")
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]] = (),
                 base: Optional[Mapping[str, Any]] = None) -> RunConfig:
-    """Defaults, then ``base`` (a nested dict), then the YAML file at ``path``, then the overrides."""
+    """Defaults, then ``base`` (a nested dict), then the YAML file at ``path``, then the overrides (component
+    names first, so that ``--sde.name=ve --sigma_max=100`` works in either order)."""
     import yaml
 
-    config = RunConfig.from_dict(base or {})
+    config = RunConfig()
+    config.update(base or {}, origin="base config")
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path!r} does not exist")
@@ -206,100 +348,88 @@ def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]]
                 loaded = yaml.safe_load(fh) or {}
             except yaml.YAMLError as err:
                 raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path!r} must hold a mapping of sections; got {type(loaded).__name__}")
-        for section, values in loaded.items():
-            if section not in SECTIONS:
-                raise ConfigError(f"unknown config section {section!r} in {path}; valid sections: {', '.join(SECTIONS)}")
-            for name, value in (values or {}).items():
-                config.set(f"{section}.{name}", value)
-    for key, value in overrides:
+        config.update(loaded, origin=path)
+    ordered = [o for o in overrides if _is_name_override(o[0])] + [o for o in overrides if not _is_name_override(o[0])]
+    for key, value in ordered:
         config.set(key, value)
     return config.validated()
 
 
-def save_config(config: RunConfig, path: str) -> str:
-    """Write the resolved config as YAML (atomically)."""
+def save_config(config: RunConfig, path: str, extra: Optional[Mapping[str, Any]] = None) -> str:
+    """Write the resolved config (and ``extra`` top-level entries) as YAML, atomically."""
     import yaml
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as fh:
-        yaml.safe_dump(config.to_dict(), fh, sort_keys=False)
+        yaml.safe_dump({**config.to_dict(), **dict(extra or {})}, fh, sort_keys=False)
     os.replace(tmp, path)
     return path
 
 
 # -- builders ------------------------------------------------------------------------------------------------
-def build_sde(cfg: SDEConfig):
-    """The SDE named by ``cfg``."""
-    from .sde import SubVPSDE, VESDE, VPSDE
-
-    _wrap(check_choice, cfg.name, SDE_NAMES, "sde.name")
+def _build(section: str, registry: Registry, name, options: Mapping[str, Any], **given):
     try:
-        if cfg.name == "ve":
-            return VESDE(cfg.sigma_min, cfg.sigma_max, T=cfg.T)
-        cls = VPSDE if cfg.name == "vp" else SubVPSDE
-        return cls(cfg.beta_min, cfg.beta_max, T=cfg.T)
-    except ValueError as err:
-        raise ConfigError(f"sde: {err}") from None
+        return registry.build(name, **given, **options)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{section}: {err}") from None
 
 
-def build_model(cfg: ModelConfig, sde, sample_shape: Sequence[int]):
-    """A :class:`scoresde.ScoreModel` around the network named by ``cfg`` for samples of ``sample_shape``."""
-    from . import nets
+def build_data(config: RunConfig, split: str, **overrides):
+    """The data set of the config's data section (``overrides`` replace its options, e.g. ``n``)."""
+    from .data import DATASETS, resolve_name
+
+    options = {**config.options("data"), **overrides}
+    name, path = resolve_name(config.data["name"], options.pop("path", None))
+    if path is not None:
+        options["path"] = path
+    if split != "train" and "dequantize" in options:
+        options["dequantize"] = False          # held-out data are evaluated on their levels
+    try:
+        return _build("data", DATASETS, name, options, split=split)
+    except (FileNotFoundError, OSError) as err:
+        raise ConfigError(f"data: {err}") from None
+
+
+def build_sde(config: RunConfig):
+    """The SDE of the config's sde section."""
+    from .sde import SDES
+
+    return _build("sde", SDES, config.sde["name"], config.options("sde"))
+
+
+def build_model(config: RunConfig, sde, sample_shape: Sequence[int]):
+    """A :class:`scoresde.ScoreModel` around the net of the model section, for samples of ``sample_shape``."""
+    from .nets import NETS
     from .parameterization import ScoreModel
 
-    sample_shape = tuple(int(s) for s in sample_shape)
-    if cfg.net == "mlp":
-        dim = 1
-        for s in sample_shape:
-            dim *= s
-        net = nets.MLP(dim, hidden=cfg.hidden, depth=cfg.depth, time_embedding_dim=cfg.time_embedding_dim,
-                       fourier_scale=cfg.fourier_scale)
-    elif cfg.net == "unet":
-        if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
-            raise ConfigError(f"model.net='unet' needs square images (C, H, W); the data has per-sample shape "
-                              f"{sample_shape}")
-        net = nets.UNet(in_channels=sample_shape[0], channels=cfg.channels, channel_mults=tuple(cfg.channel_mults),
-                        num_res_blocks=cfg.num_res_blocks, attention_resolutions=tuple(cfg.attention_resolutions),
-                        dropout=cfg.dropout, image_size=sample_shape[1])
-    else:
-        raise ConfigError(f"unknown model.net {cfg.net!r}; valid choices: {', '.join(NETS)}")
-    return ScoreModel(net, sde, parameterization=cfg.parameterization, preconditioning=cfg.preconditioning,
-                      sigma_data=cfg.sigma_data)
-
-
-def sampler_classes() -> Dict[str, Any]:
-    """Sampler names accepted by the CLI → (class, fixed keyword arguments)."""
-    from . import sampling
-
-    return {
-        "euler_maruyama": (sampling.ReverseSDESampler, {}),
-        "reverse_sde": (sampling.ReverseSDESampler, {}),
-        "probability_flow": (sampling.ProbabilityFlowSampler, {}),
-        "pc": (sampling.PCSampler, {}),
-        "heun": (sampling.HeunSampler, {}),
-        "dpm_solver": (sampling.DPMSolver, {}),
-        "ddim": (sampling.DPMSolver, {"order": 1}),
-    }
+    name = config.model["net"]
+    target, _ = _component("model", name)
+    given = {}
+    if getattr(target, "shape_parameters", ()):
+        try:
+            given = dict(target.shape_arguments(tuple(int(s) for s in sample_shape)))
+        except ValueError as err:
+            raise ConfigError(f"model.net={name!r}: {err}") from None
+    net = _build("model", NETS, name, config.options("model"), **given)
+    m = config.model
+    try:
+        return ScoreModel(net, sde, parameterization=m["parameterization"], preconditioning=m["preconditioning"],
+                          sigma_data=m["sigma_data"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from None
 
 
 def build_sampler(name: str, options: Mapping[str, Any]):
-    """A sampler by CLI name with keyword options; bad names or options raise a ConfigError listing valid ones."""
-    classes = sampler_classes()
-    if name not in classes:
-        raise ConfigError(f"unknown sampler {name!r}; valid samplers: {', '.join(classes)}")
-    cls, fixed = classes[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [k for k in options if k not in valid]
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for sampler {name!r}; valid options: "
-                          f"{', '.join(valid)}")
+    """A sampler by registry name with keyword options; bad names or options raise a ConfigError listing valid ones."""
+    from .sampling import SAMPLERS
+
     try:
-        return cls(**{**fixed, **options})
+        return SAMPLERS.build(name, **options)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"sampler {name!r}: {err}") from None
+        raise ConfigError(f"sampler {name!r}: {err}" if name in SAMPLERS else str(err)) from None
 
 
 def default_device() -> str:

@@ -20,7 +20,8 @@ afresh for every batch. For the digits (pixel values 0..16, so K = 17, (a, b) = 
 
     x = v / 16 · 2 − 1,    x̃ = (v + u) / 17 · 2 − 1,
 
-and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) + log2(1/Δ) (see MATH.md).
+and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) + log2(1/Δ)
+(:func:`scoresde.bits_per_dim`).
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ._registry import Registry
 from .oracle import GaussianMixture, eight_gaussians
 
 Tensor = torch.Tensor
 SampleFn = Callable[[int, Optional[torch.Generator]], Tensor]
 
-__all__ = ["Dataset", "Batches", "load", "names", "rings", "checkerboard", "swiss_roll", "moons",
+__all__ = ["Dataset", "Batches", "DATASETS", "load", "names", "rings", "checkerboard", "swiss_roll", "moons",
            "dequantize"]
 
 #: Seed of the fixed permutation that splits the digits (and arrays asked to split) into train and test.
@@ -114,16 +116,54 @@ def moons(n: int, generator: Optional[torch.Generator] = None, noise: float = 0.
     return (1.5 * (xy - shift) + noise * z).to(dtype)
 
 
-def dequantize(x: Tensor, levels: int, data_range: Tuple[float, float],
-               generator: Optional[torch.Generator] = None) -> Tensor:
-    """Move levels x = a + v (b − a)/(K − 1) to uniform points of their bins, a + (v + u)Δ, u ~ U(0, 1).
+def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.0),
+               generator: Optional[torch.Generator] = None, levels: Optional[int] = None) -> Tensor:
+    """Spread k-bit data uniformly over its bins: x̃ = a + (i + u) Δ with u ~ U(0, 1), Δ = (b − a) / 2^k.
 
-    Δ = (b − a)/K with K = ``levels``; the same convention as :func:`scoresde.dequantize`, which this calls.
-    The noise is drawn on x's device from ``generator`` (which must live there).
+    Convention: the 2^k levels of k-bit data in [a, b] are x_i = a + i (b − a) / (2^k − 1), i = 0 … 2^k − 1
+    (what ``ToTensor`` and a rescale to [a, b] give: both ends included). Level i owns the bin
+    [a + i Δ, a + (i + 1) Δ) of width Δ = (b − a) / 2^k; the bins tile [a, b]. The index is recovered by
+    rounding; data more than a quarter of a level spacing off the grid is rejected.
+
+    Args:
+        x: k-bit data of shape (B, *D).
+        bits: k ≥ 1.
+        data_range: (a, b) with a < b.
+        generator: draws u (on x's device).
+        levels: the number of levels L when it is not a power of two (e.g. 17 for the 8×8 digits, values
+            0…16); then the levels are a + i (b − a)/(L − 1) and Δ = (b − a)/L. Overrides ``bits``.
+
+    Returns:
+        the dequantized data x̃, shape and dtype of x.
     """
-    from .likelihood import dequantize as dequantize_levels
+    a, b, levels = check_quantization(bits, data_range, levels)
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got {type(x).__name__ if not torch.is_tensor(x) else x.dtype}")
+    spacing = (b - a) / (levels - 1)
+    index = torch.round((x - a) / spacing)
+    off_grid = (x - (a + index * spacing)).abs() > 0.25 * spacing
+    if bool(((index < 0) | (index > levels - 1) | off_grid).any()):
+        raise ValueError(f"x must be quantized data on the {levels} levels a + i (b - a)/({levels} - 1) of "
+                         f"data_range [a, b] = [{a}, {b}]; got values in [{float(x.min()):.6g}, {float(x.max()):.6g}]"
+                         " off that grid")
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return a + (index + u) * ((b - a) / levels)
 
-    return dequantize_levels(x, data_range=data_range, generator=generator, levels=int(levels))
+
+def check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int]:
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+            raise ValueError(f"levels must be an integer >= 2; got {levels!r}")
+    elif isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
+        raise ValueError(f"bits must be an integer in [1, 32]; got {bits!r}")
+    try:
+        a, b = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (a, b) of numbers; got {data_range!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b) and a < b):
+        raise ValueError(f"data_range must be (a, b) with finite a < b; got {data_range!r}")
+    return a, b, levels if levels is not None else 2**bits
+
 
 
 # -- the dataset and its batch iterator ------------------------------------------------------------------
@@ -190,7 +230,7 @@ class Dataset:
         """The whole set with one draw of uniform dequantization noise (quantized sets only): (N, *D)."""
         if self.levels is None:
             raise ValueError(f"dataset {self.name!r} is not quantized (levels is None)")
-        return dequantize(self.x, self.levels, self.data_range, generator)
+        return dequantize(self.x, data_range=self.data_range, generator=generator, levels=self.levels)
 
     def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None) -> "Batches":
         """An infinite, seeded iterator of batches of shape (batch_size, *D); see :class:`Batches`."""
@@ -241,7 +281,7 @@ class Batches:
                 parts.append(take)
             x = ds.x[torch.cat(parts).to(ds.x.device)].cpu()
         if ds.dequantize:
-            x = dequantize(x, ds.levels, ds.data_range, self.generator)
+            x = dequantize(x, data_range=ds.data_range, generator=self.generator, levels=ds.levels)
         return x
 
     def state_dict(self) -> Dict[str, object]:
@@ -385,78 +425,131 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
                    data_range=(-1.0, 1.0), levels=256, dequantize=dequantize)
 
 
-_TOY = {"checkerboard": checkerboard, "swiss_roll": swiss_roll, "moons": moons}
-_MIXTURES = {"eight_gaussians": eight_gaussians, "rings": rings}
-_NAMES = ("eight_gaussians", "rings", "checkerboard", "swiss_roll", "moons", "digits", "array",
-          "image_folder")
+
+
+# -- the registry of data sets ---------------------------------------------------------------------------------
+#: Data sets by name: ``DATASETS.build("moons", split="train", n=1000)`` is ``load("moons", n=1000)``. Each entry
+#: is a loader ``(split, **options) -> Dataset``; ``DATASETS.register("mine", my_loader)`` adds one.
+DATASETS = Registry("data set")
+
+
+def _two_d_size(n: Optional[int], split: str) -> int:
+    n = (10_000 if split == "train" else 2_000) if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n must be a positive integer; got {n}")
+    return n
+
+
+@DATASETS.register("eight_gaussians")
+def _load_eight_gaussians(split: str = "train", n: Optional[int] = None, seed: int = 0, radius: float = 2.0,
+                          std: float = 0.1, dtype: torch.dtype = torch.float32) -> Dataset:
+    """Eight Gaussians on a circle (:func:`scoresde.eight_gaussians`); ``oracle`` holds the exact density."""
+    mixture = eight_gaussians(radius=radius, std=std)
+    return _mixture_set("eight_gaussians", mixture, _two_d_size(n, split), split, seed, dtype)
+
+
+@DATASETS.register("rings")
+def _load_rings(split: str = "train", n: Optional[int] = None, seed: int = 0, radii: Sequence[float] = (1.0, 2.0),
+                std: float = 0.08, spacing: float = 0.25, dtype: torch.dtype = torch.float32) -> Dataset:
+    """Concentric rings (:func:`rings`); ``oracle`` holds the exact density."""
+    mixture = rings(radii=radii, std=std, spacing=spacing)
+    return _mixture_set("rings", mixture, _two_d_size(n, split), split, seed, dtype)
+
+
+@DATASETS.register("checkerboard")
+def _load_checkerboard(split: str = "train", n: Optional[int] = None, seed: int = 0, size: float = 4.0,
+                       dtype: torch.dtype = torch.float32) -> Dataset:
+    """The 2-D checkerboard (:func:`checkerboard`)."""
+    return _generated_set("checkerboard", checkerboard, _two_d_size(n, split), split, seed, dtype, {"size": size})
+
+
+@DATASETS.register("swiss_roll")
+def _load_swiss_roll(split: str = "train", n: Optional[int] = None, seed: int = 0, noise: float = 0.05,
+                     dtype: torch.dtype = torch.float32) -> Dataset:
+    """The 2-D Swiss roll (:func:`swiss_roll`)."""
+    return _generated_set("swiss_roll", swiss_roll, _two_d_size(n, split), split, seed, dtype, {"noise": noise})
+
+
+@DATASETS.register("moons")
+def _load_moons(split: str = "train", n: Optional[int] = None, seed: int = 0, noise: float = 0.05,
+                dtype: torch.dtype = torch.float32) -> Dataset:
+    """Two moons (:func:`moons`)."""
+    return _generated_set("moons", moons, _two_d_size(n, split), split, seed, dtype, {"noise": noise})
+
+
+@DATASETS.register("digits")
+def _load_digits(split: str = "train", test_fraction: float = 1 / 6, dequantize: bool = False,
+                 dtype: torch.dtype = torch.float32) -> Dataset:
+    """scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed split keeps 1/6 for test."""
+    return _digits(split, test_fraction, dequantize, dtype)
+
+
+@DATASETS.register("array")
+def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[str] = None,
+                test_fraction: float = 0.0, dequantize: bool = False, dtype: torch.dtype = torch.float32) -> Dataset:
+    """A .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1])."""
+    if path is None:
+        raise ValueError("'array' needs path=")
+    return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype)
+
+
+@DATASETS.register("image_folder")
+def _load_image_folder(split: str = "train", path: Optional[str] = None, mode: str = "L",
+                       image_size: Optional[int] = None, test_fraction: float = 0.0, dequantize: bool = False,
+                       dtype: torch.dtype = torch.float32) -> Dataset:
+    """The images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1]."""
+    if path is None:
+        raise ValueError("'image_folder' needs path=")
+    return _image_folder(os.fspath(path), split, test_fraction, mode, image_size, dequantize, dtype)
 
 
 def names() -> List[str]:
     """The valid names for :func:`load` (a path to a .npy/.npz file or an image folder also works)."""
-    return list(_NAMES)
+    return DATASETS.names()
 
 
-def load(name: str, split: str = "train", *, n: Optional[int] = None, seed: int = 0,
-         dequantize: bool = False, path: Optional[str] = None, test_fraction: Optional[float] = None,
-         key: Optional[str] = None, mode: str = "L", image_size: Optional[int] = None,
-         dtype: torch.dtype = torch.float32, **options) -> Dataset:
+def resolve_name(name, path: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """(registry name, path): a path to a .npy/.npz file or to a folder given as ``name`` becomes "array" or
+    "image_folder" with that path."""
+    if path is None and isinstance(name, (str, os.PathLike)) and str(name) not in DATASETS:
+        candidate = os.fspath(name)
+        if os.path.isdir(candidate):
+            return "image_folder", candidate
+        if candidate.endswith((".npy", ".npz")):
+            return "array", candidate
+    return name, path
+
+
+def load(name: str, split: str = "train", **options) -> Dataset:
     """Load a data set by name; nothing is downloaded.
 
     Args:
-        name: one of :func:`names`:
+        name: one of :func:`names` (the entries of :data:`DATASETS`), a path to a .npy/.npz file or an image
+            folder, or an import path ``"package.module:loader"``:
 
-            - "eight_gaussians", "rings": Gaussian mixtures (``oracle`` holds the exact density);
-              ``options`` go to :func:`scoresde.eight_gaussians` / :func:`rings`.
-            - "checkerboard", "swiss_roll", "moons": 2-D generators; ``options`` go to the function.
+            - "eight_gaussians", "rings": Gaussian mixtures (``oracle`` holds the exact density); options
+              ``n`` (default 10,000 for train, 2,000 for test), ``seed`` and the mixture's parameters.
+            - "checkerboard", "swiss_roll", "moons": 2-D generators; ``n``, ``seed`` and the generator's options.
             - "digits": scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed
-              split (seed ``SPLIT_SEED``) keeps 1/6 of the 1797 images for test.
-            - "array": a .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1]).
-            - "image_folder": the images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1].
-
-            A path to a .npy/.npz file or to a folder may be given as ``name`` directly.
+              split (seed ``SPLIT_SEED``) keeps ``test_fraction`` = 1/6 of the 1797 images for test.
+            - "array": a .npy/.npz file at ``path`` (``key`` chooses the array of an .npz).
+            - "image_folder": the images in folder ``path``; ``mode`` "L" (grey) or "RGB", optional square
+              ``image_size``.
         split: "train" or "test". 2-D sets draw the two splits from different seeds; files split by a
             fixed permutation when ``test_fraction`` > 0 (otherwise "train" is the whole file).
-        n: number of points of a 2-D set (default 10,000 for train, 2,000 for test).
-        seed: seed of a 2-D set's draw.
-        dequantize: quantized sets only: add uniform noise over each bin in every batch (see the module
-            docstring for the convention).
-        path, key: file or folder for "array" / "image_folder"; ``key`` chooses the array of an .npz.
-        test_fraction: fraction of a file's rows kept for test (digits: 1/6).
-        mode, image_size: image folder: "L" (grey) or "RGB", and an optional square resize.
-        dtype: dtype of the returned tensor.
+        **options: the loader's keyword arguments (an unknown one raises an error listing the valid ones);
+            quantized sets take ``dequantize`` (uniform noise over each bin in every batch, see
+            :func:`dequantize`); all take ``dtype``.
 
     Returns:
         A :class:`Dataset`.
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")
-    if path is None and isinstance(name, (str, os.PathLike)) and str(name) not in _NAMES:
-        candidate = os.fspath(name)
-        if os.path.isdir(candidate):
-            name, path = "image_folder", candidate
-        elif candidate.endswith((".npy", ".npz")):
-            name, path = "array", candidate
-    if name not in _NAMES:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(_NAMES)} "
+    name, path = resolve_name(name, options.pop("path", None))
+    if path is not None:
+        options["path"] = path
+    if name not in DATASETS and not (isinstance(name, str) and ":" in name):
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS.names())} "
                          f"(or a path to a .npy/.npz file or an image folder)")
-    if name not in ("array", "image_folder") and path is not None:
-        raise ValueError(f"path= applies to 'array' and 'image_folder', not {name!r}")
-    if name in _MIXTURES or name in _TOY:
-        if dequantize:
-            raise ValueError(f"dequantize applies to quantized data (digits, uint8 arrays, images), not {name!r}")
-        n = (10_000 if split == "train" else 2_000) if n is None else int(n)
-        if n < 1:
-            raise ValueError(f"n must be a positive integer; got {n}")
-        if name in _MIXTURES:
-            return _mixture_set(name, _MIXTURES[name](**options), n, split, seed, dtype)
-        return _generated_set(name, _TOY[name], n, split, seed, dtype, options)
-    if options:
-        raise TypeError(f"unexpected options for {name!r}: {sorted(options)}")
-    if name == "digits":
-        return _digits(split, 1 / 6 if test_fraction is None else test_fraction, dequantize, dtype)
-    if path is None:
-        raise ValueError(f"{name!r} needs path=")
-    fraction = 0.0 if test_fraction is None else test_fraction
-    if name == "array":
-        return _array(os.fspath(path), split, fraction, key, dequantize, dtype)
-    return _image_folder(os.fspath(path), split, fraction, mode, image_size, dequantize, dtype)
+    return DATASETS.build(name, split=split, **options)

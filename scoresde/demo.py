@@ -10,7 +10,7 @@ exactly), then
 """
 from __future__ import annotations
 
-import math
+import copy
 import os
 import time
 from typing import Sequence, Tuple
@@ -31,63 +31,60 @@ DEMO_CONFIG = {
 def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
              overrides: Sequence[Tuple[str, object]] = ()) -> int:
     import scoresde as sd
-    from .config import build_model, build_sde, load_config
+    from .config import build_data, build_model, build_sde, load_config
 
     torch.manual_seed(seed)
     cfg = load_config(None, list(overrides), base=DEMO_CONFIG)
     cfg.train.seed = seed
     cfg.train.out_dir = out
     os.makedirs(out, exist_ok=True)
-    train = sd.data.load(cfg.data.name, "train", n=cfg.data.n, seed=seed)
-    test = sd.data.load(cfg.data.name, "test", n=2000, seed=seed)
+    train = build_data(cfg, "train", seed=seed)
+    test = build_data(cfg, "test", n=2000, seed=seed)
     oracle = train.oracle
-    sde = build_sde(cfg.sde)
-    model = build_model(cfg.model, sde, train.x.shape[1:])
+    sde = build_sde(cfg)
+    model = build_model(cfg, sde, train.shape)
     trainer = sd.Trainer(model, sde, train, cfg.train)
 
-    print(f"training an MLP score model on {cfg.data.name} under {type(sde).__name__} for {seconds:.0f} s ...")
+    print(f"training an MLP score model on {cfg.data['name']} under {type(sde).__name__} for {seconds:.0f} s ...")
     start = time.perf_counter()
     trainer.train(num_steps=min(200, cfg.train.steps))  # measure the speed, then fill the time budget
-    rate = trainer.step / (time.perf_counter() - start)
+    rate = trainer.global_step / (time.perf_counter() - start)
     remaining = int(rate * max(0.0, seconds - (time.perf_counter() - start)))
     if remaining > 0:
-        trainer.train(num_steps=min(remaining, cfg.train.steps - trainer.step))
+        trainer.train(num_steps=min(remaining, cfg.train.steps - trainer.global_step))
     elapsed = time.perf_counter() - start
-    print(f"{trainer.step} steps in {elapsed:.0f} s ({trainer.step / elapsed:.0f} steps/s)")
+    print(f"{trainer.global_step} steps in {elapsed:.0f} s ({trainer.global_step / elapsed:.0f} steps/s)")
     trainer.save_checkpoint()
 
-    with trainer.ema.average_parameters(model):
-        model.eval()
-        score = model
-        gen = torch.Generator().manual_seed(seed + 1)
+    # Evaluate a float64 copy of the EMA model; the trained model itself is left as it is.
+    score = copy.deepcopy(model)
+    trainer.ema.copy_to(score)
+    score = score.double().eval()
+    gen = torch.Generator().manual_seed(seed + 1)
 
-        # Samples and reverse trajectories.
-        res = sd.DPMSolver(steps=20, order=3).sample(sde, score, (2000, 2), generator=gen, trajectory=True)
-        _save_figures(res, test.x, out)
+    # Samples and reverse trajectories.
+    res = sd.DPMSolver(steps=20, order=3).sample(sde, score, (2000, 2), generator=gen, trajectory=True,
+                                                 dtype=torch.float64)
+    _save_figures(res, test.x, out)
 
-        # Held-out NLL against the truth.
-        x = test.x[:500].double()
-        model.double()
-        lik = sd.log_likelihood(sde, score, x, divergence="exact", rtol=1e-5, atol=1e-5)
-        nll = -lik.log_prob
-        h, h_se = oracle.entropy_mc(200_000, torch.Generator().manual_seed(seed + 2))
-        cross = float(-oracle.log_prob(x).mean())
-        print(f"\nheld-out NLL (PF-ODE, exact divergence, {len(x)} points): {float(nll.mean()):.4f} ± "
-              f"{float(nll.std() / math.sqrt(len(x))):.4f} nats")
-        print(f"true entropy of the data (lower bound):             {h:.4f} ± {h_se:.4f} nats "
-              f"(same {len(x)} points under the true density: {cross:.4f})")
+    # Held-out NLL against the truth.
+    x = test.x[:500].double()
+    lik = sd.evaluate_likelihood(sde, score, x, divergence="exact", rtol=1e-5, atol=1e-5)
+    h, h_se = oracle.entropy_mc(200_000, torch.Generator().manual_seed(seed + 2))
+    cross = float(-oracle.log_prob(x).mean())
+    print(f"\nheld-out NLL (PF-ODE, exact divergence, {len(x)} points): {lik.nll:.4f} ± {lik.nll_stderr:.4f} nats")
+    print(f"true entropy of the data (lower bound):             {h:.4f} ± {h_se:.4f} nats "
+          f"(same {len(x)} points under the true density: {cross:.4f})")
 
-        # A small sampler comparison on the trained model.
-        samplers = {
-            "Euler–Maruyama, 200 steps": sd.ReverseSDESampler(steps=200, backend="native"),
-            "EDM Heun, 10 steps": sd.HeunSampler(steps=10),
-            "DDIM, 20 steps": sd.DPMSolver(steps=20, order=1),
-            "DPM-Solver++ 3M, 10 steps": sd.DPMSolver(steps=10, order=3),
-            "PF-ODE dopri5": sd.ProbabilityFlowSampler(),
-        }
-        table = sd.compare_samplers(sde, score, samplers, n=2000, reference=oracle, dtype=torch.float64,
-                                    seed=seed)
-        model.float()
+    # A small sampler comparison on the trained model.
+    samplers = {
+        "Euler–Maruyama, 200 steps": sd.ReverseSDESampler(steps=200, backend="native"),
+        "EDM Heun, 10 steps": sd.HeunSampler(steps=10),
+        "DDIM, 20 steps": sd.DPMSolver(steps=20, order=1),
+        "DPM-Solver++ 3M, 10 steps": sd.DPMSolver(steps=10, order=3),
+        "PF-ODE dopri5": sd.ProbabilityFlowSampler(),
+    }
+    table = sd.compare_samplers(sde, score, samplers, n=2000, reference=oracle, dtype=torch.float64, seed=seed)
     print("\nsampler comparison (trained model, 2000 samples; distance to fresh samples of the true mixture):")
     print(table)
     print(f"\nfigures: {os.path.join(out, 'samples.png')}, {os.path.join(out, 'trajectories.png')}")
@@ -95,22 +92,14 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
 
 
 def _save_figures(res, data: torch.Tensor, out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from . import plot
 
-    for name, fig in [
-        ("samples.png", plot.samples(res.x, reference=data, title=f"DPM-Solver++ 3M, NFE {res.nfe} (grey: data)")),
-        ("trajectories.png", plot.trajectories(res, n=60, title="reverse-time trajectories (prior → data)")),
+    for name, draw in [
+        ("samples.png", lambda ax: plot.samples(res.x, ax=ax, reference=data,
+                                                title=f"DPM-Solver++ 3M, NFE {res.nfe} (grey: data)")),
+        ("trajectories.png", lambda ax: plot.trajectories(res, ax=ax, n=60,
+                                                          title="reverse-time trajectories (prior → data)")),
     ]:
+        fig = plot.figure((4.5, 4.5))
+        draw(fig.add_subplot(1, 1, 1))
         fig.savefig(os.path.join(out, name), dpi=100)
-        plt.close(fig)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["demo"]))

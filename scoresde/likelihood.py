@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ._adapters import TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, integrate_ode
-from ._utils import check_choice, check_same_shape, expand_like
+from ._adapters import ODE_SOLVERS, integrate_ode
+from ._utils import ScoreFn, check_choice, check_same_shape
+from .data import Dataset, check_quantization, dequantize
 
 Tensor = torch.Tensor
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
-SOLVERS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED
 
 
 @dataclass
@@ -99,24 +98,28 @@ class _AugmentedDynamics:
 
     def __init__(self, sde, score: ScoreFn, divergence: str, probes: Optional[Tensor],
                  vjp_batch: Optional[int] = None):
-        self.sde, self.score = sde, score
+        self.flow = sde.probability_flow(self._differentiable(score))
         self.divergence, self.probes = divergence, probes
         self.vjp_batch = vjp_batch
         self.batched = vjp_batch != 1
 
-    def pf_drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """F(x, t) = f(x, t) − ½ g(t)² score(x, t), shape (B, *D)."""
-        g = self.sde.diffusion(t)
-        score = check_same_shape(self.score(x, t), x)
-        if not score.requires_grad:
-            raise ValueError("score(x, t) returned a tensor with no autograd graph to x; the divergence needs a "
-                             "score differentiable in x (do not detach it or run it under torch.no_grad)")
-        return self.sde.drift(x, t) - 0.5 * expand_like(g * g, x) * score
+    @staticmethod
+    def _differentiable(score: ScoreFn) -> ScoreFn:
+        """The score, checked to return x's shape with an autograd graph to x (the divergence needs one)."""
+
+        def checked(x: Tensor, t: Tensor) -> Tensor:
+            out = check_same_shape(score(x, t), x)
+            if not out.requires_grad:
+                raise ValueError("score(x, t) returned a tensor with no autograd graph to x; the divergence needs "
+                                 "a score differentiable in x (do not detach it or run it under torch.no_grad)")
+            return out
+
+        return checked
 
     def __call__(self, state: Tuple[Tensor, Tensor], t: Tensor) -> Tuple[Tensor, Tensor]:
         x = state[0].detach().requires_grad_(True)
         with torch.enable_grad():
-            drift = self.pf_drift(x, t)
+            drift = self.flow.drift(x, t)
             if self.divergence == "exact":
                 div = self._exact(drift, x)
             else:
@@ -267,7 +270,7 @@ def log_likelihood(
     x = _check_x(x)
     check_choice(divergence, DIVERGENCES, "divergence")
     check_choice(probe, PROBES, "probe")
-    check_choice(solver, SOLVERS, "solver")
+    check_choice(solver, ODE_SOLVERS.names(), "solver")
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
@@ -312,52 +315,108 @@ def bits_per_dim_from_log_prob(log_prob: Tensor, dim: int, bin_width: Optional[f
     return bpd if bin_width is None else bpd + math.log2(1.0 / bin_width)
 
 
-def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.0),
-               generator: Optional[torch.Generator] = None, levels: Optional[int] = None) -> Tensor:
-    """Spread k-bit data uniformly over its bins: x̃ = a + (i + u) Δ with u ~ U(0, 1), Δ = (b − a) / 2^k.
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_likelihood` returns.
 
-    Convention: the 2^k levels of k-bit data in [a, b] are x_i = a + i (b − a) / (2^k − 1), i = 0 … 2^k − 1
-    (what ``ToTensor`` and a rescale to [a, b] give: both ends included). Level i owns the bin
-    [a + i Δ, a + (i + 1) Δ) of width Δ = (b − a) / 2^k; the bins tile [a, b]. The index is recovered by
-    rounding; data more than a quarter of a level spacing off the grid is rejected.
+    Attributes:
+        nll: mean negative log-likelihood −log p_eps(x) in nats per sample (of the dequantized points for
+            quantized data).
+        nll_stderr: its standard error (see ``bpd_stderr`` for the rule); nan when it cannot be estimated.
+        bpd: mean bits per dimension: −log p/(d ln 2) + log₂(1/Δ) for quantized data with bin width Δ (the
+            discrete data's bits/dim, an upper bound by Jensen), −log p/(d ln 2) for continuous data.
+        bpd_stderr: standard error of ``bpd``: the standard deviation of the per-sample values over √B (B ≥ 2);
+            for a single sample, the standard deviation over the dequantizations over √n_dequant.
+        per_sample: bits/dim of each sample averaged over its dequantizations, shape (B,).
+        values: bits/dim of each sample and dequantization, shape (B, n_dequant).
+        nfe: total number of score evaluations over all solves.
+        quantized: whether the data were dequantized (and ``bpd`` is that of the discrete data).
+    """
+
+    nll: float
+    nll_stderr: float
+    bpd: float
+    bpd_stderr: float
+    per_sample: Tensor
+    values: Tensor
+    nfe: int
+    quantized: bool
+
+    def metrics(self) -> Dict[str, float]:
+        """``nll`` and ``nll_stderr``, plus ``bpd`` and ``bpd_stderr`` for quantized data: what the trainer logs."""
+        out = {"nll": self.nll, "nll_stderr": self.nll_stderr}
+        if self.quantized:
+            out.update(bpd=self.bpd, bpd_stderr=self.bpd_stderr)
+        return out
+
+
+def _mean_stderr(values: Tensor) -> Tuple[float, float]:
+    """Mean and standard error over the samples (rows) of values (B, K), with the rule of EvaluationResult."""
+    per_sample = values.mean(1)
+    if values.shape[0] >= 2:
+        stderr = float(per_sample.std() / math.sqrt(values.shape[0]))
+    elif values.shape[1] >= 2:
+        stderr = float(values[0].std() / math.sqrt(values.shape[1]))
+    else:
+        stderr = float("nan")
+    return float(per_sample.mean()), stderr
+
+
+def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, batch_size: Optional[int] = None,
+                        n_dequant: int = 1, generator: Optional[torch.Generator] = None,
+                        divergence: Optional[str] = None, device=None, dtype: Optional[torch.dtype] = None,
+                        **likelihood_kwargs) -> EvaluationResult:
+    """NLL and bits/dim of a data set under the PF-ODE density, with mean ± standard error.
+
+    The one evaluation path the trainer, the command line and the demo use. For quantized data (a
+    :class:`scoresde.data.Dataset` with ``levels``) every batch is dequantized afresh (``n_dequant`` times,
+    each followed by its likelihood solve; :func:`scoresde.data.dequantize` gives the convention) and
+    bpd = −log p(x̃)/(d ln 2) + log₂(1/Δ); continuous data give bpd = −log p/(d ln 2).
 
     Args:
-        x: k-bit data of shape (B, *D).
-        bits: k ≥ 1.
-        data_range: (a, b) with a < b.
-        generator: draws u (on x's device).
-        levels: the number of levels L when it is not a power of two (e.g. 17 for the 8×8 digits, values
-            0…16); then the levels are a + i (b − a)/(L − 1) and Δ = (b − a)/L. Overrides ``bits``.
+        sde, score: as in :func:`log_likelihood`.
+        data: a :class:`scoresde.data.Dataset` or a tensor (N, *D) of continuous data.
+        n: evaluate the first n points (default: all).
+        batch_size: points per solve (default: all at once).
+        n_dequant: dequantization draws per point (quantized data only).
+        generator: draws the dequantization noise and the Hutchinson probes, in that order, batch by batch.
+        divergence: "exact" or "hutchinson"; None picks "exact" for d ≤ 16 elements per sample.
+        device, dtype: where and in which dtype the points are evaluated (default: the data's).
+        **likelihood_kwargs: passed to :func:`log_likelihood` (probe, n_probes, solver, rtol, atol, eps, ...).
 
     Returns:
-        the dequantized data x̃, shape and dtype of x.
+        :class:`EvaluationResult`.
     """
-    a, b, levels = _check_quantization(bits, data_range, levels)
-    x = _check_x(x)
-    spacing = (b - a) / (levels - 1)
-    index = torch.round((x - a) / spacing)
-    off_grid = (x - (a + index * spacing)).abs() > 0.25 * spacing
-    if bool(((index < 0) | (index > levels - 1) | off_grid).any()):
-        raise ValueError(f"x must be quantized data on the {levels} levels a + i (b - a)/({levels} - 1) of "
-                         f"data_range [a, b] = [{a}, {b}]; got values in [{float(x.min()):.6g}, {float(x.max()):.6g}]"
-                         " off that grid")
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return a + (index + u) * ((b - a) / levels)
-
-
-def _check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int]:
-    if levels is not None:
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-            raise ValueError(f"levels must be an integer >= 2; got {levels!r}")
-    elif isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-        raise ValueError(f"bits must be an integer in [1, 32]; got {bits!r}")
-    try:
-        a, b = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (a, b) of numbers; got {data_range!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and a < b):
-        raise ValueError(f"data_range must be (a, b) with finite a < b; got {data_range!r}")
-    return a, b, levels if levels is not None else 2**bits
+    dataset = data if isinstance(data, Dataset) else Dataset(_check_x(data, "data"))
+    x = dataset.x if n is None else dataset.x[: int(n)]
+    x = x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
+    if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
+        raise ValueError(f"n_dequant must be a positive integer; got {n_dequant!r}")
+    if "generator" in likelihood_kwargs:
+        raise TypeError("pass generator once, as evaluate_likelihood(..., generator=...)")
+    quantized = dataset.levels is not None
+    d = x[0].numel()
+    if divergence is None:
+        divergence = "exact" if d <= 16 else "hutchinson"
+    rounds = n_dequant if quantized else 1
+    values, nlls, nfe = [], [], 0
+    for _ in range(rounds):
+        bpd_round, nll_round = [], []
+        for chunk in (x.split(int(batch_size)) if batch_size else (x,)):
+            if quantized:
+                chunk = dequantize(chunk, data_range=dataset.data_range, generator=generator, levels=dataset.levels)
+            res = log_likelihood(sde, score, chunk, divergence=divergence, generator=generator, **likelihood_kwargs)
+            log_prob = res.log_prob.double()
+            nll_round.append(-log_prob)
+            bpd_round.append(bits_per_dim_from_log_prob(log_prob, d, dataset.bin_width))
+            nfe += res.nfe
+        values.append(torch.cat(bpd_round))
+        nlls.append(torch.cat(nll_round))
+    values, nlls = torch.stack(values, dim=1), torch.stack(nlls, dim=1)
+    nll, nll_stderr = _mean_stderr(nlls)
+    bpd, bpd_stderr = _mean_stderr(values)
+    return EvaluationResult(nll=nll, nll_stderr=nll_stderr, bpd=bpd, bpd_stderr=bpd_stderr,
+                            per_sample=values.mean(1), values=values, nfe=nfe, quantized=quantized)
 
 
 def bits_per_dim(
@@ -373,14 +432,14 @@ def bits_per_dim(
 ) -> BitsPerDimResult:
     """Bits per dimension of k-bit data under the PF-ODE density, with uniform dequantization.
 
-    With the level/bin convention of :func:`dequantize` (levels a + i (b − a)/(2^k − 1), bins of width
-    Δ = (b − a)/2^k tiling [a, b]), the probability of a bin is ≈ p(x̃) Δ^d, so for d = elements per sample
+    With the level/bin convention of :func:`scoresde.data.dequantize` (levels a + i (b − a)/(2^k − 1), bins of
+    width Δ = (b − a)/2^k tiling [a, b]), the probability of a bin is ≈ p(x̃) Δ^d, so for d = elements per sample
 
         bpd(x̃) = −log₂ (p(x̃) Δ^d) / d = −log p(x̃) / (d ln 2) + log₂(1/Δ)
 
     (8-bit data in [−1, 1]: + 7 bits; in [0, 1]: + 8 bits). Averaged over x̃ ~ U(bin) this is an upper bound on
     the discrete model's bits/dim (Jensen). ``n_dequant`` independent dequantizations are solved one after the
-    other (memory of one batch).
+    other (memory of one batch). This is :func:`evaluate_likelihood` on the tensor viewed as quantized data.
 
     Args:
         sde, score: as in :func:`log_likelihood`.
@@ -396,27 +455,10 @@ def bits_per_dim(
     Returns:
         :class:`BitsPerDimResult` with ``mean``, ``stderr``, ``per_sample`` (B,), ``values`` (B, n_dequant), ``nfe``.
     """
-    a, b, levels = _check_quantization(bits, data_range, levels)
+    a, b, levels = check_quantization(bits, data_range, levels)
     x = _check_x(x)
-    if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
-        raise ValueError(f"n_dequant must be a positive integer; got {n_dequant!r}")
-    if "generator" in likelihood_kwargs:
-        raise TypeError("pass generator once, as bits_per_dim(..., generator=...)")
-    d = x[0].numel()
-    values, nfe = [], 0
-    for _ in range(n_dequant):
-        x_deq = dequantize(x, bits, (a, b), generator, levels=levels)
-        res = log_likelihood(sde, score, x_deq, generator=generator, **likelihood_kwargs)
-        values.append(bits_per_dim_from_log_prob(res.log_prob, d, (b - a) / levels))
-        nfe += res.nfe
-    values = torch.stack(values, dim=1)
-    per_sample = values.mean(1)
-    batch = x.shape[0]
-    if batch >= 2:
-        stderr = float(per_sample.std() / math.sqrt(batch))
-    elif n_dequant >= 2:
-        stderr = float(values[0].std() / math.sqrt(n_dequant))
-    else:
-        stderr = float("nan")
-    return BitsPerDimResult(mean=float(per_sample.mean()), stderr=stderr, per_sample=per_sample, values=values,
-                            nfe=nfe)
+    likelihood_kwargs.setdefault("divergence", "hutchinson")
+    quantized = Dataset(x, data_range=(a, b), levels=levels)
+    res = evaluate_likelihood(sde, score, quantized, n_dequant=n_dequant, generator=generator, **likelihood_kwargs)
+    return BitsPerDimResult(mean=res.bpd, stderr=res.bpd_stderr, per_sample=res.per_sample.to(x.dtype),
+                            values=res.values.to(x.dtype), nfe=res.nfe)

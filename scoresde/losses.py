@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from ._utils import as_time, check_choice, check_same_shape, expand_like
+from ._registry import Registry
+from ._utils import ScoreFn, as_time, check_choice, check_same_shape, expand_like
 
 Tensor = torch.Tensor
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
-WEIGHTINGS = ("sigma2", "likelihood", "none")
+#: Loss weightings λ(t) by name: ``weighting(sde, t) -> λ(t)``, each (B,). ``WEIGHTINGS.register("mine", fn)``
+#: adds one; :func:`dsm_loss` also takes such a function directly.
+WEIGHTINGS = Registry("weighting")
+
+
+@WEIGHTINGS.register("sigma2")
+def sigma2_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = σ(t)²: the ε-prediction MSE ‖σ score + z‖²."""
+    return sde.std(t) ** 2
+
+
+@WEIGHTINGS.register("likelihood")
+def likelihood_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = g(t)²: the likelihood weighting of Song et al. 2021 (a bound on the NLL)."""
+    return sde.diffusion(t) ** 2
+
+
+@WEIGHTINGS.register("none")
+def unit_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = 1: the plain score error ‖score + z/σ‖²."""
+    return torch.ones_like(t)
+
+
 REDUCTIONS = ("mean", "sum", "none")
 PROJECTIONS = ("rademacher", "gaussian")
 
@@ -82,7 +104,8 @@ def _sample_importance(sde, eps: float, batch: int, generator, device, dtype) ->
     return t.to(dtype), density.to(dtype)
 
 
-def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importance_sampling: bool = False,
+def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = "sigma2",
+             importance_sampling: bool = False,
              eps: float = 1e-5, generator: Optional[torch.Generator] = None, reduce: str = "mean",
              t: Optional[Tensor] = None, shard: Optional[Tuple[int, int]] = None) -> Tensor:
     """Continuous-time denoising score matching for a linear SDE.
@@ -112,7 +135,8 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importa
         model: score function model(x, t) returning x's shape, e.g. :class:`scoresde.ScoreModel` or
             ``GaussianMixture.score(sde)``.
         x0: data batch (B, *D).
-        weighting: "sigma2", "likelihood" or "none".
+        weighting: a name in :data:`WEIGHTINGS` ("sigma2", "likelihood", "none") or a function
+            ``weighting(sde, t) -> λ(t)`` of shape (B,).
         importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting).
         eps: smallest training time, 0 < eps < T.
         generator: torch.Generator for t and z (t is drawn before z).
@@ -127,7 +151,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importa
     Returns:
         The loss: a scalar, or shape (B,) when reduce="none".
     """
-    check_choice(weighting, WEIGHTINGS, "weighting")
+    weight_fn = weighting if callable(weighting) else WEIGHTINGS.get(weighting)[0]
     check_choice(reduce, REDUCTIONS, "reduce")
     if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
         got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
@@ -158,11 +182,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: str = "sigma2", importa
     score = check_same_shape(model(x_t, t), x_t, what="model")
     residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
     per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
-    if weighting == "likelihood":
-        g = sde.diffusion(t).to(x0.dtype)
-        weight = weight * g * g / (sigma * sigma)
-    elif weighting == "none":
-        weight = weight / (sigma * sigma)
+    weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
     return _reduce(weight * per_sample, reduce)
 
 

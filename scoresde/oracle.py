@@ -14,7 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ._utils import as_time, expand_like
+from . import conversions
+from ._utils import as_time
 
 Tensor = torch.Tensor
 
@@ -131,9 +132,7 @@ class GaussianMixture:
         """Tweedie's exact denoiser ``(x, t) -> E[x_0 | x_t = x] = (x + σ² score) / s``."""
 
         def exact_denoiser(x: Tensor, t: Tensor) -> Tensor:
-            t = as_time(t, x)
-            s, sigma = expand_like(sde.scale(t), x), expand_like(sde.std(t), x)
-            return (x + sigma**2 * self.score_t(sde, x, t)) / s
+            return conversions.denoise(sde, self.score(sde), x, t)
 
         return exact_denoiser
 

@@ -1,27 +1,100 @@
 """Wrap a network into a score model: ε / score / x0 / v parameterizations with EDM-style preconditioning.
 
-For a linear SDE, x_t = s x_0 + σ z with s = scale(t), σ = std(t). A network may predict
-
-    score:  ∇ log p_t(x_t)
-    ε:      E[z | x_t]                       score = −ε / σ
-    x0:     E[x_0 | x_t]                     score = (s x0 − x_t) / σ²
-    v:      ᾱ ε − σ̄ x0                       ε = σ̄ x̄ + ᾱ v,  score = −ε / σ
-
-with ᾱ = s / √(s² + σ²), σ̄ = σ / √(s² + σ²) and x̄ = x_t / √(s² + σ²) = ᾱ x_0 + σ̄ z (for VP, ᾱ = s, σ̄ = σ).
-The ε identity follows from σ̄ x̄ + ᾱ v = σ̄ ᾱ x_0 + σ̄² z + ᾱ² z − ᾱ σ̄ x_0 = z.
+For a linear SDE, x_t = s x_0 + σ z with s = scale(t), σ = std(t). A network may predict the score, ε, x0 or v;
+the conversions to the score are those of :mod:`scoresde.conversions`. A parameterization is a small object
+in the :data:`PARAMETERIZATIONS` registry: its ``c_out(s, σ, σ_d)`` scales the raw network output F into the
+prediction, and ``to_score(prediction, x, s, σ)`` converts the prediction. A new one (EDM's F-prediction, a
+flow-matching velocity) is one subclass of :class:`Parameterization` and one registry line.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 
 import torch
 from torch import nn
 
-from ._utils import as_time, check_choice, check_same_shape, expand_like
+from . import conversions
+from ._registry import Registry
+from ._utils import as_time, check_same_shape, expand_like
+from .sde import require_linear
 
 Tensor = torch.Tensor
 
-PARAMETERIZATIONS = ("eps", "score", "x0", "v")
+#: Parameterizations by name: ``PARAMETERIZATIONS.build("v")``.
+PARAMETERIZATIONS = Registry("parameterization")
+
+
+class Parameterization:
+    """What a network predicts. Subclasses set ``name`` and implement :meth:`c_out` and :meth:`to_score`.
+
+    All arguments are tensors that broadcast against each other ((B,) for ``c_out``; shaped like x or
+    (B, 1, …, 1) for ``to_score``).
+    """
+
+    name = "parameterization"
+
+    def c_out(self, s: Tensor, sigma: Tensor, sigma_data: float) -> Tensor:
+        """Scale of the prediction, chosen so that prediction / c_out has unit variance (the net's target)."""
+        raise NotImplementedError
+
+    def to_score(self, prediction: Tensor, x: Tensor, s: Tensor, sigma: Tensor) -> Tensor:
+        """The score at x implied by the prediction."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@PARAMETERIZATIONS.register("eps")
+class EpsPrediction(Parameterization):
+    """ε = E[z | x_t]; c_out = 1 (the target z has unit variance)."""
+
+    name = "eps"
+
+    def c_out(self, s, sigma, sigma_data):
+        return torch.ones_like(s)
+
+    def to_score(self, prediction, x, s, sigma):
+        return conversions.eps_to_score(prediction, sigma)
+
+
+@PARAMETERIZATIONS.register("score")
+class ScorePrediction(Parameterization):
+    """The score itself; c_out = 1/σ (the DSM target −z/σ has variance 1/σ²)."""
+
+    name = "score"
+
+    def c_out(self, s, sigma, sigma_data):
+        return 1 / sigma
+
+    def to_score(self, prediction, x, s, sigma):
+        return prediction
+
+
+@PARAMETERIZATIONS.register("x0")
+class DataPrediction(Parameterization):
+    """x0 = E[x_0 | x_t]; c_out = σ_d (the target x_0 has variance σ_d²)."""
+
+    name = "x0"
+
+    def c_out(self, s, sigma, sigma_data):
+        return torch.full_like(s, sigma_data)
+
+    def to_score(self, prediction, x, s, sigma):
+        return conversions.x0_to_score(x, prediction, s, sigma)
+
+
+@PARAMETERIZATIONS.register("v")
+class VelocityPrediction(Parameterization):
+    """v = ᾱ ε − σ̄ x0; c_out = √((s² + σ_d² σ²)/(s² + σ²)) since Var(ᾱ z − σ̄ x_0) = ᾱ² + σ̄² σ_d²."""
+
+    name = "v"
+
+    def c_out(self, s, sigma, sigma_data):
+        return torch.sqrt((s * s + sigma_data ** 2 * sigma * sigma) / (s * s + sigma * sigma))
+
+    def to_score(self, prediction, x, s, sigma):
+        return conversions.v_to_score(x, prediction, s, sigma)
 
 
 class Preconditioning(NamedTuple):
@@ -57,61 +130,56 @@ class ScoreModel(nn.Module):
     net must reproduce x_t/s to within σ² and the score error is amplified by s/σ² (EDM's reason for c_skip;
     "v" is that well-conditioned variant). c_noise spans roughly [−3.5, 1.5] for the default SDEs on
     [1e-5, 1]; a Fourier time embedding with ``fourier_scale`` around 1 suits it better than the 16 used for
-    raw t ∈ [0, 1] (measured: 300 Adam steps of a small MLP on 8 Gaussians, VP, excess DSM loss 0.07 vs 0.10).
+    raw t ∈ [0, 1] (see docs/benchmarks.md).
 
     The conversions divide by σ(t): t must be in (0, T] (σ(0) = 0).
 
     Args:
         net: module (or callable) with ``forward(x, t)`` returning x's shape.
         sde: a linear SDE, used only through ``scale(t)`` and ``std(t)``.
-        parameterization: one of "eps", "score", "x0", "v".
+        parameterization: a name in :data:`PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
+            :class:`Parameterization` object.
         preconditioning: apply c_in, c_noise and c_out as above.
         sigma_data: σ_d, the data's per-element standard deviation assumed by the preconditioning.
     """
 
-    def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde, parameterization: str = "eps",
-                 preconditioning: bool = True, sigma_data: float = 1.0):
+    def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde,
+                 parameterization: Union[str, Parameterization] = "eps", preconditioning: bool = True,
+                 sigma_data: float = 1.0):
         super().__init__()
         if not callable(net):
             raise TypeError(f"net must be a callable net(x, t), e.g. an nn.Module; got {type(net).__name__}")
-        if not (hasattr(sde, "scale") and hasattr(sde, "std")):
-            raise TypeError(f"sde must be a linear SDE with scale(t) and std(t); got {type(sde).__name__}")
-        self.parameterization = check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
+        require_linear(sde, "ScoreModel")
+        if isinstance(parameterization, Parameterization):
+            self.prediction = parameterization
+        else:
+            self.prediction = PARAMETERIZATIONS.build(parameterization)
         if not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
             raise ValueError(f"sigma_data must be a positive number; got {sigma_data!r}")
         self.net, self.sde = net, sde
         self.preconditioning = bool(preconditioning)
         self.sigma_data = float(sigma_data)
 
+    @property
+    def parameterization(self) -> str:
+        """The name of what the network predicts ("eps", "score", "x0", "v", ...)."""
+        return self.prediction.name
+
     def extra_repr(self) -> str:
         return (f"parameterization={self.parameterization!r}, preconditioning={self.preconditioning}, "
                 f"sigma_data={self.sigma_data}")
 
     # -- coefficients -------------------------------------------------------------------------------
-    def _scale_std(self, t: Tensor, x: Tensor):
-        """s(t), σ(t) computed in float64 and returned in x's dtype, each (B,)."""
-        t64 = t.to(torch.float64)
-        return self.sde.scale(t64).to(x.dtype), self.sde.std(t64).to(x.dtype)
-
     def coefficients(self, x: Tensor, t: Tensor) -> Preconditioning:
         """(c_in, c_out, c_noise), each (B,), for x (B, *D) and t (B,); identity (1, 1, t) without preconditioning."""
         t = as_time(t, x)
         if not self.preconditioning:
             one = torch.ones_like(t)
             return Preconditioning(one, one, t)
-        s, sigma = self._scale_std(t, x)
-        sd2 = self.sigma_data ** 2
-        c_in = torch.rsqrt(s * s * sd2 + sigma * sigma)
+        s, sigma = (v.reshape(-1) for v in conversions.scale_std(self.sde, t, x))
+        c_in = torch.rsqrt(s * s * self.sigma_data ** 2 + sigma * sigma)
         c_noise = 0.25 * (torch.log(sigma) - torch.log(s))
-        if self.parameterization == "eps":
-            c_out = torch.ones_like(s)
-        elif self.parameterization == "score":
-            c_out = 1 / sigma
-        elif self.parameterization == "x0":
-            c_out = torch.full_like(s, self.sigma_data)
-        else:  # "v"
-            c_out = torch.sqrt((s * s + sd2 * sigma * sigma) / (s * s + sigma * sigma))
-        return Preconditioning(c_in, c_out, c_noise)
+        return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data), c_noise)
 
     # -- the network and the conversions ---------------------------------------------------------------
     def net_output(self, x: Tensor, t: Tensor) -> Tensor:
@@ -124,17 +192,8 @@ class ScoreModel(nn.Module):
         t = as_time(t, x)
         check_same_shape(output, x, what="net")
         prediction = expand_like(self.coefficients(x, t).c_out, x) * output
-        s, sigma = self._scale_std(t, x)
-        s, sigma = expand_like(s, x), expand_like(sigma, x)
-        if self.parameterization == "score":
-            return prediction
-        if self.parameterization == "eps":
-            return -prediction / sigma
-        if self.parameterization == "x0":
-            return (s * prediction - x) / (sigma * sigma)
-        norm = torch.sqrt(s * s + sigma * sigma)  # "v": ε = σ̄ x̄ + ᾱ v
-        eps = (sigma / norm) * (x / norm) + (s / norm) * prediction
-        return -eps / sigma
+        s, sigma = conversions.scale_std(self.sde, t, x)
+        return self.prediction.to_score(prediction, x, s, sigma)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,)."""
@@ -144,11 +203,9 @@ class ScoreModel(nn.Module):
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         """The noise prediction E[z | x_t = x] = −σ(t) score(x, t), shape of x."""
         t = as_time(t, x)
-        _, sigma = self._scale_std(t, x)
-        return -expand_like(sigma, x) * self(x, t)
+        _, sigma = conversions.scale_std(self.sde, t, x)
+        return conversions.score_to_eps(self(x, t), sigma)
 
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
         """Tweedie's denoiser E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t), shape of x."""
-        t = as_time(t, x)
-        s, sigma = self._scale_std(t, x)
-        return (x + expand_like(sigma * sigma, x) * self(x, t)) / expand_like(s, x)
+        return conversions.denoise(self.sde, self, x, t)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # matplotlib is imported lazily, inside the functions
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["samples", "trajectories", "score_field", "error_vs_nfe"]
+__all__ = ["samples", "trajectories", "score_field", "error_vs_nfe", "image_grid", "figure", "save_samples"]
 
 
 def _axes(ax, figsize):
@@ -33,6 +33,31 @@ def _axes(ax, figsize):
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
     return ax.figure, ax
+
+
+def figure(figsize=(5.0, 5.0)) -> "Figure":
+    """A matplotlib Figure drawn by the Agg canvas, outside pyplot: no global state, no backend change (for
+    scripts, the trainer and the command line)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_samples(x: Tensor, path: str, *, data_range: Optional[Tuple[float, float]] = None,
+                 title: Optional[str] = None, reference: Optional[Tensor] = None, dpi: int = 120) -> str:
+    """Save :func:`samples` of x as a PNG at ``path`` (folders created; images clipped to ``data_range``,
+    default (−1, 1)) through :func:`figure`; returns ``path``."""
+    import os
+
+    fig = figure()
+    samples(x, ax=fig.add_subplot(1, 1, 1), title=title, reference=reference,
+            data_range=data_range or (-1.0, 1.0))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
 
 
 def _as_cpu(x, name: str) -> Tensor:

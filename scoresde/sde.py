@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import torch
 
 from ._adapters import integrate_ode, integrate_sde
-from ._utils import as_time, check_same_shape, check_time_vector, expand_like
+from ._registry import Registry
+from ._utils import ScoreFn, as_time, check_same_shape, check_time_vector, expand_like
 
 Tensor = torch.Tensor
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Forward SDEs by name, for configs and the command line: ``SDES.build("vp", beta_max=20.0)``.
+#: ``SDES.register("mine", MySDE)`` adds a user's class; ``"mypkg.module:MySDE"`` works without registering.
+SDES = Registry("SDE")
 
 
 class SDE(abc.ABC):
@@ -89,6 +93,45 @@ class SDE(abc.ABC):
             got = tuple(g.shape) if torch.is_tensor(g) else type(g).__name__
             raise ValueError(f"{type(self).__name__}.diffusion(t) must return shape {tuple(t.shape)}; got {got}")
         return g
+
+
+@runtime_checkable
+class LinearSDEProtocol(Protocol):
+    """The contract that samplers, losses, parameterizations and the likelihood rely on, written once.
+
+    Every :class:`LinearSDE` satisfies it (x_t | x_0 ~ N(s(t) x_0, σ(t)² I)); an object that does not subclass
+    LinearSDE may still be used wherever it provides these members. All time arguments and results are (B,).
+    """
+
+    T: float
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor: ...
+    def diffusion(self, t: Tensor) -> Tensor: ...
+    def scale(self, t: Tensor) -> Tensor: ...
+    def std(self, t: Tensor) -> Tensor: ...
+    def log_snr(self, t: Tensor) -> Tensor: ...
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor: ...
+    def transition(self, t_from: Tensor, t_to: Tensor) -> Tuple[Tensor, Tensor]: ...
+    def prior_sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None, device=None,
+                     dtype=None) -> Tensor: ...
+    def prior_log_prob(self, z: Tensor) -> Tensor: ...
+
+
+_LINEAR_MEMBERS = ("T", "drift", "diffusion", "scale", "std", "log_snr", "time_from_log_snr", "transition",
+                   "prior_sample", "prior_log_prob")
+
+
+def require_linear(sde, user: str) -> None:
+    """Raise a TypeError naming what ``sde`` lacks of :class:`LinearSDEProtocol` (``user`` is who needs it)."""
+    missing = [name for name in _LINEAR_MEMBERS if not hasattr(sde, name)]
+    if missing:
+        raise TypeError(f"{user} needs a linear SDE (a scoresde.LinearSDE, with scale(t) and std(t)); "
+                        f"{type(sde).__name__} lacks {', '.join(missing)}")
+
+
+def is_linear(sde) -> bool:
+    """Whether ``sde`` provides all of :class:`LinearSDEProtocol`."""
+    return all(hasattr(sde, name) for name in _LINEAR_MEMBERS)
 
 
 def _as_time_values(fn, t: Tensor, what: str) -> Tensor:
@@ -294,6 +337,7 @@ class LinearSDE(SDE):
         return edges, F, dF, V, dV
 
 
+@SDES.register("ve")
 class VESDE(LinearSDE):
     """Variance-exploding SDE (SMLD/NCSN limit): f = 0, g(t)² = d σ(t)²/dt with σ(t) = σ_min (σ_max/σ_min)^t.
 
@@ -328,6 +372,7 @@ class VESDE(LinearSDE):
         return self.sigma_min * torch.expm1(2 * self._log_ratio * t / self.T).clamp_min(0).sqrt()
 
 
+@SDES.register("vp")
 class VPSDE(LinearSDE):
     """Variance-preserving SDE (DDPM limit): f = −β(t)/2, g = √β(t), β(t) = β_min + (t/T)(β_max − β_min).
 
@@ -361,6 +406,7 @@ class VPSDE(LinearSDE):
         return (-torch.expm1(-self.integrated_beta(check_time_vector(t)))).clamp_min(0).sqrt()
 
 
+@SDES.register("subvp")
 class SubVPSDE(VPSDE):
     """sub-VP SDE: f = −β(t)/2, g(t)² = β(t)(1 − exp(−2B(t))); s(t) = exp(−B/2), std(t) = 1 − exp(−B).
 

@@ -159,7 +159,7 @@ def test_native_loop_equals_torchsde_euler_for_the_same_brownian_path():
     # Rebuild torchsde's Brownian interval from the same generator, and its time points s = −t exactly as
     # torchsde steps them (s ← min(s + dt, s_end)); query the increments in the same order.
     entropy = entropy_from(torch.Generator().manual_seed(5))
-    dt = _torchsde_dt(sde, steps, eps, torch.float64)
+    dt = _torchsde_dt(sde.T, eps, steps, torch.float64)
     bm = torchsde.BrownianInterval(t0=-sde.T, t1=-eps, size=x_T.shape, dtype=torch.float64, entropy=entropy,
                                    dt=dt, levy_area_approximation="none")
     s = [torch.tensor(-sde.T, dtype=torch.float64)]

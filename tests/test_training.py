@@ -166,9 +166,9 @@ def test_resume_continues_exactly(kind, tmp_path):
     torch.manual_seed(1234)                                   # disturb the global RNG: resume must restore it
     model_c, sde, data, config = _make(kind, str(tmp_path / "b"), 2 * n)
     second = sd.Trainer(model_c, sde, data, config, resume=True)
-    assert second.step == n and second.last_checkpoint == path
+    assert second.global_step == n and second.last_checkpoint == path
     second.train()
-    assert second.step == 2 * n
+    assert second.global_step == 2 * n
 
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_c.state_dict()[key]), key
@@ -293,8 +293,8 @@ def test_quantized_eval_reports_bits_per_dim():
 def test_sample_figures(tmp_path):
     gen = torch.Generator().manual_seed(0)
     for shape in [(50, 2), (10, 1, 8, 8), (4, 3, 5, 5)]:
-        path = sd.training.save_sample_figure(torch.randn(shape, generator=gen), str(tmp_path / "f.png"))
+        path = sd.plot.save_samples(torch.randn(shape, generator=gen), str(tmp_path / "f.png"))
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shape"):
-        sd.training.save_sample_figure(torch.randn(5, 3), str(tmp_path / "g.png"))
+        sd.plot.save_samples(torch.randn(5, 3), str(tmp_path / "g.png"))

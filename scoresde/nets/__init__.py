@@ -3,9 +3,19 @@
 - :class:`MLP`: residual MLP with a Gaussian-Fourier time embedding, for low-dimensional data.
 - :class:`UNet`: a compact DDPM++-style U-Net for images (B, C, H, W).
 - :class:`GaussianFourierEmbedding`: the time (or noise-level) embedding both use.
+
+:data:`NETS` names them for configs and the command line. A net whose constructor needs the data's shape
+lists those arguments in ``shape_parameters`` and computes them in a static ``shape_arguments(sample_shape)
+-> dict``, which the builder calls; every other constructor argument is a config option.
 """
+from .._registry import Registry
 from .embedding import GaussianFourierEmbedding
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["GaussianFourierEmbedding", "MLP", "UNet"]
+#: Networks by name: ``NETS.build("mlp", dim=2, hidden=64)``.
+NETS = Registry("net")
+NETS.register("mlp", MLP)
+NETS.register("unet", UNet)
+
+__all__ = ["GaussianFourierEmbedding", "MLP", "UNet", "NETS"]

@@ -38,11 +38,23 @@ class MLP(nn.Module):
         hidden: width of the residual stream.
         depth: number of residual blocks.
         time_embedding_dim: width of the time embedding (even).
-        fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
+        fourier_scale: standard deviation of the Fourier frequencies of the time embedding (1 suits the
+            c_noise = ¼ log(σ/s) of a preconditioned :class:`scoresde.ScoreModel`; raw t ∈ [0, 1] wants ~16).
     """
 
+    #: Constructor arguments that follow from the data's per-sample shape (see :meth:`shape_arguments`).
+    shape_parameters = ("dim",)
+
+    @staticmethod
+    def shape_arguments(sample_shape) -> dict:
+        """Constructor arguments fixed by the per-sample shape D: ``dim`` = prod(D)."""
+        dim = 1
+        for size in sample_shape:
+            dim *= int(size)
+        return {"dim": dim}
+
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_embedding_dim: int = 64,
-                 fourier_scale: float = 16.0):
+                 fourier_scale: float = 1.0):
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0)):
             if not isinstance(value, int) or value < low:

@@ -110,6 +110,17 @@ class UNet(nn.Module):
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
     """
 
+    #: Constructor arguments that follow from the data's per-sample shape (see :meth:`shape_arguments`).
+    shape_parameters = ("in_channels", "image_size")
+
+    @staticmethod
+    def shape_arguments(sample_shape) -> dict:
+        """Constructor arguments fixed by the per-sample shape (C, H, W): ``in_channels`` and ``image_size``."""
+        sample_shape = tuple(int(s) for s in sample_shape)
+        if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+            raise ValueError(f"the U-Net needs square images (C, H, W); the data has per-sample shape {sample_shape}")
+        return {"in_channels": sample_shape[0], "image_size": sample_shape[1]}
+
     def __init__(self, in_channels: int = 1, channels: int = 32, channel_mults: Sequence[int] = (1, 2),
                  num_res_blocks: int = 1, attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0,
                  time_embedding_dim: int = 128, image_size: int = 8, fourier_scale: float = 16.0):

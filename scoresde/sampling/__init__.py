@@ -1,8 +1,14 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver."""
-from ._base import SampleResult, Sampler, tweedie_denoise
-from .grids import GRIDS, time_grid
-from .dpm_solver import DPMSolver
-from .heun import HeunSampler
-from .pc import PCSampler
-from .probability_flow import ProbabilityFlowSampler
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver.
+
+Each sampler module registers its classes in :data:`SAMPLERS` (name → class), which configs and the command
+line read; a user's sampler is one subclass of :class:`Sampler` and one ``SAMPLERS.register`` line.
+"""
+from ._base import SAMPLERS, SampleResult, Sampler
+from .grids import GRIDS, TimeGrid, time_grid
 from .reverse_sde import ReverseSDESampler
+from .probability_flow import ProbabilityFlowSampler
+from .pc import PCSampler
+from .heun import HeunSampler
+from .dpm_solver import DPMSolver
+
+SAMPLERS.register("euler_maruyama", ReverseSDESampler)

@@ -1,12 +1,17 @@
-"""The one interface every sampler shares.
+"""The one interface every sampler shares, and the plumbing it owns.
 
-    res = sampler.sample(sde, score, shape, generator=None, x_T=None)
-    res.x      # samples at t = eps (after the optional final denoising), shape == shape
-    res.nfe    # exact number of score evaluations
+    res = sampler.sample(sde, score, shape, generator=None, x_T=None, times=None)
+    res.x      # samples at the last time (after the optional final denoising), shape == shape
+    res.nfe    # exact number of score evaluations (``sampler.nfe()`` says it before running)
 
 A *score* is any callable ``score(x, t)`` with x of shape (B, *D) and t of shape (B,), returning x's shape.
-Samplers use only the SDE's public contract (drift, diffusion, scale, std, prior); they never check the
+Samplers use only the SDE's public contract (:class:`scoresde.sde.LinearSDEProtocol`); they never check the
 concrete SDE class.
+
+A subclass sets its time grid (a :class:`~scoresde.sampling.grids.TimeGrid`) in ``__init__`` and implements
+:meth:`Sampler._run` over the decreasing tensor of times it is given, calling ``report(step, t, x)`` after each
+step; the base draws the prior, counts evaluations, records trajectories, drives the progress bar and the
+callback, and applies the final Tweedie denoising.
 """
 from __future__ import annotations
 
@@ -16,13 +21,19 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from .._utils import check_same_shape, expand_like
+from .. import conversions
+from .._registry import Registry
+from .._utils import ScoreFn, check_same_shape
+from ..sde import require_linear
+from .grids import TimeGrid, check_times
 
 Tensor = torch.Tensor
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 #: ``callback(step, t, x)`` is called after every solver step with the step index, the time reached
 #: (a float) and the current state.
 Callback = Callable[[int, float, Tensor], None]
+
+#: Samplers by name, for configs and the command line: ``SAMPLERS.build("heun", steps=18)``.
+SAMPLERS = Registry("sampler")
 
 
 @dataclass
@@ -57,11 +68,14 @@ class CountedScore:
 
 
 class Recorder:
-    """Collects (t, x) pairs when a trajectory is asked for, forwards to a callback, and drives tqdm."""
+    """``report(step, t, x)``: collects (t, x) when a trajectory is asked for, calls the callback, drives tqdm.
+
+    ``active`` is False when nothing listens, so a solver can skip producing intermediate states.
+    """
 
     def __init__(self, record: bool, callback: Optional[Callback], progress: bool, total: Optional[int],
                  desc: str):
-        self.record, self.callback = record, callback
+        self.record, self.callback = bool(record), callback
         self.times: List[float] = []
         self.states: List[Tensor] = []
         self.bar = None
@@ -69,6 +83,10 @@ class Recorder:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    @property
+    def active(self) -> bool:
+        return self.record or self.callback is not None or self.bar is not None
 
     def __call__(self, step: int, t: float, x: Tensor) -> None:
         if self.record:
@@ -80,21 +98,80 @@ class Recorder:
             self.bar.update(1)
 
     def result(self, x: Tensor, nfe: int) -> SampleResult:
-        if self.bar is not None:
-            self.bar.close()
+        self.close()
         if not self.record:
             return SampleResult(x=x, nfe=nfe)
         times = torch.tensor(self.times, dtype=torch.float64)
         return SampleResult(x=x, nfe=nfe, times=times, trajectory=torch.stack(self.states))
 
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
 
 class Sampler(abc.ABC):
-    """Base class: subclasses implement :meth:`_sample` on a prepared initial state."""
+    """Base class of all samplers: subclasses set ``self.schedule`` and implement :meth:`_run`.
 
+    Attributes:
+        schedule: the :class:`TimeGrid` (steps, grid kind, eps, ρ) the sampler runs on unless explicit times
+            are passed to :meth:`sample`.
+        denoise: finish with Tweedie's E[x_0 | x_t] at the last time (one more score evaluation).
+    """
+
+    #: Shown on the progress bar.
+    label = "sampler"
+    #: Whether :meth:`_run` uses more of the SDE than drift and diffusion (scale, std, log_snr, transition).
+    needs_linear_sde = True
+    schedule: TimeGrid
+    denoise: bool = False
+
+    # -- the grid settings, validated once by TimeGrid -----------------------------------------------
+    @property
+    def steps(self) -> Optional[int]:
+        return self.schedule.steps
+
+    @property
+    def grid(self) -> str:
+        return self.schedule.kind
+
+    @property
+    def eps(self) -> float:
+        return self.schedule.eps
+
+    @property
+    def rho(self) -> float:
+        return self.schedule.rho
+
+    def times(self, sde, device=None) -> Tensor:
+        """The decreasing float64 times T = t_0 > … > t_N = eps the sampler runs on by default."""
+        return self.schedule.times(sde, device=device)
+
+    def nfe(self, times: Optional[Tensor] = None) -> Optional[int]:
+        """Score evaluations one call of :meth:`sample` makes (with ``times``: on those times); None if the
+        count is only known after the run (adaptive solvers)."""
+        intervals = self.schedule.steps if times is None else len(times) - 1
+        per_step = self._evaluations_per_step()
+        if intervals is None or per_step is None:
+            return None
+        return per_step * intervals + self._extra_evaluations() + int(self.denoise)
+
+    def _evaluations_per_step(self) -> Optional[int]:
+        return 1
+
+    def _extra_evaluations(self) -> int:
+        return 0
+
+    def _reports(self, times: Tensor) -> int:
+        """How many times :meth:`_run` calls ``report`` (the progress bar's total)."""
+        return len(times) - 1
+
+    # -- the one entry point ---------------------------------------------------------------------------
     def sample(self, sde, score: ScoreFn, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               x_T: Optional[Tensor] = None, *, trajectory: bool = False, callback: Optional[Callback] = None,
-               progress: bool = False, device=None, dtype=None) -> SampleResult:
-        """Draw samples by running from the prior at t = T down to t = eps.
+               x_T: Optional[Tensor] = None, *, times: Optional[Tensor] = None, trajectory: bool = False,
+               callback: Optional[Callback] = None, progress: bool = False, device=None,
+               dtype=None) -> SampleResult:
+        """Draw samples by running from the prior at t = T down to the last time.
 
         Args:
             sde: the forward SDE (any LinearSDE, or any SDE the sampler supports).
@@ -103,6 +180,8 @@ class Sampler(abc.ABC):
             generator: seeds the prior draw and every noise draw; the same generator state gives the same
                 samples.
             x_T: start here instead of drawing from the prior (shape ``shape``).
+            times: run on these decreasing times in (0, T] (a 1-D tensor, as k-diffusion passes ``sigmas``)
+                instead of the sampler's own grid; ``x_T`` should then be a sample of p at ``times[0]``.
             trajectory: record the state after every step in ``res.times`` / ``res.trajectory``.
             callback: ``callback(step, t, x)`` after every step.
             progress: show a tqdm progress bar.
@@ -112,25 +191,28 @@ class Sampler(abc.ABC):
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s <= 0 for s in shape):
             raise ValueError(f"shape must be (B, *D) with positive sizes; got {shape}")
+        if self.needs_linear_sde or self.denoise:
+            require_linear(sde, type(self).__name__)
         if x_T is None:
             x_T = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}; got {tuple(x_T.shape)}")
+        grid = self.times(sde, device=x_T.device) if times is None else check_times(times, sde, x_T.device)
         counted = CountedScore(score)
-        with torch.no_grad():
-            x, recorder = self._sample(sde, counted, x_T, generator, trajectory, callback, progress)
+        recorder = Recorder(trajectory, callback, progress, self._reports(grid), self.label)
+        try:
+            with torch.no_grad():
+                x = self._run(sde, counted, x_T, grid, generator, recorder)
+                if self.denoise:
+                    x = conversions.denoise(sde, counted, x, float(grid[-1]))
+        finally:
+            recorder.close()
         return recorder.result(x, counted.nfe)
 
     @abc.abstractmethod
-    def _sample(self, sde, score: CountedScore, x: Tensor, generator, trajectory: bool,
-                callback: Optional[Callback], progress: bool):
-        """Run the sampler from x = x_T; return (x at the end, Recorder)."""
-
-
-def tweedie_denoise(sde, score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
-    """Tweedie's estimate E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t) for a linear SDE."""
-    s, sigma = expand_like(sde.scale(t), x), expand_like(sde.std(t), x)
-    return (x + sigma * sigma * score(x, t)) / s
+    def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],
+             report: Recorder) -> Tensor:
+        """Run from x = x_T at times[0] down to times[-1] (float64, decreasing); return the final state."""
 
 
 def batch_time(t: float, x: Tensor) -> Tensor:

@@ -20,14 +20,14 @@ Order 1 (a = b = 0) is DDIM: x_{t'} = s' x̂_0 + σ' ε̂ in both forms.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import List, Optional, Tuple
 
 import torch
 
+from .. import conversions
 from .._utils import check_choice
-from ._base import Recorder, Sampler, batch_time
-from .grids import GRIDS, time_grid
+from ._base import SAMPLERS, Sampler, batch_time
+from .grids import TimeGrid
 
 Tensor = torch.Tensor
 
@@ -40,6 +40,7 @@ ORDERS = (1, 2, 3)
 _SINGLESTEP_R = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
 
 
+@SAMPLERS.register("dpm_solver")
 class DPMSolver(Sampler):
     """DPM-Solver / DPM-Solver++ of order 1, 2 or 3, multistep or singlestep, for any LinearSDE.
 
@@ -73,35 +74,28 @@ class DPMSolver(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    label = "dpm-solver"
+
     def __init__(self, steps: int = 20, order: int = 2, multistep: bool = True, prediction: str = "x0",
                  grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False, rho: float = 7.0):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
+        self.schedule = TimeGrid(steps, grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
         check_choice(order, ORDERS, "order")
         check_choice(prediction, PREDICTIONS, "prediction")
-        check_choice(grid, GRIDS, "time grid")
-        if not (eps > 0):
-            raise ValueError(f"eps must be positive; got {eps!r}")
-        if not (rho > 0):
-            raise ValueError(f"rho must be positive; got {rho!r}")
-        self.steps, self.order, self.multistep = int(steps), int(order), bool(multistep)
-        self.prediction, self.grid, self.eps = prediction, grid, float(eps)
-        self.denoise, self.rho = bool(denoise), float(rho)
+        self.order, self.multistep = int(order), bool(multistep)
+        self.prediction, self.denoise = prediction, bool(denoise)
 
-    def nfe(self) -> int:
-        """The number of score evaluations one call of :meth:`sample` makes."""
-        per_step = 1 if self.multistep else self.order
-        return per_step * self.steps + int(self.denoise)
+    def _evaluations_per_step(self) -> int:
+        return 1 if self.multistep else self.order
 
     # -- the pieces -------------------------------------------------------------------------------------
     def _model(self, score, x: Tensor, t: float, s: float, sigma: float) -> Tensor:
         """x̂_0 = (x + σ² score)/s or ε̂ = −σ score at time t."""
         sc = score(x, batch_time(t, x))
         if self.prediction == "x0":
-            return (x + (sigma * sigma) * sc) / s
-        return -sigma * sc
+            return conversions.score_to_x0(x, sc, s, sigma)
+        return conversions.score_to_eps(sc, sigma)
 
     def _step(self, x: Tensor, frm: Tuple[float, float, float], to: Tuple[float, float, float], m: Tensor,
               a: Optional[Tensor] = None, b: Optional[Tensor] = None) -> Tensor:
@@ -140,11 +134,9 @@ class DPMSolver(Sampler):
         half_b = (slope1 - slope2) / (d1 - d2)
         return slope1 - half_b * d1, 2 * half_b
 
-    def _sample(self, sde, score, x: Tensor, generator, trajectory: bool, callback, progress: bool):
-        n = self.steps
-        t = time_grid(sde, n, self.grid, self.eps, self.rho, device=x.device)           # (N+1,) float64
+    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        n = len(t) - 1
         points = self._points(sde, t)
-        recorder = Recorder(trajectory, callback, progress, n, "dpm-solver")
         t_l = t.tolist()
         if self.multistep:
             history: List[Tuple[float, Tensor]] = []      # (λ_j, m_j), newest first
@@ -154,7 +146,7 @@ class DPMSolver(Sampler):
                 history = [(lam, m)] + history[: self.order - 1]
                 a, b = self._derivatives(m, [(l_j - lam, m_j) for l_j, m_j in history[1:]])
                 x = self._step(x, points[i], points[i + 1], m, a, b)
-                recorder(i + 1, t_l[i + 1], x)
+                report(i + 1, t_l[i + 1], x)
         else:
             r = _SINGLESTEP_R[self.order]
             stages = self._stages(sde, points, r, x.device) if r else None
@@ -178,12 +170,8 @@ class DPMSolver(Sampler):
                     m_2 = self._model(score, x_2, t_2, p2[1], p2[2])
                     a, _ = self._derivatives(m0, [(p2[0] - start[0], m_2)])
                     x = self._step(x, start, end, m0, a)
-                recorder(i + 1, t_l[i + 1], x)
-        if self.denoise:
-            s_end, sigma_end = points[-1][1], points[-1][2]
-            sc = score(x, batch_time(t_l[-1], x))
-            x = (x + (sigma_end * sigma_end) * sc) / s_end
-        return x, recorder
+                report(i + 1, t_l[i + 1], x)
+        return x
 
     @staticmethod
     def _points(sde, t: Tensor) -> List[Tuple[float, float, float]]:
@@ -200,3 +188,6 @@ class DPMSolver(Sampler):
         pts = self._points(sde, times)
         k = len(r)
         return [[(float(times[i * k + j]), pts[i * k + j]) for j in range(k)] for i in range(len(points) - 1)]
+
+
+SAMPLERS.register("ddim", DPMSolver, order=1)

@@ -9,6 +9,9 @@ Every grid works for any LinearSDE: only ``scale``/``std``/``log_snr`` are used.
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -50,4 +53,60 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         lam = -2 * torch.log(sig)
     t = sde.time_from_log_snr(lam)
     t[0], t[-1] = sde.T, eps
+    return t
+
+
+def _positive_int(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """A validated grid setting: ``steps`` intervals of kind ``kind`` from T down to ``eps`` (ρ for "edm").
+
+    ``steps=None`` (adaptive solvers) has no grid: :meth:`times` then gives just (T, eps). ``min_steps`` is the
+    smallest number of intervals allowed.
+    """
+
+    steps: Optional[int]
+    kind: str = "uniform"
+    eps: float = 1e-3
+    rho: float = 7.0
+    min_steps: int = 1
+
+    def __post_init__(self):
+        if self.steps is not None:
+            object.__setattr__(self, "steps", _positive_int(self.steps, "steps", self.min_steps))
+        check_choice(self.kind, GRIDS, "time grid")
+        if not (isinstance(self.eps, numbers.Real) and self.eps > 0):
+            raise ValueError(f"eps must be positive; got {self.eps!r}")
+        if not (isinstance(self.rho, numbers.Real) and self.rho > 0):
+            raise ValueError(f"rho must be positive; got {self.rho!r}")
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "rho", float(self.rho))
+
+    def times(self, sde, device=None) -> torch.Tensor:
+        """The decreasing float64 times (see :func:`time_grid`); (T, eps) when ``steps`` is None."""
+        if self.steps is None:
+            if not 0 < self.eps < sde.T:
+                raise ValueError(f"eps must lie in (0, T={sde.T}); got {self.eps}")
+            return torch.tensor([sde.T, self.eps], dtype=torch.float64, device=device)
+        return time_grid(sde, self.steps, self.kind, self.eps, self.rho, device=device)
+
+
+def check_times(times, sde, device=None) -> torch.Tensor:
+    """Validate explicit sampler times: a 1-D strictly decreasing sequence of at least 2 values in (0, T].
+
+    Returns them as a float64 tensor on ``device``.
+    """
+    t = torch.as_tensor(times, dtype=torch.float64).to(device)
+    if t.dim() != 1 or t.shape[0] < 2:
+        raise ValueError(f"times must be a 1-D tensor of at least 2 decreasing times; got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or not bool((t[1:] < t[:-1]).all()):
+        raise ValueError(f"times must be finite and strictly decreasing; got {t.tolist()}")
+    if not (float(t[-1]) > 0 and float(t[0]) <= sde.T * (1 + 1e-12)):
+        raise ValueError(f"times must lie in (0, T={sde.T}]; got [{float(t[-1])}, {float(t[0])}]")
     return t

@@ -15,17 +15,17 @@ Time enters only through σ̃, so the sampler uses nothing but ``scale``, ``std`
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from .._utils import check_choice
-from ._base import Recorder, Sampler, batch_time, randn_like
-from .grids import GRIDS, time_grid
+from .. import conversions
+from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from .grids import TimeGrid
 
 Tensor = torch.Tensor
 
 
+@SAMPLERS.register("heun")
 class HeunSampler(Sampler):
     """EDM's deterministic Heun sampler, with optional stochastic churn, in the σ/scale form of any LinearSDE.
 
@@ -33,8 +33,8 @@ class HeunSampler(Sampler):
     (Karras et al. 2022, Algorithm 2):
 
     1. churn (only when ``churn > 0`` and ``s_tmin ≤ σ̃_i ≤ s_tmax``): γ = min(churn/N, √2 − 1),
-       σ̂ = min(σ̃_i (1 + γ), σ̃(T)), x̂ ← x̂ + s_noise √(σ̂² − σ̃_i²) z, and t̂ solves log SNR(t̂) = −2 log σ̂
-       (found by ``sde.time_from_log_snr``; the cap at σ̃(T) keeps t̂ inside [eps, T], where the score lives).
+       σ̂ = min(σ̃_i (1 + γ), σ̃(t_0)), x̂ ← x̂ + s_noise √(σ̂² − σ̃_i²) z, and t̂ solves log SNR(t̂) = −2 log σ̂
+       (found by ``sde.time_from_log_snr``; the cap at σ̃(t_0) keeps t̂ inside the grid, where the score lives).
        Otherwise σ̂ = σ̃_i and t̂ = t_i.
     2. Euler: d = (x̂ − D(x̂; t̂)) / σ̂ and x̂' = x̂ + (σ̃_{i+1} − σ̂) d.
     3. trapezoid correction, skipped on the last step: d' = (x̂' − D(x̂'; t_{i+1})) / σ̃_{i+1} and
@@ -54,33 +54,28 @@ class HeunSampler(Sampler):
         denoise: finish with Tweedie's denoising step at t = eps (one more score evaluation).
     """
 
+    label = "heun"
+
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = math.inf, s_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm",
                  denoise: bool = False):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
-        if not (rho > 0):
-            raise ValueError(f"rho must be positive; got {rho!r}")
+        self.schedule = TimeGrid(steps, grid, eps, rho)
         if not (churn >= 0 and math.isfinite(churn)):
             raise ValueError(f"churn must be a finite number >= 0; got {churn!r}")
         if not (0 <= s_tmin <= s_tmax):
             raise ValueError(f"need 0 <= s_tmin <= s_tmax; got s_tmin={s_tmin!r}, s_tmax={s_tmax!r}")
         if not (s_noise >= 0 and math.isfinite(s_noise)):
             raise ValueError(f"s_noise must be a finite number >= 0; got {s_noise!r}")
-        if not (eps > 0):
-            raise ValueError(f"eps must be positive; got {eps!r}")
-        check_choice(grid, GRIDS, "time grid")
-        self.steps, self.rho, self.churn = int(steps), float(rho), float(churn)
-        self.s_tmin, self.s_tmax, self.s_noise = float(s_tmin), float(s_tmax), float(s_noise)
-        self.eps, self.grid, self.denoise = float(eps), grid, bool(denoise)
+        self.churn, self.s_tmin, self.s_tmax, self.s_noise = float(churn), float(s_tmin), float(s_tmax), float(s_noise)
+        self.denoise = bool(denoise)
 
-    def nfe(self) -> int:
+    def nfe(self, times=None) -> int:
         """The number of score evaluations one call of :meth:`sample` makes: 2N − 1 (+1 with denoise)."""
-        return 2 * self.steps - 1 + int(self.denoise)
+        n = self.steps if times is None else len(times) - 1
+        return 2 * n - 1 + int(self.denoise)
 
-    def _sample(self, sde, score, x: Tensor, generator, trajectory: bool, callback, progress: bool):
-        n = self.steps
-        t = time_grid(sde, n, self.grid, self.eps, self.rho, device=x.device)          # (N+1,) float64
+    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        n = len(t) - 1
         s = sde.scale(t)
         sig = sde.std(t) / s                                                            # σ̃_i
         # Churned levels σ̂_i and their times t̂_i, all known in advance (γ depends only on i and σ̃_i).
@@ -92,16 +87,16 @@ class HeunSampler(Sampler):
             bumped = sig_hat[:-1] > sig[:-1]
             if bool(bumped.any()):
                 t_new = sde.time_from_log_snr(-2 * torch.log(sig_hat[:-1][bumped]))
-                t_hat[:-1][bumped] = t_new.to(t_hat).clamp(self.eps, sde.T)
+                t_hat[:-1][bumped] = t_new.to(t_hat).clamp(float(t[-1]), float(t[0]))
         s_hat = sde.scale(t_hat)
         sig_l, sig_hat_l = sig.tolist(), sig_hat.tolist()
         t_l, t_hat_l, s_l, s_hat_l = t.tolist(), t_hat.tolist(), s.tolist(), s_hat.tolist()
 
         def denoised(xh: Tensor, time: float, scale: float, level: float) -> Tensor:
-            # D(x̂; σ̃) = (x + σ² score(x, t)) / s with x = s x̂ and σ = s σ̃, i.e. x̂ + s σ̃² score(s x̂, t).
-            return xh + (scale * level * level) * score(scale * xh, batch_time(time, xh))
+            # D(x̂; σ̃) = E[x_0 | x_t = s x̂] (Tweedie) with σ = s σ̃.
+            x_t = scale * xh
+            return conversions.score_to_x0(x_t, score(x_t, batch_time(time, xh)), scale, scale * level)
 
-        recorder = Recorder(trajectory, callback, progress, n, "heun")
         xh = x / s_l[0]
         for i in range(n):
             level, level_next = sig_hat_l[i], sig_l[i + 1]
@@ -114,7 +109,5 @@ class HeunSampler(Sampler):
                 d_next = (x_next - denoised(x_next, t_l[i + 1], s_l[i + 1], level_next)) / level_next
                 x_next = xh + (level_next - level) * 0.5 * (d + d_next)
             xh = x_next
-            recorder(i + 1, t_l[i + 1], s_l[i + 1] * xh)
-        if self.denoise:
-            return denoised(xh, t_l[-1], s_l[-1], sig_l[-1]), recorder
-        return s_l[-1] * xh, recorder
+            report(i + 1, t_l[i + 1], s_l[i + 1] * xh)
+        return s_l[-1] * xh

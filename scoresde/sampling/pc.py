@@ -55,8 +55,8 @@ from typing import Optional
 import torch
 
 from .._utils import check_choice, expand_like
-from ._base import Recorder, Sampler, batch_time, randn_like, tweedie_denoise
-from .grids import GRIDS, time_grid
+from ._base import SAMPLERS, Sampler, randn_like
+from .grids import TimeGrid
 
 Tensor = torch.Tensor
 
@@ -69,6 +69,7 @@ def _norm(v: Tensor) -> Tensor:
     return v.reshape(v.shape[0], -1).norm(dim=1)
 
 
+@SAMPLERS.register("pc")
 class PCSampler(Sampler):
     """Predictor–corrector sampler for any LinearSDE (see the module docstring for the math).
 
@@ -83,41 +84,56 @@ class PCSampler(Sampler):
         grid: the time grid, ``"uniform"``, ``"log_snr"`` or ``"edm"``.
         denoise: finish with Tweedie's estimate E[x_0 | x_eps] (1 extra score evaluation).
         step_ratio: r of the annealed Langevin corrector, ε_i = r σ(t_i)² (NCSN's δ/σ_L² = 0.2).
-
         langevin_norm: ``"batch"`` (batch-mean norms, score_sde_pytorch; the default) or ``"sample"``
             (per-sample norms, biased in low dimension) in the step size of the ``"langevin"`` corrector.
+        rho: EDM's ρ, only for ``grid="edm"``.
     """
+
+    label = "predictor-corrector"
 
     def __init__(self, predictor: Optional[str] = "reverse_diffusion", corrector: Optional[str] = "langevin",
                  steps: int = 1000, snr: float = 0.16, corrector_steps: int = 1, eps: float = 1e-3,
                  grid: str = "uniform", denoise: bool = True, step_ratio: float = 0.2,
-                 langevin_norm: str = "batch"):
+                 langevin_norm: str = "batch", rho: float = 7.0):
         check_choice(predictor, PREDICTORS, "predictor")
         check_choice(corrector, CORRECTORS, "corrector")
-        check_choice(grid, GRIDS, "time grid")
         check_choice(langevin_norm, ("sample", "batch"), "langevin_norm")
         if predictor is None and corrector is None:
             raise ValueError("predictor and corrector cannot both be None")
-        if int(steps) != steps or int(steps) < (1 if predictor is not None else 2):
+        if isinstance(steps, bool) or int(steps) != steps or int(steps) < (1 if predictor is not None else 2):
             raise ValueError(f"steps must be a positive integer (>= 2 without a predictor); got {steps!r}")
         if int(corrector_steps) != corrector_steps or int(corrector_steps) < (1 if predictor is None else 0):
             raise ValueError(f"corrector_steps must be a non-negative integer (>= 1 without a predictor); "
                              f"got {corrector_steps!r}")
-        if not (snr > 0 and step_ratio > 0 and eps > 0):
-            raise ValueError(f"snr, step_ratio and eps must be positive; got snr={snr}, step_ratio={step_ratio}, "
-                             f"eps={eps}")
-        self.predictor, self.corrector = predictor, corrector
-        self.steps, self.snr, self.step_ratio = int(steps), float(snr), float(step_ratio)
-        self.corrector_steps = int(corrector_steps) if corrector is not None else 0
-        self.eps, self.grid, self.denoise = float(eps), grid, bool(denoise)
-        self.langevin_norm = langevin_norm
-
-    def _sample(self, sde, score, x, generator, trajectory, callback, progress):
+        if not (snr > 0 and step_ratio > 0):
+            raise ValueError(f"snr and step_ratio must be positive; got snr={snr}, step_ratio={step_ratio}")
         # With a predictor, ``steps`` intervals; without, ``steps`` levels (``steps`` − 1 intervals).
-        intervals = self.steps if self.predictor is not None else self.steps - 1
-        times = time_grid(sde, intervals, self.grid, self.eps, device=x.device)
-        levels = len(times) if self.predictor is None else len(times) - 1
-        recorder = Recorder(trajectory, callback, progress, levels, "predictor-corrector")
+        self._steps = int(steps)
+        self.schedule = TimeGrid(self._steps if predictor is not None else self._steps - 1, grid, eps, rho)
+        self.predictor, self.corrector = predictor, corrector
+        self.snr, self.step_ratio = float(snr), float(step_ratio)
+        self.corrector_steps = int(corrector_steps) if corrector is not None else 0
+        self.denoise, self.langevin_norm = bool(denoise), langevin_norm
+
+    @property
+    def steps(self) -> int:
+        """Predictor steps (grid intervals), or the number of noise levels without a predictor."""
+        return self._steps
+
+    def _levels(self, n_times: int) -> int:
+        return n_times - 1 if self.predictor is not None else n_times
+
+    def _reports(self, times) -> int:
+        return self._levels(len(times))
+
+    def nfe(self, times=None) -> int:
+        """steps × (1 + corrector_steps) with a predictor, levels × corrector_steps without (+1 with denoise)."""
+        n_times = self.schedule.steps + 1 if times is None else len(times)
+        per_level = self.corrector_steps + (1 if self.predictor is not None else 0)
+        return self._levels(n_times) * per_level + int(self.denoise)
+
+    def _run(self, sde, score, x, times, generator, report):
+        levels = self._levels(len(times))
         tb = times.to(x.dtype)[:, None].expand(len(times), x.shape[0])
         t_list = times.tolist()
         # The one-step kernel into each grid time from the next-lower one (the last level mirrors the spacing
@@ -145,10 +161,8 @@ class PCSampler(Sampler):
                 posterior_std = b_list[i] * std_list[i + 1] / std_list[i]
                 x = self._predict(sde, score, x, t, t_list[i] - t_list[i + 1], a_list[i], b_list[i],
                                   posterior_std, generator)
-            recorder(i + 1, t_list[i + 1] if self.predictor is not None else t_list[i], x)
-        if self.denoise:
-            x = tweedie_denoise(sde, score, x, batch_time(self.eps, x))
-        return x, recorder
+            report(i + 1, t_list[i + 1] if self.predictor is not None else t_list[i], x)
+        return x
 
     def _predict(self, sde, score, x: Tensor, t: Tensor, h: float, a: float, b: float, posterior_std: float,
                  generator) -> Tensor:

@@ -12,9 +12,9 @@ The reverse SDE of dx = f(x, t) dt + g(t) dw is
 ``"srk"``; and the Stratonovich ``"heun"``, ``"midpoint"``, ``"reversible_heun"``, ``"euler_heun"``, which
 are valid because g depends on t only, so the Itô and Stratonovich forms coincide), on fixed or adaptive
 steps, with a Brownian motion seeded from the generator. ``backend="native"`` is a hand-written
-Euler–Maruyama loop with the same update, for low per-step overhead: torchsde's Brownian machinery costs
-about 0.3× of a small network's forward pass per step (``shared/LIBRARIES.md``). For the same Brownian
-increments both backends give the same samples (tested).
+Euler–Maruyama loop with the same update, for low per-step overhead (torchsde's Brownian machinery costs
+about a third of a small network's forward pass per step; see docs/benchmarks.md), and it follows any time
+grid. For the same Brownian increments both backends give the same samples (tested).
 """
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ import torch
 
 from .._adapters import TORCHSDE_METHODS
 from .._utils import check_choice
-from ._base import Recorder, Sampler, batch_time, randn_like, tweedie_denoise
-from .grids import time_grid
+from ._base import SAMPLERS, Sampler, randn_like
+from .grids import TimeGrid
 
 Tensor = torch.Tensor
 
 BACKENDS = ("torchsde", "native")
 
 
+@SAMPLERS.register("reverse_sde")
 class ReverseSDESampler(Sampler):
     """Integrate the reverse-time SDE from T to eps, then (optionally) denoise with Tweedie's formula.
 
@@ -40,86 +41,102 @@ class ReverseSDESampler(Sampler):
         solver: a torchsde method valid for diagonal noise: ``"euler"``, ``"milstein"``, ``"srk"``,
             ``"heun"``, ``"midpoint"``, ``"reversible_heun"``, ``"euler_heun"``. Score evaluations per step:
             euler, milstein, reversible_heun 1; heun, midpoint, euler_heun 2; srk 10 (diagonal noise).
-        steps: number of uniform steps of size h = (T − eps)/steps (the initial step when ``adaptive``).
+        steps: number of steps on the time grid ``grid`` (the initial step when ``adaptive``).
         eps: final time, 0 < eps < T.
         adaptive: let torchsde adapt the step size (Itô methods euler, milstein, srk) to ``rtol``/``atol``.
         rtol, atol: tolerances of the adaptive step-size controller.
         denoise: finish with Tweedie's estimate E[x_0 | x_eps] = (x + σ(eps)² score(x, eps)) / s(eps)
             (1 extra score evaluation; needs a LinearSDE).
-        backend: ``"torchsde"`` or ``"native"`` (Euler–Maruyama only, fixed steps).
+        backend: ``"torchsde"`` or ``"native"`` (Euler–Maruyama only, fixed steps, any grid).
+        grid: the time grid, ``"uniform"`` (h = (T − eps)/steps), ``"log_snr"`` or ``"edm"``; torchsde takes
+            equal steps only, so the other grids (and explicit ``times``) need ``backend="native"``.
+        rho: EDM's ρ, only for ``grid="edm"``.
 
     NFE: steps × (evaluations per step) + denoise on the native backend; torchsde adds 1 evaluation to
     check shapes before it starts (and reversible_heun 1 more to initialise). ``res.nfe`` is always the exact
     count. Adaptive runs take about 3 solver steps per accepted step (step doubling); torchsde warns that
     adaptive Euler–Maruyama is not guaranteed to converge for non-additive noise (ours is additive).
-    ``"reversible_heun"`` has a small linear-stability region: on sharply concentrated data (the 8-Gaussian
-    mixture, component std 0.1) it diverged at 500 steps, while it is accurate on N(0, 0.5² I).
+    ``"reversible_heun"`` has a small linear-stability region: on sharply concentrated data it can diverge
+    where Euler–Maruyama does not (docs/benchmarks.md).
 
-    With ``trajectory``/``callback``/``progress`` on the
-    torchsde backend, the states are reported on the uniform grid of ``steps`` intervals after the solve
-    (torchsde interpolates between its own steps); the native backend reports every step as it happens.
-    The denoising step is not part of the trajectory.
+    With ``trajectory``/``callback``/``progress`` on the torchsde backend, the states are reported on the
+    uniform grid of ``steps`` intervals after the solve (torchsde interpolates between its own steps); the
+    native backend reports every step as it happens. The denoising step is not part of the trajectory.
     """
 
+    label = "reverse SDE"
+    #: Euler–Maruyama needs only drift and diffusion; the final denoising needs scale and std.
+    needs_linear_sde = False
+
     def __init__(self, solver: str = "euler", steps: int = 1000, eps: float = 1e-3, adaptive: bool = False,
-                 rtol: float = 1e-3, atol: float = 1e-3, denoise: bool = True, backend: str = "torchsde"):
+                 rtol: float = 1e-3, atol: float = 1e-3, denoise: bool = True, backend: str = "torchsde",
+                 grid: str = "uniform", rho: float = 7.0):
         check_choice(solver, tuple(TORCHSDE_METHODS), "torchsde solver")
         check_choice(backend, BACKENDS, "backend")
-        if int(steps) != steps or int(steps) < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive; got {eps!r}")
+        self.schedule = TimeGrid(steps, grid, eps, rho)
         if backend == "native" and (solver != "euler" or adaptive):
             raise ValueError(f"backend='native' runs fixed-step Euler–Maruyama only; got solver={solver!r}, "
                              f"adaptive={adaptive!r} (use backend='torchsde' for these)")
+        if backend == "torchsde" and grid != "uniform":
+            raise ValueError(f"backend='torchsde' takes equal steps only; grid={grid!r} needs backend='native'")
         if adaptive and TORCHSDE_METHODS[solver] != "ito":
             valid = ", ".join(repr(m) for m, kind in TORCHSDE_METHODS.items() if kind == "ito")
             raise ValueError(f"adaptive stepping needs an Itô solver; valid choices: {valid}; got {solver!r}")
-        self.solver, self.steps, self.eps = solver, int(steps), float(eps)
-        self.adaptive, self.rtol, self.atol = bool(adaptive), float(rtol), float(atol)
+        self.solver, self.adaptive, self.rtol, self.atol = solver, bool(adaptive), float(rtol), float(atol)
         self.denoise, self.backend = bool(denoise), backend
 
-    def _sample(self, sde, score, x, generator, trajectory, callback, progress):
-        if not 0 < self.eps < sde.T:
-            raise ValueError(f"eps must lie in (0, T={sde.T}); got {self.eps}")
-        recorder = Recorder(trajectory, callback, progress, self.steps, "reverse SDE")
-        times = time_grid(sde, self.steps, "uniform", self.eps, device=x.device)
-        if self.backend == "native":
-            h = (sde.T - self.eps) / self.steps
+    def _evaluations_per_step(self):
+        if self.adaptive:
+            return None
+        return _TORCHSDE_EVALUATIONS.get(self.solver) if self.backend == "torchsde" else 1
 
-            sqrt_h = math.sqrt(h)
+    def _extra_evaluations(self) -> int:
+        if self.backend == "native":
+            return 0
+        return 1 + int(self.solver == "reversible_heun")
+
+    def _run(self, sde, score, x, times, generator, report):
+        if self.backend == "native":
+            h = (times[:-1] - times[1:]).sqrt().tolist()
 
             def noise(k: int, state: Tensor) -> Tensor:
-                return randn_like(state, generator).mul_(sqrt_h)
+                return randn_like(state, generator).mul_(h[k])
 
-            x = euler_maruyama(sde, score, x, times, noise, recorder)
-        else:
-            x = self._torchsde(sde, score, x, times, generator, recorder)
-        if self.denoise:
-            x = tweedie_denoise(sde, score, x, batch_time(self.eps, x))
-        return x, recorder
+            return euler_maruyama(sde, score, x, times, noise, report)
+        return self._torchsde(sde, score, x, times, generator, report)
 
-    def _torchsde(self, sde, score, x, times, generator, recorder):
-        report = recorder.record or recorder.callback is not None or recorder.bar is not None
-        out_times = times.tolist() if report else [sde.T, self.eps]
-        dt = _torchsde_dt(sde, self.steps, self.eps, x.dtype)
-        xs, _ = sde.reverse(score).solve(x, self.eps, method=self.solver, dt=dt, adaptive=self.adaptive,
-                                         rtol=self.rtol, atol=self.atol, times=out_times, generator=generator)
-        if report:
+    def _torchsde(self, sde, score, x, times, generator, report):
+        steps = len(times) - 1
+        h = (times[:-1] - times[1:])
+        if not bool(torch.allclose(h, h[0].expand_as(h), rtol=1e-9, atol=0)):
+            raise ValueError("backend='torchsde' takes equal steps only; these times are not equally spaced "
+                             "(use backend='native' for any grid)")
+        t_end = float(times[-1])
+        out_times = times.tolist() if report.active else [float(times[0]), t_end]
+        dt = _torchsde_dt(float(times[0]), t_end, steps, x.dtype)
+        reverse = sde.reverse(score)
+        xs, _ = reverse.solve(x, t_end, method=self.solver, dt=dt, adaptive=self.adaptive, rtol=self.rtol,
+                              atol=self.atol, times=out_times, generator=generator)
+        if report.active:
             for k in range(1, len(out_times)):
-                recorder(k, out_times[k], xs[k])
+                report(k, out_times[k], xs[k])
         return xs[-1]
 
 
-def _torchsde_dt(sde, steps: int, eps: float, dtype: torch.dtype) -> float:
-    """The step torchsde is given for ``steps`` uniform steps from T to eps.
+#: Score evaluations per fixed torchsde step for diagonal noise (drift calls; g depends on t only).
+_TORCHSDE_EVALUATIONS = {"euler": 1, "milstein": 1, "srk": None, "heun": 2, "midpoint": 2,
+                         "reversible_heun": 1, "euler_heun": 2}
+
+
+def _torchsde_dt(t_start: float, t_end: float, steps: int, dtype: torch.dtype) -> float:
+    """The step torchsde is given for ``steps`` uniform steps from ``t_start`` down to ``t_end``.
 
     torchsde steps s ← s + dt in the state's dtype and adds a tiny extra step when rounding leaves the sum
     short of the end. Widening h = (T − eps)/N by δ = N·(machine eps) ≥ the worst accumulated rounding
     (N additions of ≤ ½ ulp(T), relative to h = T/N) makes exactly N steps, the last one shorter by at most
     N²·eps·h (2e-10 h in float64 at N = 1000; 0.12 h in float32).
     """
-    h = (sde.T - eps) / steps
+    h = (t_start - t_end) / steps
     return h * (1 + steps * torch.finfo(dtype).eps)
 
 

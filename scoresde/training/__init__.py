@@ -1,8 +1,11 @@
-"""Training: the :class:`Trainer`, its :class:`TrainConfig`, the weight :class:`EMA` and checkpoints."""
+"""Training: the :class:`Trainer`, its :class:`TrainConfig`, hooks, the weight :class:`EMA` and checkpoints."""
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .distributed import DistributedContext
 from .ema import EMA
-from .trainer import NonFiniteLossError, TrainConfig, Trainer, default_sampler, save_sample_figure
+from .hooks import CheckpointHook, EvaluateHook, Hook, LogHook, SampleFigureHook, default_hooks
+from .trainer import NonFiniteLossError, Trainer, default_sampler, warmup_schedule
 
-__all__ = ["EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "default_sampler", "save_sample_figure",
+__all__ = ["EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "default_sampler", "warmup_schedule",
+           "Hook", "LogHook", "SampleFigureHook", "EvaluateHook", "CheckpointHook", "default_hooks",
            "save_checkpoint", "load_checkpoint", "check_state_dict", "DistributedContext"]

@@ -1,0 +1,97 @@
+"""Periodic actions of a training run, each a small hook with an ``every``: log, sample figure, evaluate, checkpoint.
+
+    trainer = sd.Trainer(model, sde, data, config, hooks=default_hooks(config) + [MyHook(every=500)])
+
+A hook's :meth:`Hook.after_step` runs after every optimizer step with that step's metrics (a dict with "step",
+"loss", "lr", "grad_norm"); :meth:`Hook.due` says whether its period has come. :meth:`Hook.start` and
+:meth:`Hook.end` run at the start and the (normal) end of every :meth:`scoresde.Trainer.train` call.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List
+
+
+class Hook:
+    """A periodic action. Args: every: act every this many steps (0: never, except what :meth:`end` does)."""
+
+    def __init__(self, every: int = 0):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"every must be a non-negative integer; got {every!r}")
+        self.every = every
+
+    def due(self, step: int) -> bool:
+        """Whether the hook acts after ``step`` completed steps."""
+        return self.every > 0 and step % self.every == 0
+
+    def start(self, trainer) -> None:
+        """At the start of a ``train()`` call."""
+
+    def after_step(self, trainer, metrics: Dict[str, float], last: bool) -> None:
+        """After every step; ``last`` is True on the final step of this ``train()`` call."""
+
+    def end(self, trainer) -> None:
+        """At the end of a ``train()`` call that completed (not after an error)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(every={self.every})"
+
+
+class LogHook(Hook):
+    """Record the mean loss since the last record, the learning rate, the gradient norm and steps/s, every
+    ``every`` steps and on the last step (written to ``metrics.jsonl`` by :meth:`scoresde.Trainer.log`)."""
+
+    def start(self, trainer) -> None:
+        self.running, self.count = 0.0, 0
+        self.start_time, self.start_step = time.perf_counter(), trainer.global_step
+
+    def after_step(self, trainer, metrics, last):
+        self.running += metrics["loss"]
+        self.count += 1
+        if not (self.due(metrics["step"]) or last):
+            return
+        elapsed = time.perf_counter() - self.start_time
+        record = {"step": metrics["step"], "loss": self.running / self.count, "lr": metrics["lr"],
+                  "grad_norm": metrics["grad_norm"],
+                  "steps_per_sec": (metrics["step"] - self.start_step) / max(elapsed, 1e-9)}
+        trainer.log(record)
+        if trainer.bar is not None:
+            trainer.bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+        self.running, self.count = 0.0, 0
+
+
+class SampleFigureHook(Hook):
+    """Save a figure of samples (EMA weights) to ``out_dir/samples_<step>.png`` every ``every`` steps."""
+
+    def after_step(self, trainer, metrics, last):
+        if self.due(metrics["step"]) and trainer.config.out_dir is not None and trainer.is_main:
+            trainer.save_samples()
+
+
+class EvaluateHook(Hook):
+    """Evaluate (EMA weights, :meth:`scoresde.Trainer.evaluate`) every ``every`` steps and log the metrics."""
+
+    def after_step(self, trainer, metrics, last):
+        if self.due(metrics["step"]) and trainer.is_main:
+            result = trainer.evaluate()
+            if result:
+                trainer.log({"step": metrics["step"], **result})
+
+
+class CheckpointHook(Hook):
+    """Write ``out_dir/checkpoint.pt`` every ``every`` steps, and at the end of ``train()`` unless the last
+    checkpoint already holds the current step (no out_dir: nothing)."""
+
+    def after_step(self, trainer, metrics, last):
+        if self.due(metrics["step"]) and trainer.config.out_dir is not None:
+            trainer.save_checkpoint()
+
+    def end(self, trainer) -> None:
+        if trainer.config.out_dir is not None and trainer.checkpoint_step != trainer.global_step:
+            trainer.save_checkpoint()
+
+
+def default_hooks(config) -> List[Hook]:
+    """The hooks a :class:`scoresde.TrainConfig` asks for: log, sample figure, evaluate, checkpoint."""
+    return [LogHook(config.log_every), SampleFigureHook(config.sample_every), EvaluateHook(config.eval_every),
+            CheckpointHook(config.checkpoint_every)]
