@@ -20,11 +20,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .config import (ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde, default_device,
-                     load_config, parse_overrides, parse_value, save_config)
+from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
+                     default_device, load_config, parse_overrides, parse_value, save_config)
 
 CONFIG_NAME = "config.yaml"
-SAMPLE_SHAPE_KEY = "sample_shape"
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------

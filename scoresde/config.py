@@ -30,6 +30,8 @@ from ._registry import Registry, check_keywords, signature_parameters
 from .training import TrainConfig
 
 SECTIONS = ("data", "sde", "model", "train")
+#: The per-sample shape a training run records next to its sections in config.yaml (ignored when read back).
+SAMPLE_SHAPE_KEY = "sample_shape"
 #: The keys of the model section that configure :class:`scoresde.ScoreModel` (the rest go to the net).
 MODEL_KEYS = ("net", "parameterization", "preconditioning", "sigma_data")
 #: Constructor arguments a config never sets: the split and dtype of a data set (chosen by the command).
@@ -348,6 +350,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]]
                 loaded = yaml.safe_load(fh) or {}
             except yaml.YAMLError as err:
                 raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+        if isinstance(loaded, Mapping):
+            loaded = {k: v for k, v in loaded.items() if k != SAMPLE_SHAPE_KEY}   # a run's own config.yaml
         config.update(loaded, origin=path)
     ordered = [o for o in overrides if _is_name_override(o[0])] + [o for o in overrides if not _is_name_override(o[0])]
     for key, value in ordered:
