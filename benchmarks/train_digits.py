@@ -78,7 +78,7 @@ def main():
           f"EMA {args.ema}, {args.threads} thread(s)\n")
     print("| steps | CPU s | wall s | last train loss | test bpd (Δ = 2/17) | test bpd (k = 4, Δ = 2/16) | test NLL (nats/image) | eval s |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {trainer.step} | {cpu:.0f} | {wall:.0f} | {train_loss:.2f} | {metrics['bpd']:.3f} ± {metrics['bpd_stderr']:.3f} | "
+    print(f"| {trainer.global_step} | {cpu:.0f} | {wall:.0f} | {train_loss:.2f} | {metrics['bpd']:.3f} ± {metrics['bpd_stderr']:.3f} | "
           f"{metrics['bpd'] - shift:.3f} ± {metrics['bpd_stderr']:.3f} | {metrics['nll']:.1f} ± {metrics['nll_stderr']:.1f} | "
           f"{eval_s:.0f} |")
     print(f"\nReference: uniform over the 17 levels = log2(17) = {math.log2(17):.3f} bits/dim. "

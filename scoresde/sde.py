@@ -152,8 +152,9 @@ class LinearSDE(SDE):
     ``scale`` s(t) = exp ∫_0^t f and ``std`` σ(t) = s(t) (∫_0^t g²/s²)^{1/2} are derived numerically: the
     integrals are tabulated once per device on ``grid`` panels of [0, T] (graded quadratically towards t = 0,
     where σ(t) is small and relative accuracy is hardest) with 8-point Gauss–Legendre quadrature in float64,
-    and read back by cubic Hermite interpolation, whose end-point derivatives are f and g²/s² themselves. For smooth coefficients the relative error is far below 1e-6 (tested against the
-    closed forms of VE, VP and sub-VP). Subclasses with closed forms override ``scale`` and ``std``.
+    and read back by cubic Hermite interpolation, whose end-point derivatives are f and g²/s² themselves. For
+    smooth coefficients the relative error is far below 1e-6 (tested against the closed forms of VE, VP and
+    sub-VP). Subclasses with closed forms override ``scale`` and ``std``.
 
     The default prior is N(0, std(T)² I); override :meth:`prior_std` (or the prior methods) to change it.
 

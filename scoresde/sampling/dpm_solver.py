@@ -60,8 +60,7 @@ class DPMSolver(Sampler):
 
     ``denoise=True`` adds one evaluation at t = eps and returns Tweedie's E[x_0 | x_eps].
 
-    At about 10 evaluations on unguided mixtures the ε form was markedly more accurate than the x0 form
-    here (the x0 prediction jumps between modes as σ falls, and its extrapolation overshoots).
+    On unguided mixtures at about 10 evaluations the ε form is the more accurate (docs/benchmarks.md).
 
     Args:
         steps: N, the number of grid intervals.

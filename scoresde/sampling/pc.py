@@ -27,10 +27,9 @@ Correctors (at time t, K = ``corrector_steps`` moves, x ← x + ε S + √(2ε) 
   where score_sde_pytorch's corrector fails). With ``langevin_norm="batch"`` (default) the norms are batch
   means, as in score_sde_pytorch; ``"sample"`` uses per-sample norms, so a sample never depends on the rest
   of its batch. Per-sample steps are correlated with their own noise z (the noise term scales as
-  ‖z‖ z) and with x (ε ∝ 1/‖S(x)‖², which is heavy-tailed in low dimension: ‖S‖ ≈ 0 at a mode). Measured
-  on the oracle at snr = 0.16, 200–500 steps, this widens the samples visibly in 2-D and still in 16-D
-  (mean log-density 5–12 standard errors low at n = 500–1000), while ``"batch"`` matches the oracle; use
-  ``"sample"`` only when batch independence matters, with a lower snr.
+  ‖z‖ z) and with x (ε ∝ 1/‖S(x)‖², which is heavy-tailed in low dimension: ‖S‖ ≈ 0 at a mode), which
+  biases the samples (docs/benchmarks.md, lab notes); use ``"sample"`` only when batch independence matters,
+  with a lower snr.
 - ``"annealed_langevin"``: NCSN's schedule (Song & Ermon 2019, Algorithm 1) α_i = δ σ_i²/σ_L², written as
   ε_i = r σ(t_i)² with r = ``step_ratio`` = δ/σ_L² (NCSN: δ = 2e-5, σ_L = 0.01, so r = 0.2). The ratio is
   the meaningful knob here: our σ(eps) depends on eps and on the SDE (the exact VE law has σ(1e-3) ≈ 1.3e-3,
