@@ -3,7 +3,7 @@ import sys
 
 import torch
 
-# Let test modules share small helpers (e.g. `from test_sde import Wiggly`).
+# Put this folder on sys.path so that test modules can import their shared helpers: `from helpers import ...`.
 sys.path.insert(0, os.path.dirname(__file__))
 
 # The suite's tensors are small: intra-op threads cost more than they give, and on a busy 2-core machine they

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from test_sampling_heun import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore,  # noqa: F401
-                                accurate_flow, convergence, fitted_order, gaussian_flow, oracle_problem,
-                                rms_error)
+from helpers import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore, accurate_flow, convergence, fitted_order,
+                     gaussian_flow, oracle_problem, rms_error)
 
 
 def ddim(sde, score, x, steps, grid="log_snr"):
@@ -63,7 +62,7 @@ def test_dpm_solver_matches_oracle_in_energy_distance(sde_name, dim, options):
     sde, gmm, x_T, reference, floor = oracle_problem(sde_name, dim, n)
     res = sd.DPMSolver(**options).sample(sde, gmm.score(sde), x_T.shape, x_T=x_T)
     distance = float(sd.energy_distance(res.x, reference))
-    # ED_MULTIPLE is explained in test_sampling_heun.py: the null law of the statistic has sd = floor.
+    # ED_MULTIPLE is explained in tests/helpers.py: the null law of the statistic has sd = floor.
     assert distance <= ED_MULTIPLE * floor, (distance, floor)
 
 

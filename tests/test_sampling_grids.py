@@ -3,9 +3,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from test_sde import Wiggly
+from helpers import F64, Wiggly
 
-F64 = torch.float64
 SDES = [sd.VPSDE(), sd.SubVPSDE(), sd.VESDE(), Wiggly()]
 
 

@@ -1,109 +1,14 @@
 """EDM's Heun sampler against the oracle: distribution, pathwise accuracy, convergence order, bookkeeping.
 
-The helpers at the top (exact Gaussian flow, fitted orders, oracle problems with their noise floor) are
-shared with tests/test_sampling_dpm.py.
+The helpers (exact Gaussian flow, fitted orders, oracle problems with their noise floor) live in
+tests/helpers.py, shared with tests/test_sampling_dpm.py.
 """
-import functools
-import math
-
-import numpy as np
 import pytest
 import torch
 
 import scoresde as sd
-from helpers import CountingScore
-from scoresde._utils import expand_like
-from test_sde import Wiggly
-
-F64 = torch.float64
-EPS = 1e-3
-SDE_FACTORIES = {"VP": sd.VPSDE, "subVP": sd.SubVPSDE, "VE": sd.VESDE, "Wiggly": Wiggly}
-
-#: Energy-distance acceptance: ED(samples, fresh oracle) ≤ ED_MULTIPLE × floor. Under the null (an exact
-#: sampler) the statistic has the law of ED between two independent oracle sets: mean 0 (unbiased
-#: U-statistic) and standard deviation ``floor`` (the RMS over independent oracle pairs), with a right skew
-#: (a degenerate U-statistic is a weighted sum of centred χ²₁ terms). In 30 seeded null trials on the
-#: eight Gaussians the largest value was 2.5 floors; 5 floors leaves room for that skew, while samplers with a
-#: real bias fail it (see ``test_energy_distance_detects_a_coarse_sampler``).
-ED_MULTIPLE = 5.0
-
-
-# -- shared helpers ---------------------------------------------------------------------------------------
-def gaussian_flow(sde, c: float):
-    """Data x0 ~ N(0, c² I): the exact score of p_t and the exact probability-flow map x_T -> x_t.
-
-    p_t = N(0, v(t)² I) with v(t)² = s(t)² c² + σ(t)², so the PF-ODE flow is x_t = x_T v(t) / v(T).
-    """
-
-    def score(x, t):
-        var = sde.scale(t) ** 2 * c * c + sde.std(t) ** 2
-        return -x / expand_like(var, x)
-
-    def flow(x_T, t_end):
-        ends = torch.tensor([sde.T, t_end], dtype=F64)
-        v = (sde.scale(ends) ** 2 * c * c + sde.std(ends) ** 2).sqrt()
-        return x_T * (v[1] / v[0])
-
-    return score, flow
-
-
-def fitted_order(steps, errors) -> float:
-    """Minus the slope of the least-squares line through (log N, log error)."""
-    return -float(np.polyfit(np.log(np.asarray(steps, float)), np.log(np.asarray(errors, float)), 1)[0])
-
-
-def convergence(make_sampler, sde, steps, c: float = 0.5):
-    """Relative errors at t = EPS of the sampler against the exact Gaussian flow, for each N in steps."""
-    score, flow = gaussian_flow(sde, c)
-    x_T = torch.tensor([[1.0, -0.5], [0.3, 0.8]], dtype=F64) * sde.prior_std()
-    exact = flow(x_T, EPS)
-    errors = []
-    for n in steps:
-        x = make_sampler(n).sample(sde, score, x_T.shape, x_T=x_T).x
-        errors.append(float((x - exact).norm() / exact.norm()))
-    return errors
-
-
-def mixture_16d() -> sd.GaussianMixture:
-    """Four well-separated components in 16-D with unequal weights and per-dimension stds."""
-    g = torch.Generator().manual_seed(16)
-    means = 2.0 * torch.randn((4, 16), generator=g, dtype=F64)
-    stds = 0.2 + 0.3 * torch.rand((4, 16), generator=g, dtype=F64)
-    return sd.GaussianMixture(means, stds, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64))
-
-
-@functools.lru_cache(maxsize=None)
-def oracle_problem(sde_name: str, dim: int, n: int, seed: int = 0):
-    """(sde, gmm, x_T, reference, floor) for the 2-D eight Gaussians or the 16-D mixture.
-
-    x_T is drawn from the exact p_T (oracle samples pushed forward through the SDE's kernel), so the only
-    error left is the sampler's; ``reference`` is a fresh draw from p_eps, the law the ODE samplers target;
-    ``floor`` is the RMS of the same statistic over 16 pairs of independent p_eps samples of size n.
-    """
-    sde = SDE_FACTORIES[sde_name]()
-    gmm = sd.eight_gaussians() if dim == 2 else mixture_16d()
-    g = torch.Generator().manual_seed(seed)
-
-    def draw(t):
-        return sde.sample_marginal(gmm.sample(n, g), torch.full((n,), t, dtype=F64), generator=g)[0]
-
-    x_T, reference = draw(sde.T), draw(EPS)
-    floor = math.sqrt(sum(float(sd.energy_distance(draw(EPS), draw(EPS))) ** 2 for _ in range(16)) / 16)
-    return sde, gmm, x_T, reference, floor
-
-
-@functools.lru_cache(maxsize=None)
-def accurate_flow(sde_name: str, n: int = 128):
-    """(x_T, x_eps): the first n starts of ``oracle_problem(sde_name, 2, 1000)`` carried to t = EPS by the
-    library's PF ODE with dopri5 at rtol = atol = 1e-10, a reference far more accurate than the samplers."""
-    sde, gmm, x_T, _, _ = oracle_problem(sde_name, 2, 1000)
-    x_T = x_T[:n]
-    xs, _ = sde.probability_flow(gmm.score(sde)).solve(x_T, [sde.T, EPS], rtol=1e-10, atol=1e-10)
-    return x_T, xs[-1]
-
-
-def rms_error(x, exact) -> float:
-    return float((x - exact).pow(2).flatten(1).sum(1).mean().sqrt())
+from helpers import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore, accurate_flow, convergence, fitted_order,
+                     gaussian_flow, oracle_problem, rms_error)
 
 
 # -- distribution -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from test_sampling_sde import N, SDES, assert_oracle_law, mixture_16d, run
+from helpers import SDES, assert_oracle_law, mixture_16d_isotropic, run
 
 
 class RecordingScore:
@@ -37,7 +37,7 @@ def test_dopri5_matches_oracle_2d(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
 def test_dopri5_matches_oracle_16d(name):
-    gmm = mixture_16d()
+    gmm = mixture_16d_isotropic()
     assert_oracle_law(run(sd.ProbabilityFlowSampler(), SDES[name](), gmm, n=500).x, gmm, "16d")
 
 

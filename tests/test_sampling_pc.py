@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from helpers import CountingScore
-from test_sampling_sde import N, SDES, assert_oracle_law, mixture_16d, run
+from helpers import SDES, CountingScore, assert_oracle_law, mixture_16d_isotropic, run
 
 
 # -- the law of the samples ----------------------------------------------------------------------------
@@ -42,7 +41,7 @@ def test_predictor_only_matches_oracle_2d(name, predictor):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
 def test_pc_matches_oracle_16d(name):
-    gmm = mixture_16d()
+    gmm = mixture_16d_isotropic()
     sampler = sd.PCSampler("reverse_diffusion", "langevin", steps=200, snr=0.16, langevin_norm="batch")
     res = run(sampler, SDES[name](), gmm, n=500)
     assert_oracle_law(res.x, gmm, "16d")

@@ -22,68 +22,10 @@ import pytest
 import torch
 
 import scoresde as sd
-from helpers import CountingScore
+from helpers import (FLOOR_FACTOR, N, SDES, CountingScore, assert_oracle_law, mixture_16d_isotropic, oracle_statistics,
+                     run)
 from scoresde._adapters import entropy_from
 from scoresde.sampling.reverse_sde import _torchsde_dt, euler_maruyama
-
-FLOOR_FACTOR = 5.0
-N = 1000
-
-
-class WigglySDE(sd.LinearSDE):
-    """A user linear SDE, neither VE nor VP: f(t) = −β(t)/2, g(t)² = β(t)(1 + ½ sin 6t), β = 0.1 + 29.9 t².
-
-    s(T) = exp(−½ ∫β) ≈ 0.0065, so the default prior N(0, σ(T)² I) matches p_T to within 0.013 in the mean.
-    """
-
-    def drift_coef(self, t):
-        return -0.5 * (0.1 + 29.9 * t**2)
-
-    def diffusion(self, t):
-        return ((0.1 + 29.9 * t**2) * (1 + 0.5 * torch.sin(6 * t))).sqrt()
-
-
-SDES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE, "user": WigglySDE}
-
-
-def mixture_16d():
-    g = torch.Generator().manual_seed(16)
-    means = 2.0 * torch.randn(4, 16, generator=g, dtype=torch.float64)
-    return sd.GaussianMixture(means, torch.tensor([0.5, 0.3, 0.4, 0.6]), torch.tensor([1.0, 2.0, 1.0, 1.5]))
-
-
-_FLOORS = {}
-
-
-def noise_floor(gmm, n, key):
-    """RMS of ED between two independent oracle sets of size n (8 repeats)."""
-    if key not in _FLOORS:
-        g = torch.Generator().manual_seed(999)
-        values = torch.stack([sd.energy_distance(gmm.sample(n, g), gmm.sample(n, g)) for _ in range(8)])
-        _FLOORS[key] = float(values.pow(2).mean().sqrt())
-    return _FLOORS[key]
-
-
-def oracle_statistics(x, gmm, key, seed=7):
-    """(ED, its noise floor, z-score of the mean log p_0 difference) of samples x against the oracle."""
-    n = x.shape[0]
-    ref = gmm.sample(n, torch.Generator().manual_seed(seed))
-    ed = float(sd.energy_distance(x, ref))
-    lq, lp = gmm.log_prob(x), gmm.log_prob(ref)
-    z = float((lq.mean() - lp.mean()) / (lq.var() / n + lp.var() / n).sqrt())
-    return ed, noise_floor(gmm, n, key), z
-
-
-def assert_oracle_law(x, gmm, key, seed=7):
-    ed, floor, z = oracle_statistics(x, gmm, key, seed)
-    print(f"oracle check: ED {ed:.4f} (floor {floor:.4f}), log-density z {z:.2f}")
-    assert math.isfinite(ed) and ed < FLOOR_FACTOR * floor, f"energy distance {ed:.3g} vs floor {floor:.3g}"
-    assert abs(z) < 5, f"mean log-density differs by {z:.2f} standard errors"
-
-
-def run(sampler, sde, gmm, n=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return sampler.sample(sde, gmm.score(sde), (n, gmm.dim), generator=g, dtype=torch.float64)
 
 
 # -- the law of the samples ----------------------------------------------------------------------------
@@ -99,7 +41,7 @@ def test_euler_maruyama_matches_oracle_2d(name, backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
 def test_native_matches_oracle_16d(name):
-    gmm = mixture_16d()
+    gmm = mixture_16d_isotropic()
     res = run(sd.ReverseSDESampler(steps=300, backend="native"), SDES[name](), gmm, n=500)
     assert_oracle_law(res.x, gmm, "16d")
 

@@ -8,8 +8,8 @@ import torch
 from scipy import integrate
 
 import scoresde as sd
+from helpers import F64, Wiggly
 
-F64 = torch.float64
 CLOSED_FORM = [sd.VESDE(), sd.VPSDE(), sd.SubVPSDE(), sd.VESDE(0.002, 80.0), sd.VPSDE(0.01, 30.0, T=2.0)]
 
 
@@ -50,16 +50,6 @@ def test_closed_forms_match_math_notes():
         dv = (v(t + h) - v(t - h)) / (2 * h)
         g2 = sde.diffusion(t) ** 2
         assert torch.allclose(dv - 2 * sde.drift_coef(t) * v(t), g2, rtol=1e-6)
-
-
-class Wiggly(sd.LinearSDE):
-    """A user SDE written as the issue describes: only f(t) and g(t), both time-varying."""
-
-    def drift_coef(self, t):
-        return -1.5 + torch.sin(3 * t)
-
-    def diffusion(self, t):
-        return 0.3 + t**2 + 0.2 * torch.cos(5 * t)
 
 
 def _quad_marginals(f, g, t):
