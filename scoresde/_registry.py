@@ -102,6 +102,17 @@ def signature_parameters(target: Callable) -> List[str]:
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def signature_defaults(target: Callable) -> Dict[str, Any]:
+    """The keyword parameters of ``target`` (as :func:`signature_parameters`) that have defaults, with them."""
+    fn = target.__init__ if inspect.isclass(target) else target
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: params[name].default for name in signature_parameters(target)
+            if params[name].default is not inspect.Parameter.empty}
+
+
 def accepts_any_keyword(target: Callable) -> bool:
     """Whether the constructor / function takes ``**kwargs``."""
     fn = target.__init__ if inspect.isclass(target) else target

@@ -19,14 +19,12 @@ fields that did not apply to the named component are dropped.
 """
 from __future__ import annotations
 
-import copy
-import inspect
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ._registry import Registry, check_keywords, signature_parameters
+from ._registry import Registry, check_keywords, signature_defaults, signature_parameters
 from .training import TrainConfig
 
 SECTIONS = ("data", "sde", "model", "train")
@@ -131,34 +129,26 @@ class RunConfig:
             if not isinstance(values, Mapping):
                 raise ConfigError(f"config section {section!r} must be a mapping of keys to values; got {values!r}")
             values = _upgrade_legacy(section, dict(values))
-            if section == "train":
-                for key, value in values.items():
-                    self.set(f"train.{key}", value)
-                continue
             key = _name_key(section)
-            current = getattr(self, section)
-            if key in values and values[key] != current.get(key):
-                # Another component: the options of the previous one no longer apply.
-                current = {k: v for k, v in current.items() if section == "model" and k in MODEL_KEYS}
-            current.update(values)
-            setattr(self, section, current)
+            if key in values:                     # the name first: it decides which options are valid
+                self.set(f"{section}.{key}", values.pop(key))
+            for name, value in values.items():
+                self.set(f"{section}.{name}", value)
 
     def set(self, key: str, value: Any) -> None:
-        """Set ``section.key`` (or an unambiguous bare key) to ``value``."""
+        """Set ``section.key`` (or an unambiguous bare key) to ``value``; a new component name drops the
+        options of the previous component (the model section keeps ScoreModel's keys)."""
         section, name = self.resolve_key(key)
         if section == "train":
             current = getattr(self.train, name)
-            if isinstance(current, tuple) and isinstance(value, (list, tuple)):
-                value = tuple(value)
-            elif isinstance(current, tuple):
-                value = (value,)
+            if isinstance(current, tuple):
+                value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
             setattr(self.train, name, value)
             return
         target = getattr(self, section)
         if name == _name_key(section) and value != target.get(name):
-            kept = {k: v for k, v in target.items() if section == "model" and k in MODEL_KEYS}
-            target.clear()
-            target.update(kept)
+            for option in [k for k in target if not (section == "model" and k in MODEL_KEYS)]:
+                del target[option]
         target[name] = value
 
     # -- keys --------------------------------------------------------------------------------------------
@@ -198,25 +188,15 @@ class RunConfig:
     # -- validation ------------------------------------------------------------------------------------
     def resolved(self, section: str) -> Dict[str, Any]:
         """A component section with the constructor's plain defaults filled in (name first)."""
-        values = dict(getattr(self, section))
+        values = getattr(self, section)
         key = _name_key(section)
-        name = values.get(key)
-        target, fixed = _component(section, name)
-        out = {key: name}
-        if section == "model":
-            out.update({k: values.get(k, DEFAULTS["model"][k]) for k in MODEL_KEYS[1:]})
+        target, fixed = _component(section, values[key])
         hidden = set(fixed) | set(_hidden(section, target))
-        for param in inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters.values():
-            if param.name in hidden or param.name == "self" or param.kind in (param.VAR_POSITIONAL,
-                                                                             param.VAR_KEYWORD):
-                continue
-            if param.name in values:
-                out[param.name] = values[param.name]
-            elif param.default is not param.empty and _is_plain(param.default):
-                out[param.name] = param.default
-        for k, v in values.items():           # options a **kwargs constructor takes
-            out.setdefault(k, v)
-        return out
+        out = {key: values[key]}
+        if section == "model":
+            out.update({k: values[k] for k in MODEL_KEYS[1:]})
+        defaults = {k: v for k, v in signature_defaults(target).items() if k not in hidden and _is_plain(v)}
+        return {**out, **defaults, **values}
 
     def options(self, section: str) -> Dict[str, Any]:
         """The keyword arguments of a section's component (the name, and for the model ScoreModel's keys, left out)."""
@@ -250,22 +230,13 @@ class RunConfig:
             raise ConfigError(f"train: {err}") from None
         return self
 
-    def copy(self) -> "RunConfig":
-        return copy.deepcopy(self)
-
 
 def _component(section: str, name):
     """(class or loader, fixed keyword arguments) of a section's component; a ConfigError lists valid names."""
-    registry = _registries()[section]
     try:
-        return registry.get(name)
+        return _registries()[section].get(name)
     except ValueError as err:
-        label = {"data": "data set", "sde": "sde.name", "model": "model.net"}[section]
-        valid = ", ".join(repr(n) for n in registry.names())
-        message = str(err) if section == "data" else f"unknown {label} {name!r}; valid choices: {valid}"
-        if ":" in str(name):
-            message = str(err)
-        raise ConfigError(message) from None
+        raise ConfigError(str(err)) from None
 
 
 def _hidden(section: str, target) -> Sequence[str]:

@@ -138,7 +138,8 @@ def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.
     """
     a, b, levels = check_quantization(bits, data_range, levels)
     if not torch.is_tensor(x) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor; got {type(x).__name__ if not torch.is_tensor(x) else x.dtype}")
+        got = x.dtype if torch.is_tensor(x) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor of shape (B, *D); got {got}")
     spacing = (b - a) / (levels - 1)
     index = torch.round((x - a) / spacing)
     off_grid = (x - (a + index * spacing)).abs() > 0.25 * spacing
@@ -151,6 +152,7 @@ def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.
 
 
 def check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int]:
+    """(a, b, number of levels) of a quantization given by ``bits`` or ``levels`` over ``data_range``."""
     if levels is not None:
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
             raise ValueError(f"levels must be an integer >= 2; got {levels!r}")
@@ -163,7 +165,6 @@ def check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int
     if not (math.isfinite(a) and math.isfinite(b) and a < b):
         raise ValueError(f"data_range must be (a, b) with finite a < b; got {data_range!r}")
     return a, b, levels if levels is not None else 2**bits
-
 
 
 # -- the dataset and its batch iterator ------------------------------------------------------------------

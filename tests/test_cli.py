@@ -53,7 +53,7 @@ def test_sample_likelihood_compare(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--stepz=3"], "unknown config key 'stepz'; valid keys: data.name"),
-    (["train", "--sde.name=vx"], "unknown sde.name 'vx'; valid choices: 've', 'vp', 'subvp'"),
+    (["train", "--sde.name=vx"], "unknown SDE 'vx'; valid choices: 've', 'vp', 'subvp'"),
     (["train", "--data.name=mnist"], "unknown data set 'mnist'"),
     (["sample", "--checkpoint", "/nonexistent/ckpt.pt"], "checkpoint '/nonexistent/ckpt.pt' does not exist"),
     (["compare", "--oracle", "eight_gaussians", "--samplers", "rk9"], "unknown sampler 'rk9'; valid choices: 'reverse_sde', 'probability_flow', 'pc', 'heun', 'dpm_solver', 'ddim', 'euler_maruyama'"),

@@ -69,7 +69,7 @@ def test_component_options_are_checked_against_the_constructor():
         load_config(None, [("model.channels", 8)])
     with pytest.raises(ConfigError, match="dim cannot be set in a config"):
         load_config(None, [("model.dim", 3)])
-    with pytest.raises(ConfigError, match="unknown model.net 'resnet'; valid choices: 'mlp', 'unet'"):
+    with pytest.raises(ConfigError, match="unknown net 'resnet'; valid choices: 'mlp', 'unet'"):
         load_config(None, [("model.net", "resnet")])
 
 
