@@ -170,7 +170,7 @@ def compare_samplers(
             if device is not None and torch.device(device).type == "cuda":
                 torch.cuda.synchronize()
             walls.append(time.perf_counter() - start)
-            x = res.x if hasattr(res, "x") else res
+            x = res.x
             nfe = int(getattr(res, "nfe", 0))
             distances.append(_distance(metric, x, ref, gen))
         nll = float(-reference.log_prob(x).mean()) if has_density and bool(torch.isfinite(x).all()) else None

@@ -10,12 +10,12 @@ so its density and score are exact at every t. Every sampler, likelihood and los
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from . import conversions
-from ._utils import as_time
+from ._utils import ScoreFn, as_time
 
 Tensor = torch.Tensor
 
@@ -120,7 +120,7 @@ class GaussianMixture:
         score = -(resp[..., None] * diff / v).sum(1)
         return score.reshape(x.shape)
 
-    def score(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
+    def score(self, sde) -> ScoreFn:
         """The exact score function ``(x, t) -> ∇_x log p_t(x)`` of the mixture under ``sde``."""
 
         def exact_score(x: Tensor, t: Tensor) -> Tensor:
@@ -128,7 +128,7 @@ class GaussianMixture:
 
         return exact_score
 
-    def denoiser(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
+    def denoiser(self, sde) -> ScoreFn:
         """Tweedie's exact denoiser ``(x, t) -> E[x_0 | x_t = x] = (x + σ² score) / s``."""
 
         def exact_denoiser(x: Tensor, t: Tensor) -> Tensor:

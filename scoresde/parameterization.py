@@ -8,14 +8,14 @@ flow-matching velocity) is one subclass of :class:`Parameterization` and one reg
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import torch
 from torch import nn
 
 from . import conversions
 from ._registry import Registry
-from ._utils import as_time, check_same_shape, expand_like
+from ._utils import ScoreFn, as_time, check_same_shape, expand_like
 from .sde import require_linear
 
 Tensor = torch.Tensor
@@ -143,7 +143,7 @@ class ScoreModel(nn.Module):
         sigma_data: σ_d, the data's per-element standard deviation assumed by the preconditioning.
     """
 
-    def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde,
+    def __init__(self, net: ScoreFn, sde,
                  parameterization: Union[str, Parameterization] = "eps", preconditioning: bool = True,
                  sigma_data: float = 1.0):
         super().__init__()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
 import torch
 
+from ._utils import ScoreFn
+
 Tensor = torch.Tensor
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, inside the functions
@@ -210,7 +212,7 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
     return fig
 
 
-def score_field(score: Callable[[Tensor, Tensor], Tensor], t: float, extent=(-3.0, 3.0, -3.0, 3.0),
+def score_field(score: ScoreFn, t: float, extent=(-3.0, 3.0, -3.0, 3.0),
                 ax: Optional["Axes"] = None, *, n: int = 21, log_prob: Optional[Callable[[Tensor], Tensor]] = None,
                 normalize: bool = True,
                 title: Optional[str] = None, dtype: torch.dtype = torch.float64, device=None,

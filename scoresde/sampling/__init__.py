@@ -12,3 +12,6 @@ from .heun import HeunSampler
 from .dpm_solver import DPMSolver
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
+
+__all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver"]

@@ -53,6 +53,7 @@ from typing import Optional
 
 import torch
 
+from .. import conversions
 from .._utils import check_choice, expand_like
 from ._base import SAMPLERS, Sampler, randn_like
 from .grids import TimeGrid
@@ -174,5 +175,5 @@ class PCSampler(Sampler):
             return x - h * (sde.drift(x, t) - g * g * s) + g * h ** 0.5 * z
         if self.predictor == "reverse_diffusion":
             return x - (a - 1) * x + b * b * s + b * z
-        # ancestral: posterior of x_{t'} given x_t and x_0 = Tweedie's estimate.
-        return (x + b * b * s) / a + posterior_std * z
+        # ancestral: posterior of x_{t'} given x_t and x_0 = Tweedie's estimate; its mean is E[X_{t'} | X_t].
+        return conversions.to_intermediate(x, s, a, b) + posterior_std * z

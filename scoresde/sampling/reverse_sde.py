@@ -18,7 +18,6 @@ grid. For the same Brownian increments both backends give the same samples (test
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .._registry import signature_parameters
+from .._utils import ScoreFn
 from ..data import Batches, Dataset
 from ..sde import is_linear
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
@@ -307,7 +308,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # -- sampling and evaluation (EMA weights) --------------------------------------------------------------
-    def _score(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def _score(self) -> ScoreFn:
         """The model as a score function that accepts any floating dtype (cast to the model's and back)."""
         model, dtype = self.model, self.dtype
 
