@@ -14,8 +14,10 @@ registered (or named by import path), with no edit to the library.
 """
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import typing
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 
@@ -131,6 +133,55 @@ def check_keywords(target: Callable, kwargs: Mapping[str, Any], what: str, exclu
     if unknown:
         raise OptionError(f"unknown option(s) {', '.join(unknown)} for {what}; valid options: "
                         f"{', '.join(valid) or '(none)'}")
+
+
+def check_types(target: Callable, kwargs: Mapping[str, Any], what: str) -> None:
+    """Raise an :class:`OptionError` when a keyword argument does not have the type its annotation states.
+
+    Understood annotations: int, float (an int is fine), bool, str, Optional / Union of those, and sequences
+    (a list or tuple). Anything else is not checked.
+    """
+    fn = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            raise OptionError(f"{what}: {key} must be {_describe(hint)}; got {value!r} ({type(value).__name__})")
+
+
+def _matches(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) in (list, tuple, collections.abc.Sequence):
+        return "a list"
+    return str(hint)
 
 
 def _import(path: str, kind: str) -> Callable:

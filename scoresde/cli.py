@@ -87,33 +87,104 @@ def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
 
 
 # -- subcommands ---------------------------------------------------------------------------------------------
+#: Train settings that may change when a run is resumed; everything else must match the run's config.yaml.
+RESUMABLE = ("steps", "log_every", "sample_every", "num_samples", "eval_every", "num_eval", "eval_rtol", "eval_atol",
+             "checkpoint_every", "checkpoint_seconds", "progress", "device", "out_dir")
+
+
+def _device(name: Optional[str]) -> str:
+    """A device the machine has: ``name`` checked (default: cuda when available, else cpu)."""
+    if name is None:
+        return default_device()
+    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; available here: {', '.join(available)}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} is not available here; available: {', '.join(available)}")
+    if device.type not in ("cpu", "cuda") and str(device) not in available:
+        raise ConfigError(f"device {name!r} is not available here; available: {', '.join(available)}")
+    return str(name)
+
+
+def _output_folder(path: str, what: str = "--out") -> str:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{what} {path!r} is an existing file, not a folder")
+    return path
+
+
+def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
+    """The run's own config.yaml with the allowed overrides applied (None when OUT holds no run to resume)."""
+    config_path = os.path.join(out, CONFIG_NAME)
+    if not (os.path.isfile(os.path.join(out, "checkpoint.pt")) and os.path.isfile(config_path)):
+        return None
+    run, _, _ = _read_run(os.path.join(out, "checkpoint.pt"))
+    wanted = load_config(args.config, overrides, base=run.to_dict())
+    before, after = run.to_dict(), wanted.to_dict()
+    changed = [f"{section}.{key}" for section in after for key in set(before[section]) | set(after[section])
+               if before[section].get(key) != after[section].get(key)
+               and not (section == "train" and key in RESUMABLE)]
+    if changed:
+        raise ConfigError(f"--resume continues the run in {out} with its own config.yaml; these settings differ "
+                          f"from it and cannot change: {', '.join(sorted(changed))} (only train."
+                          f"{', train.'.join(RESUMABLE)} may; start a new run with another --out for the rest)")
+    return wanted
+
+
 def cmd_train(args, overrides) -> int:
-    from .training import Trainer
+    from .training import Trainer, TrainingInterrupted
     from .training.distributed import DistributedContext
 
     cfg = load_config(args.config, overrides)
-    default_out = os.path.join("runs", "-".join(str(cfg.__dict__[s]["name"]).split(":")[-1] for s in ("data", "sde")))
-    out = args.out or cfg.train.out_dir or default_out
+    default_out = os.path.join("runs", "-".join(str(getattr(cfg, s)["name"]).split(":")[-1] for s in ("data", "sde")))
+    out = _output_folder(args.out or cfg.train.out_dir or default_out)
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    if os.path.isfile(checkpoint) and not (args.resume or args.overwrite):
+        raise ConfigError(f"{out} already holds a run (checkpoint.pt): pass --resume to continue it, --overwrite to "
+                          f"replace it, or another --out")
+    if args.resume and args.overwrite:
+        raise ConfigError("give --resume or --overwrite, not both")
+    if args.resume:
+        cfg = _resumed_config(out, args, overrides) or cfg
     cfg.train.out_dir = out
-    if cfg.train.device is None:
-        cfg.train.device = default_device()
+    cfg.train.device = _device(cfg.train.device)
     dist = DistributedContext.from_environment(cfg.train.device)
     cfg.train.device = dist.device or cfg.train.device
     train_data = build_data(cfg, "train")
-    test_data = build_data(cfg, "test")
+    try:
+        test_data = build_data(cfg, "test")
+    except ConfigError as err:
+        if "no test split" not in str(err):
+            raise
+        test_data = None                          # a file without a held-out part: train without evaluation
+        if dist.is_main:
+            print(f"note: {err}; training without held-out evaluation")
     shape = tuple(train_data.x.shape[1:])
     sde = build_sde(cfg)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, sde, shape)
     if dist.enabled:
         torch.manual_seed(cfg.train.seed + dist.rank)  # model randomness (dropout) differs per rank
-    if dist.is_main:
-        save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
+    if args.overwrite and dist.is_main:
+        for name in ("checkpoint.pt", "metrics.jsonl"):
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
     trainer = Trainer(model, sde, train_data, cfg.train, eval_data=test_data, resume=args.resume,
                       distributed=dist)
+    if dist.is_main:                              # checked first (the checkpoint loaded), written after
+        save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
     if trainer.global_step and dist.is_main:
         print(f"resumed from {trainer.last_checkpoint} at step {trainer.global_step}")
-    trainer.train()
+    try:
+        trainer.train()
+    except TrainingInterrupted as stop:
+        if dist.is_main:
+            print(f"scoresde train: {stop}", file=sys.stderr)
+        dist.close()
+        return 128 + int(stop.signal)
     if dist.is_main:
         last = trainer.history[-1] if trainer.history else {}
         print(f"trained {trainer.global_step} steps; last record: {json.dumps(last)}")
@@ -127,7 +198,8 @@ def cmd_sample(args, overrides) -> int:
 
     from .plot import save_samples
 
-    device = args.device or default_device()
+    device = _device(args.device)
+    _output_folder(args.out)
     sde, model, cfg, shape = load_run(args.checkpoint, device, use_ema=not args.no_ema)
     options = {k.replace("-", "_"): v for k, v in overrides}
     sampler = build_sampler(args.sampler, options)
@@ -150,7 +222,10 @@ def cmd_sample(args, overrides) -> int:
 def cmd_likelihood(args, overrides) -> int:
     from .likelihood import evaluate_likelihood
 
-    device = args.device or default_device()
+    device = _device(args.device)
+    for name in ("n", "batch_size", "n_probes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
     sde, model, cfg, shape = load_run(args.checkpoint, device)
     if args.data is not None:
         cfg.set("data.name", args.data)
@@ -177,7 +252,8 @@ def cmd_compare(args, overrides) -> int:
     from .compare import compare_samplers
     from .data import load
 
-    device = args.device or default_device()
+    device = _device(args.device)
+    _output_folder(args.out)
     if (args.checkpoint is None) == (args.oracle is None):
         raise ConfigError("give exactly one of --checkpoint PATH or --oracle NAME")
     if args.oracle is not None:
@@ -247,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "import path: --sde.name=mypkg.mymodule:MySDE.")
     p.add_argument("--config", help="YAML file with sections data, sde, model, train")
     p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT (its config.yaml and checkpoint.pt) if there is one")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT instead of refusing")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint",
@@ -310,15 +388,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         overrides = parse_overrides(rest)
         return int(args.fn(args, overrides) or 0)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        if debug:
-            raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"scoresde {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # one line, never a traceback (unless --debug)
+        if debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        if not isinstance(err, (ConfigError, ValueError, TypeError, KeyError, OSError, FloatingPointError)):
+            message = f"{type(err).__name__}: {message}"
+        print(f"scoresde {args.command}: error: {message.splitlines()[0] if message else type(err).__name__}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ fields that did not apply to the named component are dropped.
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ._registry import Registry, check_keywords, signature_defaults, signature_parameters
+from ._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
 from .training import TrainConfig
 
 SECTIONS = ("data", "sde", "model", "train")
@@ -146,10 +147,17 @@ class RunConfig:
             setattr(self.train, name, value)
             return
         target = getattr(self, section)
+        path = None
+        if section == "data" and name == "name":     # a file or folder given as the name
+            from .data import resolve_name
+
+            value, path = resolve_name(value)
         if name == _name_key(section) and value != target.get(name):
             for option in [k for k in target if not (section == "model" and k in MODEL_KEYS)]:
                 del target[option]
         target[name] = value
+        if path is not None:
+            target["path"] = path
 
     # -- keys --------------------------------------------------------------------------------------------
     def keys(self, section: str) -> List[str]:
@@ -217,8 +225,9 @@ class RunConfig:
                 raise ConfigError(f"{section}: {', '.join(bad)} cannot be set in a config (it follows from the data)")
             try:
                 check_keywords(target, self.options(section), f"{section} {values[key]!r}", exclude=exclude)
+                check_types(target, self.options(section), section)
             except TypeError as err:
-                raise ConfigError(f"{section}: {err}") from None
+                raise ConfigError(f"{section}: {err}" if not str(err).startswith(section) else str(err)) from None
         from .parameterization import PARAMETERIZATIONS
 
         if self.model["parameterization"] not in PARAMETERIZATIONS and ":" not in str(self.model["parameterization"]):
@@ -364,8 +373,8 @@ def build_data(config: RunConfig, split: str, **overrides):
         options["dequantize"] = False          # held-out data are evaluated on their levels
     try:
         return _build("data", DATASETS, name, options, split=split)
-    except (FileNotFoundError, OSError) as err:
-        raise ConfigError(f"data: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"data: cannot read {options.get('path', name)!r}: {err}") from None
 
 
 def build_sde(config: RunConfig):

@@ -191,7 +191,7 @@ def test_checkpoint_is_weights_only_and_atomic(tmp_path):
         save_checkpoint({"format": "x", "bad": lambda: 0}, str(path))   # cannot be pickled
     assert path.read_bytes() == before                        # the old file is intact ...
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.jsonl"]  # ... and no temp file is left
-    with pytest.raises(ValueError, match="not a scoresde checkpoint"):
+    with pytest.raises(ValueError, match="not a valid scoresde checkpoint"):
         torch.save({"model": {}}, str(tmp_path / "other.pt"))
         load_checkpoint(str(tmp_path / "other.pt"))
 

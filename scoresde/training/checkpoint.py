@@ -20,34 +20,59 @@ CHECKPOINT_FORMAT = "scoresde.checkpoint/1"
 def save_checkpoint(payload: Dict[str, Any], path: str) -> str:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
 
-    A crash mid-write leaves the previous file intact. Returns ``path``.
+    A crash mid-write leaves the previous file intact; temporary files that such a crash left behind are removed
+    by the next write. The file gets the mode the umask gives any new file (like the run's other outputs).
+    Returns ``path``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    prefix = os.path.basename(path) + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    for name in os.listdir(folder):               # leftovers of writes that were killed
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; tensors go to ``map_location``."""
+    """Read a checkpoint with ``torch.load(weights_only=True)``; tensors go to ``map_location``.
+
+    Anything that is not a scoresde checkpoint (truncated, empty, another format, or a pickle asking to run
+    code) raises a ValueError; ``weights_only`` refuses to execute anything while reading.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, garbage bytes, or a refused global: all "not a checkpoint"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path!r} is not a valid scoresde checkpoint (refused without executing anything): "
+                         f"{reason[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path!r} is not a scoresde checkpoint: expected format {CHECKPOINT_FORMAT!r}, "
+        raise ValueError(f"{path!r} is not a valid scoresde checkpoint: expected format {CHECKPOINT_FORMAT!r}, "
                          f"got {got!r}")
     return payload
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -34,7 +35,9 @@ class TrainConfig:
         eval_every: evaluate NLL / bits per dim every this many steps (0: never).
         num_eval: number of held-out points evaluated.
         eval_rtol, eval_atol: tolerances of the likelihood's adaptive ODE solver (dopri5).
-        checkpoint_every: write ``out_dir/checkpoint.pt`` every this many steps (0: only at the end).
+        checkpoint_every: write ``out_dir/checkpoint.pt`` every this many steps (0: not by steps).
+        checkpoint_seconds: also write it when this much wall time has passed since the last one (0: not by
+            time). A checkpoint is always written at the end of training and when SIGTERM/SIGINT stops it.
         out_dir: folder for checkpoints, figures and ``metrics.jsonl`` (None: write nothing).
         device: where to train (None: where the model's parameters are).
         progress: show a tqdm progress bar (loss and steps/s).
@@ -60,30 +63,41 @@ class TrainConfig:
     num_eval: int = 256
     eval_rtol: float = 1e-5
     eval_atol: float = 1e-5
-    checkpoint_every: int = 0
+    checkpoint_every: int = 1000
+    checkpoint_seconds: float = 600.0
     out_dir: Optional[str] = None
     device: Optional[str] = None
     progress: bool = True
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "num_samples", "num_eval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            _integer(name, getattr(self, name), low=1)
         for name in ("warmup_steps", "sample_every", "eval_every", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive; got {self.lr!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None; got {self.grad_clip!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
+            _integer(name, getattr(self, name), low=0)
+        for name in ("lr", "eval_rtol", "eval_atol", "eps"):
+            _number(name, getattr(self, name), positive=True)
+        _number("checkpoint_seconds", self.checkpoint_seconds, positive=False)
+        _number("weight_decay", self.weight_decay, positive=False)
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, positive=True, extra=" or null (None) for no clipping")
+        _number("ema_decay", self.ema_decay, positive=False)
+        if not self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
+        betas = self.adam_betas
+        if (not isinstance(betas, (list, tuple)) or len(betas) != 2
+                or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"adam_betas must be a pair [beta1, beta2] of numbers in [0, 1); got {betas!r}")
+        self.adam_betas = tuple(float(b) for b in betas)
+        for name in ("ema_warmup", "importance_sampling", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if not (isinstance(self.weighting, str) and (self.weighting in WEIGHTINGS or ":" in self.weighting)):
             raise ValueError(f"unknown weighting {self.weighting!r}; valid choices: "
                              f"{', '.join(repr(w) for w in WEIGHTINGS)} (or an import path 'package.module:fn')")
-        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        for name in ("out_dir", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"{name} must be a string (or null); got {value!r}")
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
 
@@ -101,3 +115,21 @@ class TrainConfig:
         if unknown:
             raise TypeError(f"unknown TrainConfig fields {unknown}; valid: {sorted(known)}")
         return cls(**d)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(name: str, value, positive: bool, extra: str = "") -> None:
+    """Raise a ValueError naming ``name`` unless value is a finite number (> 0 or ≥ 0)."""
+    if not _is_number(value) or (value <= 0 if positive else value < 0):
+        what = "a positive number" if positive else "a number >= 0"
+        raise ValueError(f"{name} must be {what}{extra}; got {value!r} ({type(value).__name__})")
+
+
+def _integer(name: str, value, low: int) -> None:
+    """Raise a ValueError naming ``name`` unless value is an integer ≥ low."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else "a non-negative integer"
+        raise ValueError(f"{name} must be {what}; got {value!r} ({type(value).__name__})")

@@ -79,11 +79,12 @@ class EvaluateHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Write ``out_dir/checkpoint.pt`` every ``every`` steps, and at the end of ``train()`` unless the last
-    checkpoint already holds the current step (no out_dir: nothing)."""
+    """Write ``out_dir/checkpoint.pt`` every ``every`` steps, when ``checkpoint_seconds`` of wall time have passed
+    since the last one (``trainer.checkpoint_clock_due``, agreed by all ranks), and at the end of ``train()``
+    unless the last checkpoint already holds the current step (no out_dir: nothing)."""
 
     def after_step(self, trainer, metrics, last):
-        if self.due(metrics["step"]) and trainer.config.out_dir is not None:
+        if (self.due(metrics["step"]) or trainer.checkpoint_clock_due) and trainer.config.out_dir is not None:
             trainer.save_checkpoint()
 
     def end(self, trainer) -> None:

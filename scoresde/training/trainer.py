@@ -19,7 +19,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -45,6 +48,15 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+class TrainingInterrupted(Exception):
+    """Raised by :meth:`Trainer.train` after SIGTERM or SIGINT: the current step was finished and a checkpoint
+    written (with an out_dir). ``signal`` is the signal number, ``step`` the last step, ``checkpoint`` its path."""
+
+    def __init__(self, message: str, signal: int, step: int, checkpoint: Optional[str]):
+        super().__init__(message)
+        self.signal, self.step, self.checkpoint = signal, step, checkpoint
 
 
 def default_sampler(sde):
@@ -168,6 +180,9 @@ class Trainer:
         self.last_checkpoint: Optional[str] = None
         self.checkpoint_step: Optional[int] = None
         self.bar = None
+        self._signal: Optional[int] = None
+        self.stop_requested = self.checkpoint_clock_due = False
+        self._checkpoint_time = time.monotonic()
         if isinstance(resume, (str, os.PathLike)):
             self.resume(resume)                       # an explicit path must exist
         elif resume:
@@ -221,15 +236,20 @@ class Trainer:
                             importance_sampling=c.importance_sampling, eps=c.eps, generator=self.loss_generator,
                             **extra)
 
-    def _global_mean(self, value: Tensor) -> Tensor:
-        """Mean of a scalar over the ranks (itself in a single process)."""
+    def _synchronize(self, loss: Tensor) -> Tuple[float, bool, bool]:
+        """(mean loss over the ranks, whether any rank was signalled to stop, whether any rank's checkpoint clock
+        has run out): one all-reduce per step, so that every rank takes the same decisions."""
+        c = self.config
+        stop = self._signal is not None
+        clock = c.out_dir is not None and c.checkpoint_seconds > 0 and (
+            time.monotonic() - self._checkpoint_time >= c.checkpoint_seconds)
         if self.distributed is None:
-            return value
+            return float(loss), stop, clock
         import torch.distributed as dist
 
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        return value / self.distributed.world_size
+        values = torch.tensor([float(loss), float(stop), float(clock)], device=loss.device, dtype=torch.float64)
+        dist.all_reduce(values)
+        return float(values[0]) / self.distributed.world_size, bool(values[1] > 0), bool(values[2] > 0)
 
     def step(self, x0: Tensor) -> Dict[str, float]:
         """One optimizer step on the batch x0 (B, *D); returns {"step", "loss", "lr", "grad_norm"}.
@@ -244,9 +264,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = self.loss(x0)
-        reported = self._global_mean(loss.detach())
-        if not bool(torch.isfinite(reported)):
-            raise self._nonfinite("loss", float(reported))
+        reported, self.stop_requested, self.checkpoint_clock_due = self._synchronize(loss.detach())
+        if not math.isfinite(reported):
+            raise self._nonfinite("loss", reported)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -257,14 +277,20 @@ class Trainer:
         self.optimizer.step()
         self.ema.update()
         self.global_step += 1
-        return {"step": self.global_step, "loss": float(reported), "lr": lr, "grad_norm": grad_norm}
+        return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
 
     def train(self, num_steps: Optional[int] = None) -> List[Dict[str, float]]:
         """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns :attr:`history`.
 
+        SIGTERM and SIGINT (SLURM preemption, ``scancel``, Ctrl-C) are caught while training: the current step is
+        finished, a checkpoint is written (every rank stops at the same step; rank 0 writes), and
+        :class:`TrainingInterrupted` is raised with a message saying how to resume. A second signal interrupts
+        at once.
+
         Raises:
             NonFiniteLossError: see :meth:`step`. Nothing is written for the failing step, so the last
                 checkpoint on disk stays the last good one.
+            TrainingInterrupted: after a signal, as above.
         """
         c = self.config
         target = c.steps if num_steps is None else self.global_step + int(num_steps)
@@ -275,6 +301,7 @@ class Trainer:
         self.model.train()
         for hook in self.hooks:
             hook.start(self)
+        previous = self._catch_signals()
         try:
             while self.global_step < target:
                 metrics = self.step(next(self.batches))
@@ -282,13 +309,46 @@ class Trainer:
                     self.bar.update(1)
                 for hook in self.hooks:
                     hook.after_step(self, metrics, last=self.global_step == target)
+                if self.stop_requested:
+                    raise self._interrupted()
         finally:
+            self._restore_signals(previous)
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
         for hook in self.hooks:
             hook.end(self)
         return self.history
+
+    def _catch_signals(self):
+        """Turn SIGTERM/SIGINT into a stop request at the end of the current step (main thread only)."""
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame):
+            if self._signal is not None:          # a second signal: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signals(self, previous) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
+
+    def _interrupted(self) -> "TrainingInterrupted":
+        signum = self._signal if self._signal is not None else signal.SIGTERM
+        name = signal.Signals(signum).name
+        path = None
+        if self.config.out_dir is not None:
+            path = self.checkpoint_path if self.checkpoint_step == self.global_step else self.save_checkpoint()
+            how = (f"checkpoint written to {path}; continue with `scoresde train --out {self.config.out_dir} "
+                   f"--resume` (or Trainer(..., resume=True))")
+        else:
+            how = "no out_dir, so no checkpoint was written"
+        return TrainingInterrupted(f"stopped by {name} after step {self.global_step}; {how}", signal=signum,
+                                   step=self.global_step, checkpoint=path)
 
     def _nonfinite(self, what: str, value: float) -> NonFiniteLossError:
         failing = self.global_step + 1
@@ -398,11 +458,30 @@ class Trainer:
 
             dist.barrier()  # every rank may read the checkpoint once rank 0 has written it
         self.last_checkpoint, self.checkpoint_step = path, self.global_step
+        self._checkpoint_time = time.monotonic()
         return path
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; a different architecture raises a ValueError naming the keys."""
+    def check_state_dict(self, state: Dict[str, Any]) -> None:
+        """Raise a ValueError if ``state`` cannot be loaded (architecture, EMA, optimizer, batch iterator), so
+        that :meth:`load_state_dict` changes nothing unless everything fits."""
+        missing = [k for k in ("step", "model", "ema", "optimizer", "rng", "data") if k not in state]
+        if missing:
+            raise ValueError(f"checkpoint lacks {', '.join(missing)}: not a training checkpoint of scoresde")
         check_state_dict(self.model.state_dict(), state["model"], what="model")
+        check_state_dict(self.ema.shadow, state["ema"]["shadow"], what="EMA")
+        groups = state["optimizer"].get("param_groups", [])
+        ours = self.optimizer.param_groups
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
+            raise ValueError(f"checkpoint's optimizer has parameter groups of sizes {[len(g['params']) for g in groups]};"
+                             f" this trainer's has {[len(g['params']) for g in ours]} (another optimizer?)")
+        data = state["data"]
+        if int(data["batch_size"]) != self.batches.batch_size or bool(data["fresh"]) != self.batches.fresh:
+            raise ValueError(f"checkpoint's batch iterator has batch_size={data['batch_size']}, fresh={data['fresh']}; "
+                             f"this run has batch_size={self.batches.batch_size}, fresh={self.batches.fresh}")
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` after :meth:`check_state_dict`: nothing is loaded unless all of it fits."""
+        self.check_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -416,11 +495,37 @@ class Trainer:
         """Load a checkpoint (default ``out_dir/checkpoint.pt``) and continue from its step; returns the step.
 
         The checkpoint is read with ``torch.load(weights_only=True)``. The current config is kept (e.g. a larger
-        ``steps``); the checkpoint's config is in ``load_checkpoint(path)["config"]``.
+        ``steps``); the checkpoint's config is in ``load_checkpoint(path)["config"]``. Records of
+        ``out_dir/metrics.jsonl`` after the checkpoint's step (written by the interrupted run) are dropped, so
+        the resumed run does not repeat them.
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
             raise ValueError("no path given and config.out_dir is None")
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         self.last_checkpoint, self.checkpoint_step = path, self.global_step
+        self._checkpoint_time = time.monotonic()
+        if self.config.out_dir is not None and self.is_main:
+            _truncate_metrics(os.path.join(self.config.out_dir, "metrics.jsonl"), self.global_step)
         return self.global_step
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """Keep the records of a ``metrics.jsonl`` up to ``step`` (atomically); no file: nothing to do."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as fh:
+        lines = fh.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, AttributeError):
+            continue                              # a torn last line from the kill
+    if len(kept) == len(lines):
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.writelines(kept)
+    os.replace(tmp, path)
