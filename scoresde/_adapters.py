@@ -6,10 +6,15 @@ cast the solver's time to the state's dtype before calling user code (torchsde h
 
 torchdiffeq accepts any shape and decreasing time, but adaptive solvers probe times outside the
 integration interval and fixed-step solvers silently take one step per output time unless given a step
-size. ``integrate_ode`` clamps time to the interval, counts evaluations and always passes a step size.
+size. ``integrate_ode`` clamps time to the interval, counts evaluations and always passes a step size; for
+adaptive methods it refuses tolerances the state's dtype cannot reach and stops after ``max_nfe`` evaluations
+(torchdiffeq would otherwise shrink the step until "underflow in dt", or run for hours at rtol = 1e-12 in
+float32).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -49,6 +54,35 @@ for _name in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"):
 for _name, _evaluations in (("euler", 1), ("midpoint", 2), ("heun3", 3), ("rk4", 4), ("explicit_adams", None),
                             ("implicit_adams", None)):
     ODE_SOLVERS.register(_name, ODEMethod(adaptive=False, evaluations_per_step=_evaluations))
+
+
+#: The default evaluation budget of an adaptive ODE solve (a dopri5 solve of a trained model takes 100–1000).
+DEFAULT_MAX_NFE = 100_000
+
+
+def check_max_nfe(max_nfe) -> int:
+    """``max_nfe`` as an int: a positive integer."""
+    if isinstance(max_nfe, bool) or not isinstance(max_nfe, numbers.Integral) or max_nfe < 1:
+        raise ValueError(f"max_nfe must be a positive integer; got {max_nfe!r}")
+    return int(max_nfe)
+
+
+def check_tolerances(rtol, atol, dtype: torch.dtype) -> None:
+    """Adaptive solves need finite rtol, atol > 0, and rtol ≥ 10 machine epsilons of the state's dtype.
+
+    Below that the error estimate is rounding noise (10 ε: float32 1.19e-6, float16 9.77e-3, bfloat16 7.81e-2,
+    float64 2.2e-15), so the solver shrinks its steps without end.
+    """
+    def positive(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    if not (positive(rtol) and positive(atol)):
+        raise ValueError(f"rtol and atol must be positive finite numbers; got rtol={rtol!r}, atol={atol!r}")
+    floor = 10 * torch.finfo(dtype).eps
+    if rtol < floor:
+        wider = "" if dtype == torch.float64 else ", or solve in a wider dtype (float64)"
+        raise ValueError(f"rtol={rtol!r} is below what {dtype} can reach ({floor:.3g}, 10 machine epsilons): "
+                         f"use rtol >= {floor:.3g}{wider}")
 
 
 def entropy_from(generator: Optional[torch.Generator]) -> int:
@@ -127,15 +161,22 @@ def integrate_sde(
 
 
 class _TorchdiffeqFunction(torch.nn.Module):
-    """Wrap ``fn(x, t)`` for torchdiffeq: (B,) time on the state's dtype, clamped to [lo, hi], counted."""
+    """Wrap ``fn(x, t)`` for torchdiffeq: (B,) time on the state's dtype, clamped to [lo, hi], counted, and
+    stopped with a RuntimeError (``budget`` says the message) after ``max_nfe`` evaluations."""
 
-    def __init__(self, fn, lo: float, hi: float):
+    def __init__(self, fn, lo: float, hi: float, max_nfe: Optional[int] = None, budget: str = ""):
         super().__init__()
         self.fn, self.lo, self.hi = fn, lo, hi
-        self.nfe = 0
+        self.max_nfe, self.budget = max_nfe, budget
+        self.nfe, self.t_last = 0, None
 
     def forward(self, t: Tensor, state):
+        if self.max_nfe is not None and self.nfe >= self.max_nfe:
+            raise RuntimeError(f"the adaptive solve reached max_nfe={self.max_nfe} evaluations at t = {float(t):.6g} "
+                               f"{self.budget}: the dynamics are too stiff for these tolerances (or the score too "
+                               f"rough); loosen rtol/atol or pass a larger max_nfe")
         self.nfe += 1
+        self.t_last = t
         first = state[0] if isinstance(state, tuple) else state
         tb = t.clamp(self.lo, self.hi).to(first.dtype).expand(first.shape[0])
         return self.fn(state, tb)
@@ -152,12 +193,15 @@ def integrate_ode(
     step_size: Optional[float] = None,
     grid: Optional[Tensor] = None,
     options: Optional[dict] = None,
+    max_nfe: int = DEFAULT_MAX_NFE,
 ):
     """Integrate d state/dt = fn(state, t) through torchdiffeq over monotone ``times``.
 
     ``state`` is a tensor (B, *D) or a tuple of tensors with leading batch dimension; ``fn`` receives
     ``t`` of shape (B,) clamped to the interval. Fixed-step methods need ``step_size`` (a positive number) or
-    ``grid``, the times of their steps (one step per interval, from ``times[0]`` to ``times[-1]``).
+    ``grid``, the times of their steps (one step per interval, from ``times[0]`` to ``times[-1]``). Adaptive
+    methods need ``rtol``/``atol`` the state's dtype can reach (:func:`check_tolerances`) and stop with a
+    RuntimeError after ``max_nfe`` evaluations of ``fn``.
 
     Returns:
         (states at ``times``, nfe).
@@ -168,7 +212,11 @@ def integrate_ode(
     times = [float(t) for t in times]
     lo, hi = min(times), max(times)
     opts = dict(options or {})
-    if not info.adaptive:
+    first = state[0] if isinstance(state, tuple) else state
+    if info.adaptive:
+        check_tolerances(rtol, atol, first.dtype if first.is_floating_point() else torch.float64)
+        max_nfe = check_max_nfe(max_nfe)
+    else:
         if grid is not None:
             opts.setdefault("grid_constructor", lambda func, y0, t: grid)
         elif step_size is None or step_size <= 0:
@@ -176,12 +224,20 @@ def integrate_ode(
         else:
             opts.setdefault("step_size", float(step_size))
             opts.setdefault("perturb", False)
-    first = state[0] if isinstance(state, tuple) else state
     t_out = torch.tensor(times, dtype=first.dtype if first.is_floating_point() else torch.float64,
                          device=first.device)
     if info.adaptive and method != "adaptive_heun":
         # Never step past the end: dopri5 otherwise evaluates beyond it and interpolates back.
         opts.setdefault("step_t", t_out[-1:])
-    wrapped = _TorchdiffeqFunction(fn, lo, hi)
-    out = odeint(wrapped, state, t_out, method=method, rtol=rtol, atol=atol, options=opts)
+    budget = f"on its way from t = {times[0]:.6g} to {times[-1]:.6g} ({method}, rtol={rtol!r}, atol={atol!r})"
+    wrapped = _TorchdiffeqFunction(fn, lo, hi, max_nfe if info.adaptive else None, budget)
+    try:
+        out = odeint(wrapped, state, t_out, method=method, rtol=rtol, atol=atol, options=opts)
+    except AssertionError as err:
+        if "underflow in dt" not in str(err):
+            raise
+        t = float(wrapped.t_last) if wrapped.t_last is not None else times[0]
+        raise RuntimeError(f"the adaptive solve's step size underflowed to 0 at t = {t:.6g} {budget}: the "
+                           f"tolerances are too tight for {first.dtype} (an atol far below the solution's scale) or "
+                           f"the dynamics are not finite there; loosen rtol/atol") from err
     return out, wrapped.nfe

@@ -1,7 +1,10 @@
-"""Small shared helpers: broadcasting per-sample scalars and validating (x, t)."""
+"""Small shared helpers: broadcasting per-sample scalars, validating (x, t), and watching for non-finite values."""
 from __future__ import annotations
 
-from typing import Callable, Union
+import contextlib
+import contextvars
+import numbers
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -45,6 +48,132 @@ def check_time_vector(t: torch.Tensor, name: str = "t") -> torch.Tensor:
     if t.dim() != 1:
         raise ValueError(f"{name} must have shape (B,); got shape {tuple(t.shape)}")
     return t
+
+
+# -- the range of times ------------------------------------------------------------------------------------
+_TIMES_VALIDATED = contextvars.ContextVar("scoresde_times_validated", default=False)
+
+
+@contextlib.contextmanager
+def validated_times():
+    """Inside this context the times reaching ``scale``, ``std`` and score models were validated once by the caller.
+
+    Samplers check their whole time grid once per call, and the likelihood and the losses build their times inside
+    [eps, T]; their inner loops run in this context, so :func:`check_time_range` costs nothing there (it would
+    otherwise reduce over t, a host sync per step on a GPU).
+    """
+    token = _TIMES_VALIDATED.set(True)
+    try:
+        yield
+    finally:
+        _TIMES_VALIDATED.reset(token)
+
+
+def check_time_range(t: torch.Tensor, T: float, who: str, name: str = "t", positive: bool = False) -> torch.Tensor:
+    """Raise a ValueError unless every element of ``t`` lies in [0, T] ((0, T] with ``positive``); return ``t``.
+
+    NaN is outside. T is compared with a slack of 4 machine epsilons of t's dtype (T rounded to float32 is
+    inside). One reduction over t; nothing inside :func:`validated_times`.
+    """
+    if _TIMES_VALIDATED.get():
+        return t
+    hi = T * (1 + 4 * torch.finfo(t.dtype).eps) if t.is_floating_point() else T
+    inside = ((t > 0) if positive else (t >= 0)) & (t <= hi)
+    if not bool(inside.all()):
+        outside = t[~inside]
+        interval = f"(0, T={T}]" if positive else f"[0, T={T}]"
+        zero = " (std(0) = 0 there, and the conversions divide by it)" if positive else ""
+        raise ValueError(f"{name} must lie in {interval} for {who}{zero}; got {name} = {float(outside[0])!r} "
+                         f"({outside.numel()} of {t.numel()} values outside)")
+    return t
+
+
+# -- non-finite values --------------------------------------------------------------------------------------
+class NonFiniteError(ValueError, FloatingPointError):
+    """A NaN or inf where a finite value is needed: in an input, or produced by a score or a solver step."""
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise a :class:`NonFiniteError` naming the first row of ``x`` (N, *D) that holds a NaN or an inf.
+
+    One reduction (min and max, through which NaN propagates) when x is finite.
+    """
+    if not x.is_floating_point() or x.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):
+        return x
+    rows = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[:, 0]
+    raise NonFiniteError(f"{name} has non-finite values (NaN or inf) in row {int(rows[0])} "
+                         f"({rows.numel()} of {x.shape[0]} rows)")
+
+
+class FiniteWatch:
+    """Notes whether scores and states stay finite, without a host sync per check; raises at the first that did not.
+
+    :meth:`score` and :meth:`state` queue ``aminmax(value)`` (one reduction, no sync; NaN propagates through min
+    and max, and an inf is one of them); every ``FLUSH_EVERY`` checks, and in :meth:`flush`, one sync reads the
+    queue and raises a :class:`NonFiniteError` naming the first failing check: the score evaluation and its
+    time, or the solver step.
+
+    Args:
+        who: named in the message (the sampler, "log_likelihood").
+        live_steps: whether :meth:`state` is called after each step as it happens, so that a score evaluation
+            can be placed in the step it belongs to.
+    """
+
+    FLUSH_EVERY = 32
+
+    def __init__(self, who: str, live_steps: bool = True):
+        self.who, self.live_steps = who, live_steps
+        self.steps = 0
+        self._queue: List[Tuple[torch.Tensor, str, int, int, object]] = []
+
+    def score(self, value: torch.Tensor, evaluation: int, t) -> None:
+        """Check the output of score evaluation number ``evaluation`` (1-based) at times t (B,)."""
+        self._queue.append((torch.aminmax(value), "score", evaluation, self.steps, t))
+        if len(self._queue) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def state(self, value: torch.Tensor, step: int, t) -> None:
+        """Check the state after solver step ``step`` (1-based), reached at time t."""
+        self.steps = step
+        self._queue.append((torch.aminmax(value), "state", step, step, t))
+        if len(self._queue) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def result(self, value: torch.Tensor, t) -> None:
+        """Check the final result, at time t, then :meth:`flush`."""
+        self._queue.append((torch.aminmax(value), "result", 0, self.steps, t))
+        self.flush()
+
+    def flush(self, cause: Optional[BaseException] = None) -> None:
+        """Raise a :class:`NonFiniteError` for the first queued check that failed (``from cause`` if given)."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        finite = torch.isfinite(torch.stack([v for entry in queue for v in entry[0]])).reshape(-1, 2).all(1)
+        if bool(finite.all()):
+            return
+        _, kind, index, steps, t = queue[int((~finite).nonzero()[0, 0])]
+        t = float(t.reshape(-1)[0]) if torch.is_tensor(t) else float(t)
+        if kind == "score":
+            step = f", in step {steps + 1}" if self.live_steps else ""
+            message = (f"{self.who}: the score returned non-finite values (NaN or inf) at evaluation {index} "
+                       f"(t = {t:.6g}{step}). Check the score (the model and its inputs) at that time")
+        else:
+            what = f"the state became non-finite after step {index}" if kind == "state" else "the result is non-finite"
+            message = (f"{self.who}: {what} (t = {t:.6g}) although every score evaluation before it was finite: "
+                       f"the solver diverged (take more or smaller steps)")
+        raise NonFiniteError(message) from cause
+
+
+def check_steps(steps, low: int = 1, note: str = "") -> int:
+    """The number of steps as an int: an integer (not a bool, a float or None) of at least ``low``.
+
+    Every sampler, time grid and discretization validates ``steps`` here, so each gives the same message;
+    ``note`` explains a ``low`` above 1 and is appended to "a positive integer".
+    """
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < low:
+        raise ValueError(f"steps must be a positive integer{note}; got {steps!r}")
+    return int(steps)
 
 
 def check_choice(value: str, choices, what: str) -> str:

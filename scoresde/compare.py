@@ -17,7 +17,7 @@ from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ._utils import check_choice
+from ._utils import NonFiniteError, check_choice
 from .metrics import energy_distance, sliced_wasserstein
 
 Tensor = torch.Tensor
@@ -27,7 +27,8 @@ METRICS = ("energy", "sliced_wasserstein")
 @dataclass
 class ComparisonRow:
     """One sampler's result: ``distance`` to the reference (median over repeats), ``nll`` in nats per sample
-    under the reference density (None when no density is known), ``wall_time`` in seconds (median)."""
+    under the reference density (None when no density is known), ``wall_time`` in seconds (median).
+    ``diverged`` holds the message of a sampler that produced NaN or inf (then ``distance`` is nan)."""
 
     name: str
     nfe: int
@@ -35,6 +36,7 @@ class ComparisonRow:
     distance: float
     nll: Optional[float] = None
     samples: Optional[Tensor] = field(default=None, repr=False)
+    diverged: Optional[str] = None
 
 
 @dataclass
@@ -54,7 +56,8 @@ class Comparison:
         rule = "|---|---:|---:|---:|" + ("---:|" if has_nll else "")
         lines = [head, rule]
         for r in self.rows:
-            line = f"| {r.name} | {r.nfe} | {r.wall_time:.3f} | {r.distance:.3e} |"
+            distance = "diverged (NaN or inf)" if r.diverged else f"{r.distance:.3e}"
+            line = f"| {r.name} | {r.nfe} | {r.wall_time:.3f} | {distance} |"
             if has_nll:
                 line += f" {r.nll:.4f} |" if r.nll is not None else " – |"
             lines.append(line)
@@ -162,17 +165,25 @@ def compare_samplers(
 
     rows = []
     for name, sampler in named:
-        distances, walls, nfe, x = [], [], 0, None
+        distances, walls, nfe, x, diverged = [], [], 0, None, None
         for r in range(int(repeats)):
             run_gen = torch.Generator(device=device).manual_seed(seed + 1000 * (r + 1))
             start = time.perf_counter()
-            res = sampler.sample(sde, score, (n,) + tuple(shape), generator=run_gen, device=device, dtype=dtype)
+            try:
+                res = sampler.sample(sde, score, (n,) + tuple(shape), generator=run_gen, device=device, dtype=dtype)
+            except NonFiniteError as err:          # a diverging sampler is a row of the table, not the end of it
+                diverged, walls = str(err), [time.perf_counter() - start]
+                break
             if device is not None and torch.device(device).type == "cuda":
                 torch.cuda.synchronize()
             walls.append(time.perf_counter() - start)
             x = res.x
             nfe = int(getattr(res, "nfe", 0))
             distances.append(_distance(metric, x, ref, gen))
+        if diverged is not None:
+            known = sampler.nfe() if callable(getattr(sampler, "nfe", None)) else None
+            rows.append(ComparisonRow(name, known or 0, walls[0], float("nan"), diverged=diverged))
+            continue
         nll = float(-reference.log_prob(x).mean()) if has_density and bool(torch.isfinite(x).all()) else None
         rows.append(ComparisonRow(name, nfe, statistics.median(walls), statistics.median(distances), nll,
                                   x if keep_samples else None))

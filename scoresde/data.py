@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ._registry import Registry
+from ._utils import check_finite
 from .oracle import GaussianMixture, eight_gaussians
 
 Tensor = torch.Tensor
@@ -171,6 +172,9 @@ def check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int
 class Dataset:
     """A finite tensor data set, with what sampling and evaluation need to know about it.
 
+    Its values must be finite: a NaN or an inf raises a ValueError naming the first offending row (one check, at
+    construction; every loader builds its set through here).
+
     Attributes:
         x: the data, shape (N, *D). For quantized data (``levels`` set) these are the bin centres.
         name: the name it was loaded by.
@@ -194,7 +198,7 @@ class Dataset:
             raise ValueError("dequantize=True needs quantized data (levels and data_range set)")
         if levels is not None and data_range is None:
             raise ValueError("quantized data (levels set) also needs data_range=(a, b)")
-        self.x = x
+        self.x = check_finite(x, f"data set {name!r}")
         self.name, self.split = name, split
         self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
         self.levels = None if levels is None else int(levels)

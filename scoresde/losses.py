@@ -15,7 +15,8 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 
 from ._registry import Registry
-from ._utils import ScoreFn, as_time, check_choice, check_same_shape, expand_like
+from ._utils import ScoreFn, as_time, check_choice, check_same_shape, check_time_range, expand_like, validated_times
+from .sde import diffusion_values
 
 Tensor = torch.Tensor
 
@@ -33,7 +34,7 @@ def sigma2_weighting(sde, t: Tensor) -> Tensor:
 @WEIGHTINGS.register("likelihood")
 def likelihood_weighting(sde, t: Tensor) -> Tensor:
     """λ(t) = g(t)²: the likelihood weighting of Song et al. 2021 (a bound on the NLL)."""
-    return sde.diffusion(t) ** 2
+    return diffusion_values(sde, t) ** 2
 
 
 @WEIGHTINGS.register("none")
@@ -72,8 +73,8 @@ def _importance_table(sde, eps: float, device) -> Tuple[Tensor, Tensor, Tensor]:
         tables = {}
     if key not in tables:
         u = torch.linspace(math.log(eps), math.log(sde.T), _IS_GRID + 1, dtype=torch.float64, device=device)
-        t = torch.exp(u)
-        g = sde.diffusion(t).to(torch.float64)
+        t = torch.exp(u).clamp(eps, sde.T)
+        g = diffusion_values(sde, t).to(torch.float64)
         sigma = sde.std(t).to(torch.float64)
         h = g * g / (sigma * sigma) * t
         if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
@@ -141,8 +142,8 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         eps: smallest training time, 0 < eps < T.
         generator: torch.Generator for t and z (t is drawn before z).
         reduce: "mean" (over the batch), "sum", or "none" (per-sample losses, shape (B,)).
-        t: optional fixed times (B,) (or a scalar) instead of sampling them, e.g. to evaluate one noise level;
-            not allowed together with importance sampling.
+        t: optional fixed times (B,) (or a scalar) in (0, T] instead of sampling them, e.g. to evaluate one
+            noise level; not allowed together with importance sampling.
         shard: ``(rank, world_size)`` for data-parallel training: ``x0`` is the *global* batch, the times and
             noise are drawn for all of it exactly as in a single process, and only rows ``rank::world_size``
             (DistributedSampler's strided rule) are evaluated. The mean over the shards then equals the
@@ -163,7 +164,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
     if t is not None:
         if importance_sampling:
             raise ValueError("give either fixed times t or importance_sampling=True, not both")
-        t = as_time(t, x0)
+        t = check_time_range(as_time(t, x0), sde.T, "dsm_loss", positive=True)
     elif importance_sampling:
         t, density = _sample_importance(sde, eps, batch, generator, x0.device, x0.dtype)
         weight = 1 / ((sde.T - eps) * density)
@@ -177,12 +178,13 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
                              f"size {batch}; got {shard!r}")
         x0, t, z, weight = x0[rank::world], t[rank::world], z[rank::world], weight[rank::world]
         batch = x0.shape[0]
-    s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
-    x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
-    score = check_same_shape(model(x_t, t), x_t, what="model")
-    residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
-    per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
-    weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
+    with validated_times():                      # t was drawn in [eps, T] or checked above: no check per call
+        s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
+        x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
+        score = check_same_shape(model(x_t, t), x_t, what="model")
+        residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
+        per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
+        weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
     return _reduce(weight * per_sample, reduce)
 
 

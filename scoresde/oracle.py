@@ -37,6 +37,7 @@ class GaussianMixture:
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D); got {tuple(means.shape)}")
         K, D = means.shape
+        _check_finite_rows(means, "means")
         stds = torch.as_tensor(stds, dtype=dtype, device=means.device)
         if stds.dim() == 0:
             stds = stds.expand(K)
@@ -44,6 +45,7 @@ class GaussianMixture:
             stds = stds[:, None].expand(K, D)
         if stds.shape != (K, D):
             raise ValueError(f"stds must have shape (K,) = ({K},) or (K, D) = ({K}, {D}); got {tuple(stds.shape)}")
+        _check_finite_rows(stds, "stds")
         if not bool((stds > 0).all()):
             raise ValueError("stds must be positive")
         if weights is None:
@@ -51,6 +53,7 @@ class GaussianMixture:
         weights = torch.as_tensor(weights, dtype=dtype, device=means.device)
         if weights.shape != (K,):
             raise ValueError(f"weights must have shape (K,) = ({K},); got {tuple(weights.shape)}")
+        _check_finite_rows(weights, "weights")
         if not bool((weights >= 0).all()) or not float(weights.sum()) > 0:
             raise ValueError("weights must be non-negative with a positive sum")
         self.means, self.stds = means, stds.contiguous()
@@ -153,6 +156,14 @@ class GaussianMixture:
     def _log_prob(self, flat: Tensor, means: Tensor, var: Tensor) -> Tensor:
         diff = flat[:, None, :] - (means if means.dim() == 3 else means[None])
         return torch.logsumexp(self._log_components(diff, var if var.dim() == 3 else var[None]), dim=1)
+
+
+def _check_finite_rows(values: Tensor, name: str) -> None:
+    """Raise a ValueError naming the first component (row) of ``values`` with a NaN or an inf."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        k = int((~finite).reshape(values.shape[0], -1).any(1).nonzero()[0, 0])
+        raise ValueError(f"{name} must be finite; got a NaN or inf in component {k}: {values[k].tolist()}")
 
 
 def eight_gaussians(radius: float = 2.0, std: float = 0.1, dtype=torch.float64, device=None) -> GaussianMixture:

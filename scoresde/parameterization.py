@@ -15,7 +15,7 @@ from torch import nn
 
 from . import conversions
 from ._registry import Registry
-from ._utils import ScoreFn, as_time, check_same_shape, expand_like
+from ._utils import ScoreFn, as_time, check_same_shape, check_time_range, expand_like, validated_times
 from .sde import require_linear
 
 Tensor = torch.Tensor
@@ -132,7 +132,9 @@ class ScoreModel(nn.Module):
     [1e-5, 1]; a Fourier time embedding with ``fourier_scale`` around 1 suits it better than the 16 used for
     raw t ∈ [0, 1] (see docs/benchmarks.md).
 
-    The conversions divide by σ(t): t must be in (0, T] (σ(0) = 0).
+    The conversions divide by σ(t): t must be in (0, T] (σ(0) = 0); other times raise a ValueError (checked
+    once per call with one reduction over t, and not at all inside a sampler, which checks its grid once). x must
+    have the dtype of the network's parameters (a TypeError says how to cast one or the other).
 
     Args:
         net: module (or callable) with ``forward(x, t)`` returning x's shape.
@@ -169,14 +171,34 @@ class ScoreModel(nn.Module):
         return (f"parameterization={self.parameterization!r}, preconditioning={self.preconditioning}, "
                 f"sigma_data={self.sigma_data}")
 
+    def _inputs(self, x: Tensor, t) -> Tensor:
+        """Check x's dtype against the network's parameters and t ∈ (0, T]; return t as (B,) in x's dtype."""
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            got = f"dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+            raise TypeError(f"x must be a floating-point tensor of shape (B, *D); got {got}")
+        params = self.net.parameters() if isinstance(self.net, nn.Module) else ()
+        p = next((p for p in params if p.is_floating_point()), None)
+        if p is not None and p.dtype != x.dtype:
+            casts = {torch.float32: ("x.float()", "model.float()"), torch.float64: ("x.double()", "model.double()"),
+                     torch.float16: ("x.half()", "model.half()"), torch.bfloat16: ("x.bfloat16()", "model.bfloat16()")}
+            cast_x = casts.get(p.dtype, (f"x.to({p.dtype})",))[0]
+            cast_model = casts.get(x.dtype, (None, f"model.to({x.dtype})"))[1]
+            raise TypeError(f"ScoreModel: x has dtype {x.dtype} but the network's parameters are {p.dtype}: cast x "
+                            f"with {cast_x} or the model with {cast_model}")
+        return check_time_range(as_time(t, x), self.sde.T, "ScoreModel", positive=True)
+
     # -- coefficients -------------------------------------------------------------------------------
     def coefficients(self, x: Tensor, t: Tensor) -> Preconditioning:
-        """(c_in, c_out, c_noise), each (B,), for x (B, *D) and t (B,); identity (1, 1, t) without preconditioning."""
-        t = as_time(t, x)
+        """(c_in, c_out, c_noise), each (B,), for x (B, *D) and t (B,) in (0, T]; identity (1, 1, t) without
+        preconditioning."""
+        return self._coefficients(x, self._inputs(x, t))
+
+    def _coefficients(self, x: Tensor, t: Tensor) -> Preconditioning:
         if not self.preconditioning:
             one = torch.ones_like(t)
             return Preconditioning(one, one, t)
-        s, sigma = (v.reshape(-1) for v in conversions.scale_std(self.sde, t, x))
+        with validated_times():
+            s, sigma = (v.reshape(-1) for v in conversions.scale_std(self.sde, t, x))
         c_in = torch.rsqrt(s * s * self.sigma_data ** 2 + sigma * sigma)
         c_noise = 0.25 * (torch.log(sigma) - torch.log(s))
         return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data), c_noise)
@@ -184,28 +206,38 @@ class ScoreModel(nn.Module):
     # -- the network and the conversions ---------------------------------------------------------------
     def net_output(self, x: Tensor, t: Tensor) -> Tensor:
         """The raw network output F = net(c_in x, c_noise), shape of x (B, *D)."""
-        c = self.coefficients(x, t)
+        return self._net_output(x, self.coefficients(x, t))
+
+    def _net_output(self, x: Tensor, c: Preconditioning) -> Tensor:
         return check_same_shape(self.net(expand_like(c.c_in, x) * x, c.c_noise), x, what="net")
 
     def net_output_to_score(self, output: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """Convert a raw network output F (as returned by :meth:`net_output`) at (x, t) to the score, x's shape."""
-        t = as_time(t, x)
+        t = self._inputs(x, t)
+        return self._to_score(output, x, t, self._coefficients(x, t))
+
+    def _to_score(self, output: Tensor, x: Tensor, t: Tensor, c: Preconditioning) -> Tensor:
         check_same_shape(output, x, what="net")
-        prediction = expand_like(self.coefficients(x, t).c_out, x) * output
-        s, sigma = conversions.scale_std(self.sde, t, x)
+        prediction = expand_like(c.c_out, x) * output
+        with validated_times():
+            s, sigma = conversions.scale_std(self.sde, t, x)
         return self.prediction.to_score(prediction, x, s, sigma)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,)."""
-        t = as_time(t, x)
-        return self.net_output_to_score(self.net_output(x, t), x, t)
+        """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,) in (0, T]."""
+        t = self._inputs(x, t)
+        c = self._coefficients(x, t)
+        return self._to_score(self._net_output(x, c), x, t, c)
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         """The noise prediction E[z | x_t = x] = −σ(t) score(x, t), shape of x."""
-        t = as_time(t, x)
-        _, sigma = conversions.scale_std(self.sde, t, x)
-        return conversions.score_to_eps(self(x, t), sigma)
+        t = self._inputs(x, t)
+        with validated_times():
+            _, sigma = conversions.scale_std(self.sde, t, x)
+            return conversions.score_to_eps(self(x, t), sigma)
 
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
         """Tweedie's denoiser E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t), shape of x."""
-        return conversions.denoise(self.sde, self, x, t)
+        t = self._inputs(x, t)
+        with validated_times():
+            return conversions.denoise(self.sde, self, x, t)

@@ -9,7 +9,12 @@ A linear SDE dx = f(t) x dt + g(t) dw is fully described by two scalars of time:
 
 so that x_t | x_0 ~ N(s(t) x_0, σ(t)² I). A subclass of :class:`LinearSDE` implements only ``drift_coef``
 (f) and ``diffusion`` (g); everything else (``scale``, ``std``, ``marginal``, the prior, the reverse SDE,
-the probability-flow ODE and every sampler) is derived from them.
+the probability-flow ODE and every sampler) is derived from them. f and g may return a number (or a 0-dim
+tensor) for a constant coefficient; it is broadcast to t's shape.
+
+Times live in [0, T]: ``scale``, ``std`` and what is derived from them raise a ValueError for a t outside
+(or NaN) rather than extrapolate. Samplers and the likelihood check their times once per call and skip the
+per-step checks (:func:`scoresde._utils.validated_times`).
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import torch
 
 from ._adapters import integrate_ode, integrate_sde
 from ._registry import Registry
-from ._utils import ScoreFn, as_time, check_same_shape, check_time_vector, expand_like
+from ._utils import (ScoreFn, as_time, check_same_shape, check_steps, check_time_range, check_time_vector,
+                     expand_like, validated_times)
 
 Tensor = torch.Tensor
 
@@ -88,11 +94,7 @@ class SDE(abc.ABC):
         return check_same_shape(self.drift(x, t), x, what=f"{type(self).__name__}.drift")
 
     def _diffusion_checked(self, t: Tensor) -> Tensor:
-        g = self.diffusion(t)
-        if not torch.is_tensor(g) or g.shape != t.shape:
-            got = tuple(g.shape) if torch.is_tensor(g) else type(g).__name__
-            raise ValueError(f"{type(self).__name__}.diffusion(t) must return shape {tuple(t.shape)}; got {got}")
-        return g
+        return diffusion_values(self, t)
 
 
 @runtime_checkable
@@ -146,6 +148,11 @@ def _as_time_values(fn, t: Tensor, what: str) -> Tensor:
     return out
 
 
+def diffusion_values(sde, t: Tensor) -> Tensor:
+    """g(t) of any SDE as a (B,) tensor on t's device and dtype; a constant (a number) is broadcast to t's shape."""
+    return _as_time_values(sde.diffusion, t, f"{type(sde).__name__}.diffusion")
+
+
 class LinearSDE(SDE):
     """Linear SDE dx = f(t) x dt + g(t) dw. Subclasses implement ``drift_coef`` (f) and ``diffusion`` (g).
 
@@ -188,12 +195,12 @@ class LinearSDE(SDE):
         return expand_like(_as_time_values(self.drift_coef, t, "drift_coef"), x) * x
 
     def scale(self, t: Tensor) -> Tensor:
-        """s(t) = exp ∫_0^t f(u) du, shape (B,)."""
+        """s(t) = exp ∫_0^t f(u) du, shape (B,), for t in [0, T]."""
         log_scale, _ = self._integrals(t)
         return torch.exp(log_scale).to(t.dtype)
 
     def std(self, t: Tensor) -> Tensor:
-        """σ(t) = s(t) (∫_0^t g(u)²/s(u)² du)^{1/2}, shape (B,)."""
+        """σ(t) = s(t) (∫_0^t g(u)²/s(u)² du)^{1/2}, shape (B,), for t in [0, T]."""
         log_scale, v = self._integrals(t)
         return (torch.exp(log_scale) * v.clamp_min(0).sqrt()).to(t.dtype)
 
@@ -222,11 +229,12 @@ class LinearSDE(SDE):
         log_snr = check_time_vector(log_snr, "log_snr").to(torch.float64)
         lo = torch.zeros_like(log_snr)
         hi = torch.full_like(log_snr, self.T)
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            above = self.log_snr(mid.clamp_min(1e-300)) > log_snr
-            lo = torch.where(above, mid, lo)
-            hi = torch.where(above, hi, mid)
+        with validated_times():                    # every midpoint lies in [0, T]
+            for _ in range(iterations):
+                mid = (lo + hi) / 2
+                above = self.log_snr(mid.clamp_min(1e-300)) > log_snr
+                lo = torch.where(above, mid, lo)
+                hi = torch.where(above, hi, mid)
         return (lo + hi) / 2
 
     def transition(self, t_from: Tensor, t_to: Tensor) -> Tuple[Tensor, Tensor]:
@@ -245,9 +253,7 @@ class LinearSDE(SDE):
         with √α_i = a_i and β_i = b_i² (α_i + β_i = 1); for VE it is SMLD/NCSN with a_i = 1 and
         b_i² = σ_{i+1}² − σ_i².
         """
-        if int(steps) < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
-        times = torch.linspace(eps, self.T, int(steps) + 1, dtype=torch.float64)
+        times = torch.linspace(eps, self.T, check_steps(steps) + 1, dtype=torch.float64)
         a, b = self.transition(times[:-1], times[1:])
         return times, a, b
 
@@ -274,8 +280,9 @@ class LinearSDE(SDE):
 
     # -- the numerical derivation --------------------------------------------------------------------
     def _integrals(self, t: Tensor) -> Tuple[Tensor, Tensor]:
-        """(∫_0^t f, ∫_0^t g²/s²) at t (B,), float64, by Hermite interpolation of the tabulated integrals."""
-        t = check_time_vector(t)
+        """(∫_0^t f, ∫_0^t g²/s²) at t (B,) in [0, T], float64, by Hermite interpolation of the tabulated
+        integrals."""
+        t = self._check_time(t)
         table = self._table(t.device)
         edges, F, dF, V, dV = table
         tt = t.to(torch.float64)
@@ -289,6 +296,10 @@ class LinearSDE(SDE):
         log_scale = h00 * F[k] + h10 * h * dF[k] + h01 * F[k + 1] + h11 * h * dF[k + 1]
         v = h00 * V[k] + h10 * h * dV[k] + h01 * V[k + 1] + h11 * h * dV[k + 1]
         return log_scale, v
+
+    def _check_time(self, t) -> Tensor:
+        """t as a (B,) tensor, checked to lie in [0, T] (where the marginals are defined and tabulated)."""
+        return check_time_range(check_time_vector(t), self.T, type(self).__name__)
 
     def _table(self, device):
         key = str(device)
@@ -331,6 +342,9 @@ class LinearSDE(SDE):
             return g2(u) * torch.exp(-2 * F_u)
 
         V = torch.cat([edges.new_zeros(1), torch.cumsum(gauss(g2_over_s2, lo, hi), 0)])
+        if not bool(torch.isfinite(F).all() & torch.isfinite(V).all()):
+            raise ValueError(f"{type(self).__name__}.drift_coef(t) and diffusion(t) must be finite on [0, T={self.T}] "
+                             f"with finite integrals; the derived scale or std is not finite")
         if not bool(V[-1] > 0):
             raise ValueError(f"{type(self).__name__}.diffusion(t) is zero on all of [0, T]: the SDE adds no noise")
         dF = f(edges)
@@ -349,8 +363,8 @@ class VESDE(LinearSDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, grid: int = 1024):
-        if not (0 < sigma_min < sigma_max):
-            raise ValueError(f"need 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        if not (0 < sigma_min < sigma_max < math.inf):
+            raise ValueError(f"need finite 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
         super().__init__(T, grid)
@@ -366,10 +380,10 @@ class VESDE(LinearSDE):
         return self.sigma(t) * math.sqrt(2 * self._log_ratio / self.T)
 
     def scale(self, t: Tensor) -> Tensor:
-        return torch.ones_like(check_time_vector(t))
+        return torch.ones_like(self._check_time(t))
 
     def std(self, t: Tensor) -> Tensor:
-        t = check_time_vector(t)
+        t = self._check_time(t)
         return self.sigma_min * torch.expm1(2 * self._log_ratio * t / self.T).clamp_min(0).sqrt()
 
 
@@ -381,8 +395,8 @@ class VPSDE(LinearSDE):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, grid: int = 1024):
-        if not (0 <= beta_min <= beta_max and beta_max > 0):
-            raise ValueError(f"need 0 <= beta_min <= beta_max, beta_max > 0; got {beta_min}, {beta_max}")
+        if not (0 <= beta_min <= beta_max < math.inf and beta_max > 0):
+            raise ValueError(f"need finite 0 <= beta_min <= beta_max, beta_max > 0; got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         super().__init__(T, grid)
 
@@ -401,10 +415,10 @@ class VPSDE(LinearSDE):
         return self.beta(t).sqrt()
 
     def scale(self, t: Tensor) -> Tensor:
-        return torch.exp(-0.5 * self.integrated_beta(check_time_vector(t)))
+        return torch.exp(-0.5 * self.integrated_beta(self._check_time(t)))
 
     def std(self, t: Tensor) -> Tensor:
-        return (-torch.expm1(-self.integrated_beta(check_time_vector(t)))).clamp_min(0).sqrt()
+        return (-torch.expm1(-self.integrated_beta(self._check_time(t)))).clamp_min(0).sqrt()
 
 
 @SDES.register("subvp")
@@ -418,7 +432,7 @@ class SubVPSDE(VPSDE):
         return (self.beta(t) * -torch.expm1(-2 * self.integrated_beta(t))).clamp_min(0).sqrt()
 
     def std(self, t: Tensor) -> Tensor:
-        return -torch.expm1(-self.integrated_beta(check_time_vector(t)))
+        return -torch.expm1(-self.integrated_beta(self._check_time(t)))
 
 
 class ReverseSDE:
@@ -433,24 +447,27 @@ class ReverseSDE:
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """f(x, t) − g(t)² score(x, t), shape (B, *D)."""
-        g = self.sde.diffusion(t)
+        g = diffusion_values(self.sde, t)
         s = check_same_shape(self.score(x, t), x)
         return self.sde.drift(x, t) - expand_like(g * g, x) * s
 
     def diffusion(self, t: Tensor) -> Tensor:
         """g(t), shape (B,)."""
-        return self.sde.diffusion(t)
+        return diffusion_values(self.sde, t)
 
     def solve(self, x_T: Tensor, t_end: float, *, method: str = "euler", dt: float = 1e-3,
               adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3,
               times: Optional[Sequence[float]] = None, generator: Optional[torch.Generator] = None):
         """Integrate from T down to ``t_end`` with torchsde. Returns (states at the times, nfe).
 
-        ``times`` (decreasing from T to t_end) defaults to [T, t_end]; the result has shape (len(times), B, *D).
+        ``times`` (decreasing from T to t_end, in [0, T]) defaults to [T, t_end]; the result has shape
+        (len(times), B, *D).
         """
         times = [self.T, t_end] if times is None else list(times)
-        return integrate_sde(self.drift, self.diffusion, x_T, times, method=method, dt=dt,
-                             adaptive=adaptive, rtol=rtol, atol=atol, generator=generator)
+        _check_solve_times(times, self.T, "ReverseSDE.solve")
+        with validated_times():
+            return integrate_sde(self.drift, self.diffusion, x_T, times, method=method, dt=dt,
+                                 adaptive=adaptive, rtol=rtol, atol=atol, generator=generator)
 
 
 class ProbabilityFlowODE:
@@ -461,12 +478,19 @@ class ProbabilityFlowODE:
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """f(x, t) − ½ g(t)² score(x, t), shape (B, *D)."""
-        g = self.sde.diffusion(t)
+        g = diffusion_values(self.sde, t)
         s = check_same_shape(self.score(x, t), x)
         return self.sde.drift(x, t) - 0.5 * expand_like(g * g, x) * s
 
     def solve(self, x: Tensor, times: Sequence[float], *, method: str = "dopri5", rtol: float = 1e-5,
               atol: float = 1e-5, step_size: Optional[float] = None):
-        """Integrate through torchdiffeq over monotone ``times`` (either direction). Returns (states, nfe)."""
-        return integrate_ode(lambda y, t: self.drift(y, t), x, times, method=method, rtol=rtol, atol=atol,
-                             step_size=step_size)
+        """Integrate through torchdiffeq over monotone ``times`` in [0, T] (either direction). Returns (states, nfe)."""
+        _check_solve_times(times, self.T, "ProbabilityFlowODE.solve")
+        with validated_times():
+            return integrate_ode(lambda y, t: self.drift(y, t), x, times, method=method, rtol=rtol, atol=atol,
+                                 step_size=step_size)
+
+
+def _check_solve_times(times: Sequence[float], T: float, who: str) -> None:
+    """Check the output times of a solve once (the solver stays between them), so its steps need no checks."""
+    check_time_range(torch.tensor([float(t) for t in times], dtype=torch.float64), T, who, name="times")

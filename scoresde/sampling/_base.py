@@ -11,7 +11,11 @@ concrete SDE class.
 A subclass sets its time grid (a :class:`~scoresde.sampling.grids.TimeGrid`) in ``__init__`` and implements
 :meth:`Sampler._run` over the decreasing tensor of times it is given, calling ``report(step, t, x)`` after each
 step; the base draws the prior, counts evaluations, records trajectories, drives the progress bar and the
-callback, and applies the final Tweedie denoising.
+callback, and applies the final Tweedie denoising. It also validates the start (a finite floating-point x_T) and
+the grid once per call (so the per-step calls of ``scale``/``std`` and score models skip their range checks,
+see :func:`scoresde._utils.validated_times`), and watches every score evaluation and reported state for NaN or
+inf without a host sync per step: a :class:`~scoresde._utils.NonFiniteError` names the first evaluation (and
+its time) or step where one appeared.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 
 from .. import conversions
 from .._registry import Registry
-from .._utils import ScoreFn, check_same_shape
+from .._utils import FiniteWatch, ScoreFn, check_finite, check_same_shape, validated_times
 from ..sde import require_linear
 from .grids import TimeGrid, check_times
 
@@ -54,17 +58,21 @@ class SampleResult:
 
 
 class CountedScore:
-    """Wrap a score function: count its calls and check that it returns x's shape."""
+    """Wrap a score function: count its calls, check that it returns x's shape and (with a ``watch``) that it
+    is finite."""
 
-    def __init__(self, score: ScoreFn):
+    def __init__(self, score: ScoreFn, watch: Optional[FiniteWatch] = None):
         if not callable(score):
             raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
-        self.score = score
+        self.score, self.watch = score, watch
         self.nfe = 0
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
-        return check_same_shape(self.score(x, t), x)
+        out = check_same_shape(self.score(x, t), x)
+        if self.watch is not None:
+            self.watch.score(out, self.nfe, t)
+        return out
 
 
 class Recorder:
@@ -74,8 +82,8 @@ class Recorder:
     """
 
     def __init__(self, record: bool, callback: Optional[Callback], progress: bool, total: Optional[int],
-                 desc: str):
-        self.record, self.callback = bool(record), callback
+                 desc: str, watch: Optional[FiniteWatch] = None):
+        self.record, self.callback, self.watch = bool(record), callback, watch
         self.times: List[float] = []
         self.states: List[Tensor] = []
         self.bar = None
@@ -89,6 +97,8 @@ class Recorder:
         return self.record or self.callback is not None or self.bar is not None
 
     def __call__(self, step: int, t: float, x: Tensor) -> None:
+        if self.watch is not None:
+            self.watch.state(x, step, t)
         if self.record:
             self.times.append(float(t))
             self.states.append(x.detach().clone())
@@ -166,6 +176,20 @@ class Sampler(abc.ABC):
         """How many times :meth:`_run` calls ``report`` (the progress bar's total)."""
         return len(times) - 1
 
+    def _reports_live(self) -> bool:
+        """Whether :meth:`_run` calls ``report`` after each step as it happens (not after a library's solve)."""
+        return True
+
+    def _check_std(self, sde, grid: Tensor) -> None:
+        """The samplers that use σ(t) (PC, Heun, DPM-Solver) divide by it: it must be positive on the grid."""
+        std = sde.std(grid)
+        zero = ~(std > 0)
+        if bool(zero.any()):
+            raise ValueError(f"{type(self).__name__} needs std(t) > 0 at every time of its grid; "
+                             f"{type(sde).__name__} has std(t) = {float(std[zero][0]):.3g} at "
+                             f"t = {float(grid[zero][0]):.6g} (it adds no noise before then): end the grid later "
+                             f"(eps, or explicit times)")
+
     # -- the one entry point ---------------------------------------------------------------------------
     def sample(self, sde, score: ScoreFn, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                x_T: Optional[Tensor] = None, *, times: Optional[Tensor] = None, trajectory: bool = False,
@@ -193,18 +217,31 @@ class Sampler(abc.ABC):
             raise ValueError(f"shape must be (B, *D) with positive sizes; got {shape}")
         if self.needs_linear_sde or self.denoise:
             require_linear(sde, type(self).__name__)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
         if x_T is None:
             x_T = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+        elif not torch.is_tensor(x_T) or not x_T.is_floating_point():
+            got = f"dtype {x_T.dtype}" if torch.is_tensor(x_T) else type(x_T).__name__
+            raise TypeError(f"x_T must be a floating-point tensor; got {got} (cast it, e.g. x_T.float())")
         elif tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}; got {tuple(x_T.shape)}")
+        check_finite(x_T, "x_T")
         grid = self.times(sde, device=x_T.device) if times is None else check_times(times, sde, x_T.device)
-        counted = CountedScore(score)
-        recorder = Recorder(trajectory, callback, progress, self._reports(grid), self.label)
+        if self.needs_linear_sde:
+            self._check_std(sde, grid)
+        watch = FiniteWatch(type(self).__name__, live_steps=self._reports_live())
+        counted = CountedScore(score, watch)
+        recorder = Recorder(trajectory, callback, progress, self._reports(grid), self.label, watch)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), validated_times():
                 x = self._run(sde, counted, x_T, grid, generator, recorder)
                 if self.denoise:
                     x = conversions.denoise(sde, counted, x, float(grid[-1]))
+            watch.result(x, float(grid[-1]))
+        except Exception as err:
+            watch.flush(cause=err)          # a NaN or inf before the failure explains it better
+            raise
         finally:
             recorder.close()
         return recorder.result(x, counted.nfe)

@@ -27,7 +27,7 @@ import torch
 from .. import conversions
 from .._utils import check_choice
 from ._base import SAMPLERS, Sampler, batch_time
-from .grids import TimeGrid
+from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
@@ -77,7 +77,7 @@ class DPMSolver(Sampler):
 
     def __init__(self, steps: int = 20, order: int = 2, multistep: bool = True, prediction: str = "x0",
                  grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False, rho: float = 7.0):
-        self.schedule = TimeGrid(steps, grid, eps, rho)
+        self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
         check_choice(order, ORDERS, "order")

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .._utils import check_choice
+from .._utils import check_choice, check_steps
 
 GRIDS = ("uniform", "log_snr", "edm")
 
@@ -32,8 +32,7 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         rho: EDM's ρ (only for ``"edm"``).
     """
     check_choice(kind, GRIDS, "time grid")
-    if int(steps) < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    check_steps(steps)
     if not (0 < eps < sde.T):
         raise ValueError(f"eps must lie in (0, T={sde.T}); got {eps}")
     n = int(steps)

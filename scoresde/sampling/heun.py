@@ -20,7 +20,7 @@ import torch
 
 from .. import conversions
 from ._base import SAMPLERS, Sampler, batch_time, randn_like
-from .grids import TimeGrid
+from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
@@ -59,7 +59,7 @@ class HeunSampler(Sampler):
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = math.inf, s_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm",
                  denoise: bool = False):
-        self.schedule = TimeGrid(steps, grid, eps, rho)
+        self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if not (churn >= 0 and math.isfinite(churn)):
             raise ValueError(f"churn must be a finite number >= 0; got {churn!r}")
         if not (0 <= s_tmin <= s_tmax):

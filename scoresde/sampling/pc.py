@@ -49,14 +49,16 @@ NFE: with a predictor, steps × (1 + corrector_steps); without, steps × correct
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
 
 from .. import conversions
 from .._utils import check_choice, expand_like
+from ..sde import diffusion_values
 from ._base import SAMPLERS, Sampler, randn_like
-from .grids import TimeGrid
+from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
@@ -100,9 +102,9 @@ class PCSampler(Sampler):
         check_choice(langevin_norm, ("sample", "batch"), "langevin_norm")
         if predictor is None and corrector is None:
             raise ValueError("predictor and corrector cannot both be None")
-        if isinstance(steps, bool) or int(steps) != steps or int(steps) < (1 if predictor is not None else 2):
-            raise ValueError(f"steps must be a positive integer (>= 2 without a predictor); got {steps!r}")
-        if int(corrector_steps) != corrector_steps or int(corrector_steps) < (1 if predictor is None else 0):
+        check_steps(steps, low=1 if predictor is not None else 2, note=" (>= 2 without a predictor)")
+        if (isinstance(corrector_steps, bool) or not isinstance(corrector_steps, numbers.Integral)
+                or corrector_steps < (1 if predictor is None else 0)):
             raise ValueError(f"corrector_steps must be a non-negative integer (>= 1 without a predictor); "
                              f"got {corrector_steps!r}")
         if not (snr > 0 and step_ratio > 0):
@@ -171,7 +173,7 @@ class PCSampler(Sampler):
         s = score(x, t)
         z = randn_like(x, generator)
         if self.predictor == "euler_maruyama":
-            g = expand_like(sde.diffusion(t), x)
+            g = expand_like(diffusion_values(sde, t), x)
             return x - h * (sde.drift(x, t) - g * g * s) + g * h ** 0.5 * z
         if self.predictor == "reverse_diffusion":
             return x - (a - 1) * x + b * b * s + b * z

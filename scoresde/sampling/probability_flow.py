@@ -18,10 +18,10 @@ from typing import Optional
 
 import torch
 
-from .._adapters import ODE_SOLVERS, integrate_ode
-from .._utils import check_choice
+from .._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, check_max_nfe, integrate_ode
+from .._utils import FiniteWatch, check_choice, check_finite, validated_times
 from ._base import SAMPLERS, CountedScore, SampleResult, Sampler
-from .grids import TimeGrid
+from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,8 @@ class ProbabilityFlowSampler(Sampler):
         solver: a torchdiffeq method. Adaptive: ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
             ``"adaptive_heun"``; fixed-step (need ``steps``): ``"euler"``, ``"midpoint"``, ``"heun3"``,
             ``"rk4"``, ``"explicit_adams"``, ``"implicit_adams"``.
-        rtol, atol: tolerances of the adaptive solvers.
+        rtol, atol: tolerances of the adaptive solvers: positive, and rtol at least 10 machine epsilons of the
+            state's dtype (checked when sampling).
         steps: None for an adaptive solver; for a fixed-step solver, the number of steps on the time grid
             ``grid`` (score evaluations per step: euler 1, midpoint 2, heun3 3, rk4 4).
         eps: final time, 0 < eps < T.
@@ -42,6 +43,7 @@ class ProbabilityFlowSampler(Sampler):
         denoise: finish with Tweedie's estimate E[x_0 | x_eps] (1 extra score evaluation). Off by default,
             which keeps the map x_T → x_eps invertible (``encode``).
         rho: EDM's ρ, only for ``grid="edm"``.
+        max_nfe: an adaptive solve that needs more score evaluations stops with a RuntimeError.
 
     With ``trajectory``/``callback``/``progress``, states are reported at the grid times (fixed steps) or at
     ``steps or 100`` uniform times (adaptive; torchdiffeq interpolates), after the solve.
@@ -53,15 +55,16 @@ class ProbabilityFlowSampler(Sampler):
 
     def __init__(self, solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  steps: Optional[int] = None, eps: float = 1e-3, grid: str = "uniform", denoise: bool = False,
-                 rho: float = 7.0):
+                 rho: float = 7.0, max_nfe: int = DEFAULT_MAX_NFE):
         check_choice(solver, ODE_SOLVERS.names(), "torchdiffeq solver")
         self.solver = solver
         if not self.adaptive and steps is None:
-            raise ValueError(f"fixed-step solver {solver!r} needs steps (a positive integer); got None")
-        self.schedule = TimeGrid(steps, grid, eps, rho)
+            raise ValueError(f"steps must be a positive integer (fixed-step solver {solver!r} needs steps); got None")
+        self.schedule = TimeGrid(None if steps is None else check_steps(steps), grid, eps, rho)
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive; got rtol={rtol}, atol={atol}")
         self.rtol, self.atol = float(rtol), float(atol)
+        self.max_nfe = check_max_nfe(max_nfe)
         self.denoise = bool(denoise)
 
     @property
@@ -71,6 +74,9 @@ class ProbabilityFlowSampler(Sampler):
 
     def _evaluations_per_step(self) -> Optional[int]:
         return ODE_SOLVERS.get(self.solver)[0].evaluations_per_step
+
+    def _reports_live(self) -> bool:
+        return False
 
     def times(self, sde, device=None) -> Tensor:
         """The fixed-step grid, or for adaptive solvers the ``steps or 100`` uniform times states are reported at."""
@@ -89,9 +95,19 @@ class ProbabilityFlowSampler(Sampler):
         """
         if not torch.is_tensor(x0) or x0.dim() < 1:
             raise ValueError(f"x0 must be a tensor of shape (B, *D); got {getattr(x0, 'shape', type(x0).__name__)}")
-        counted = CountedScore(score)
-        with torch.no_grad():
-            z = self._integrate(sde, counted, x0, self.times(sde, device=x0.device).flip(0), None)
+        if not x0.is_floating_point():
+            raise TypeError(f"x0 must be a floating-point tensor; got dtype {x0.dtype} (cast it, e.g. x0.float())")
+        check_finite(x0, "x0")
+        times = self.times(sde, device=x0.device).flip(0)
+        watch = FiniteWatch(f"{type(self).__name__}.encode", live_steps=False)
+        counted = CountedScore(score, watch)
+        try:
+            with torch.no_grad(), validated_times():
+                z = self._integrate(sde, counted, x0, times, None)
+            watch.result(z, float(times[-1]))
+        except Exception as err:
+            watch.flush(cause=err)
+            raise
         return SampleResult(x=z, nfe=counted.nfe)
 
     def _integrate(self, sde, score, x: Tensor, times: Tensor, report) -> Tensor:
@@ -100,7 +116,8 @@ class ProbabilityFlowSampler(Sampler):
         listening = report is not None and report.active
         if self.adaptive:
             out = times if listening else times[[0, -1]]
-            xs, _ = integrate_ode(flow.drift, x, out.tolist(), method=self.solver, rtol=self.rtol, atol=self.atol)
+            xs, _ = integrate_ode(flow.drift, x, out.tolist(), method=self.solver, rtol=self.rtol, atol=self.atol,
+                                  max_nfe=self.max_nfe)
         else:
             # One solver step per grid interval.
             grid = times.to(x.dtype)

@@ -24,8 +24,9 @@ import torch
 
 from .._adapters import TORCHSDE_METHODS
 from .._utils import check_choice
+from ..sde import diffusion_values
 from ._base import SAMPLERS, Sampler, randn_like
-from .grids import TimeGrid
+from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
@@ -72,7 +73,7 @@ class ReverseSDESampler(Sampler):
                  grid: str = "uniform", rho: float = 7.0):
         check_choice(solver, tuple(TORCHSDE_METHODS), "torchsde solver")
         check_choice(backend, BACKENDS, "backend")
-        self.schedule = TimeGrid(steps, grid, eps, rho)
+        self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if backend == "native" and (solver != "euler" or adaptive):
             raise ValueError(f"backend='native' runs fixed-step Euler–Maruyama only; got solver={solver!r}, "
                              f"adaptive={adaptive!r} (use backend='torchsde' for these)")
@@ -88,6 +89,9 @@ class ReverseSDESampler(Sampler):
         if self.adaptive:
             return None
         return _TORCHSDE_EVALUATIONS.get(self.solver) if self.backend == "torchsde" else 1
+
+    def _reports_live(self) -> bool:
+        return self.backend == "native"
 
     def _extra_evaluations(self) -> int:
         if self.backend == "native":
@@ -150,7 +154,7 @@ def euler_maruyama(sde, score, x: Tensor, times: Tensor, noise: Callable[[int, T
     steps = times.shape[0] - 1
     tb = times.to(x.dtype)[:, None].expand(steps + 1, x.shape[0])
     # One batch shares each time, so g(t_k) and h_k are Python scalars: fewer kernels per step.
-    g = sde.diffusion(times[:-1].to(x.dtype)).tolist()
+    g = diffusion_values(sde, times[:-1].to(x.dtype)).tolist()
     h = (times[:-1] - times[1:]).tolist()
     t_list = times.tolist()
     for k in range(steps):
