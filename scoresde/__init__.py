@@ -22,7 +22,8 @@ from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
 from .data import DATASETS
 from . import plot
-from .training import EMA, NonFiniteLossError, TrainConfig, Trainer
+from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
+from ._utils import NonFiniteError
 from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import DPMSolver, HeunSampler
@@ -43,5 +44,5 @@ __all__ = [
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
     "HeunSampler", "DPMSolver",
-    "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError",
+    "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]
