@@ -28,13 +28,14 @@ from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import DPMSolver, HeunSampler
 from ._registry import Registry
+from .runs import Run, load
 from ._adapters import ODE_SOLVERS
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
-    "Registry", "ODE_SOLVERS", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
+    "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",

@@ -190,3 +190,23 @@ def check_same_shape(out: torch.Tensor, x: torch.Tensor, what: str = "score") ->
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise ValueError(f"{what}(x, t) must return a tensor of x's shape {tuple(x.shape)}; got {got}")
     return out
+
+
+class SummaryRepr:
+    """A dataclass mixin whose repr summarises tensors (shape, dtype, mean) instead of printing them."""
+
+    def __repr__(self) -> str:
+        import dataclasses
+
+        parts = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if torch.is_tensor(value):
+                mean = f", mean={float(value.double().mean()):.6g}" if value.numel() and value.is_floating_point() else ""
+                value = f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}{mean})"
+            elif isinstance(value, float):
+                value = f"{value:.6g}"
+            else:
+                value = repr(value)
+            parts.append(f"{field.name}={value}")
+        return f"{type(self).__name__}({', '.join(parts)})"

@@ -22,48 +22,18 @@ import torch
 
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
                      default_device, load_config, parse_overrides, parse_value, save_config)
-
-CONFIG_NAME = "config.yaml"
-
-
-# -- shared pieces -------------------------------------------------------------------------------------------
-def _read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any]]:
-    """The run config saved next to ``checkpoint``, the per-sample shape and the checkpoint itself."""
-    import yaml
-
-    from .training.checkpoint import load_checkpoint
-
-    if not os.path.isfile(checkpoint):
-        raise ConfigError(f"checkpoint {checkpoint!r} does not exist")
-    config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_NAME)
-    if not os.path.isfile(config_path):
-        raise ConfigError(f"no {CONFIG_NAME} next to checkpoint {checkpoint!r}: it is written by `scoresde train`")
-    with open(config_path) as fh:
-        raw = yaml.safe_load(fh) or {}
-    shape = tuple(raw.pop(SAMPLE_SHAPE_KEY, ()) or ())
-    cfg = RunConfig.from_dict(raw)
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    return cfg, shape, state
+from .runs import CONFIG_NAME, read_run
 
 
 def load_run(checkpoint: str, device: str = "cpu", use_ema: bool = True):
-    """Rebuild (sde, model with EMA weights, config, sample shape) from a checkpoint written by ``train``."""
-    from .training import EMA
-    from .training.checkpoint import check_state_dict
+    """(sde, model, config, sample shape) of a run: :func:`scoresde.load` as a tuple."""
+    from .runs import load
 
-    cfg, shape, state = _read_run(checkpoint)
-    sde = build_sde(cfg)
-    model = build_model(cfg, sde, shape)
-    check_state_dict(model.state_dict(), state["model"], what="model")
-    model.load_state_dict(state["model"])
-    if use_ema and "ema" in state:
-        ema = EMA(model)
-        ema.load_state_dict(state["ema"])
-        ema.copy_to(model)
-    model.to(device).eval()
-    return sde, model, cfg, shape
+    run = load(checkpoint, device=device, ema=use_ema)
+    return run.sde, run.model, run.config, run.sample_shape
 
 
+# -- shared pieces -------------------------------------------------------------------------------------------
 def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
     """"heun:steps=18,churn=0.5" → ("heun steps=18 churn=0.5", "heun", {"steps": 18, "churn": 0.5}).
 
@@ -121,7 +91,7 @@ def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
     config_path = os.path.join(out, CONFIG_NAME)
     if not (os.path.isfile(os.path.join(out, "checkpoint.pt")) and os.path.isfile(config_path)):
         return None
-    run, _, _ = _read_run(os.path.join(out, "checkpoint.pt"))
+    run, _, _ = read_run(os.path.join(out, "checkpoint.pt"))
     wanted = load_config(args.config, overrides, base=run.to_dict())
     before, after = run.to_dict(), wanted.to_dict()
     changed = [f"{section}.{key}" for section in after for key in set(before[section]) | set(after[section])
@@ -178,6 +148,12 @@ def cmd_train(args, overrides) -> int:
         save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
     if trainer.global_step and dist.is_main:
         print(f"resumed from {trainer.last_checkpoint} at step {trainer.global_step}")
+    if trainer.global_step >= cfg.train.steps:
+        if dist.is_main:
+            print(f"scoresde train: nothing to do: the run in {out} is at step {trainer.global_step} >= --steps="
+                  f"{cfg.train.steps}; raise --steps to train further", file=sys.stderr)
+        dist.close()
+        return 0
     try:
         trainer.train()
     except TrainingInterrupted as stop:
@@ -310,12 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .sampling import SAMPLERS
     from .sde import SDES
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads trained 3.5x slower; "
+                             "see benchmarks/threads.py)")
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
                                      epilog="Config overrides: --section.key=value or --key=value (see scoresde.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,compare,demo}")
 
-    p = sub.add_parser("train", help="train a score model by denoising score matching",
+    p = sub.add_parser("train", parents=[common], help="train a score model by denoising score matching",
                        description="Train a score model. Any config key can be overridden: --steps=500, "
                                    "--sde.name=ve, --model.net=unet, --data.name=digits. "
                                    f"Data sets: {_names(DATASETS)}. SDEs: {_names(SDES)}. Nets: {_names(NETS)}. "
@@ -328,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run in OUT instead of refusing")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a checkpoint",
+    p = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint",
                        description="Sample from a trained checkpoint. Sampler options as --key=value, e.g. "
                                    "--steps=18 --order=3.")
     p.add_argument("--checkpoint", required=True)
@@ -341,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.set_defaults(fn=cmd_sample)
 
-    p = sub.add_parser("likelihood", help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)")
+    p = sub.add_parser("likelihood", parents=[common], help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", help="data set name or path (default: the training data set)")
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -355,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(fn=cmd_likelihood)
 
-    p = sub.add_parser("compare", help="distance/NLL against NFE for a list of samplers",
+    p = sub.add_parser("compare", parents=[common], help="distance/NLL against NFE for a list of samplers",
                        description="Compare samplers, e.g. --samplers heun:steps=18 dpm_solver:steps=20,order=3. "
                                    f"Samplers: {_names(SAMPLERS)}. With --oracle, --sde.name=... picks the SDE.")
     p.add_argument("--checkpoint")
@@ -368,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(fn=cmd_compare)
 
-    p = sub.add_parser("demo", help="train on a 2-D data set for ~2 CPU minutes, then sample and compare")
+    p = sub.add_parser("demo", parents=[common], help="train on a 2-D data set for ~2 CPU minutes, then sample and compare")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--seconds", type=float, default=120.0, help="training time budget (default 120)")
     p.add_argument("--seed", type=int, default=0)
@@ -386,6 +366,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = args.debug or "--debug" in rest
     rest = [r for r in rest if r != "--debug"]
     try:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be a positive integer; got {args.threads}")
+        torch.set_num_threads(args.threads)
         overrides = parse_overrides(rest)
         return int(args.fn(args, overrides) or 0)
     except KeyboardInterrupt:

@@ -31,7 +31,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from ._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, integrate_ode
-from ._utils import FiniteWatch, ScoreFn, check_choice, check_finite, check_same_shape, validated_times
+from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_finite, check_same_shape,
+                     validated_times)
 from .data import Dataset, check_quantization, dequantize
 
 Tensor = torch.Tensor
@@ -40,8 +41,8 @@ DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
 
-@dataclass
-class LikelihoodResult:
+@dataclass(repr=False)
+class LikelihoodResult(SummaryRepr):
     """What :func:`log_likelihood` returns (all tensors detached, on x's device and dtype).
 
     Attributes:
@@ -63,8 +64,8 @@ class LikelihoodResult:
     delta_log_prob_per_probe: Optional[Tensor] = None
 
 
-@dataclass
-class BitsPerDimResult:
+@dataclass(repr=False)
+class BitsPerDimResult(SummaryRepr):
     """What :func:`bits_per_dim` returns.
 
     Attributes:
@@ -331,8 +332,8 @@ def bits_per_dim_from_log_prob(log_prob: Tensor, dim: int, bin_width: Optional[f
     return bpd if bin_width is None else bpd + math.log2(1.0 / bin_width)
 
 
-@dataclass
-class EvaluationResult:
+@dataclass(repr=False)
+class EvaluationResult(SummaryRepr):
     """What :func:`evaluate_likelihood` returns.
 
     Attributes:

@@ -27,7 +27,7 @@ import torch
 
 from .. import conversions
 from .._registry import Registry
-from .._utils import FiniteWatch, ScoreFn, check_finite, check_same_shape, validated_times
+from .._utils import FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, validated_times
 from ..sde import require_linear
 from .grids import TimeGrid, check_times
 
@@ -40,8 +40,8 @@ Callback = Callable[[int, float, Tensor], None]
 SAMPLERS = Registry("sampler")
 
 
-@dataclass
-class SampleResult:
+@dataclass(repr=False)
+class SampleResult(SummaryRepr):
     """What a sampler returns.
 
     Attributes:

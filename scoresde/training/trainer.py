@@ -181,7 +181,8 @@ class Trainer:
         self.checkpoint_step: Optional[int] = None
         self.bar = None
         self._signal: Optional[int] = None
-        self.stop_requested = self.checkpoint_clock_due = False
+        self.stop_requested = self.checkpoint_clock_due = self.out_of_time = False
+        self._deadline: Optional[float] = None
         self._checkpoint_time = time.monotonic()
         if isinstance(resume, (str, os.PathLike)):
             self.resume(resume)                       # an explicit path must exist
@@ -236,20 +237,23 @@ class Trainer:
                             importance_sampling=c.importance_sampling, eps=c.eps, generator=self.loss_generator,
                             **extra)
 
-    def _synchronize(self, loss: Tensor) -> Tuple[float, bool, bool]:
+    def _synchronize(self, loss: Tensor) -> Tuple[float, bool, bool, bool]:
         """(mean loss over the ranks, whether any rank was signalled to stop, whether any rank's checkpoint clock
-        has run out): one all-reduce per step, so that every rank takes the same decisions."""
+        has run out, whether any rank's time budget has): one all-reduce per step, so that every rank takes the
+        same decisions."""
         c = self.config
+        now = time.monotonic()
         stop = self._signal is not None
-        clock = c.out_dir is not None and c.checkpoint_seconds > 0 and (
-            time.monotonic() - self._checkpoint_time >= c.checkpoint_seconds)
+        clock = c.out_dir is not None and c.checkpoint_seconds > 0 and now - self._checkpoint_time >= c.checkpoint_seconds
+        late = self._deadline is not None and now >= self._deadline
         if self.distributed is None:
-            return float(loss), stop, clock
+            return float(loss), stop, clock, late
         import torch.distributed as dist
 
-        values = torch.tensor([float(loss), float(stop), float(clock)], device=loss.device, dtype=torch.float64)
+        values = torch.tensor([float(loss), stop, clock, late], device=loss.device, dtype=torch.float64)
         dist.all_reduce(values)
-        return float(values[0]) / self.distributed.world_size, bool(values[1] > 0), bool(values[2] > 0)
+        return (float(values[0]) / self.distributed.world_size, bool(values[1] > 0), bool(values[2] > 0),
+                bool(values[3] > 0))
 
     def step(self, x0: Tensor) -> Dict[str, float]:
         """One optimizer step on the batch x0 (B, *D); returns {"step", "loss", "lr", "grad_norm"}.
@@ -264,7 +268,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = self.loss(x0)
-        reported, self.stop_requested, self.checkpoint_clock_due = self._synchronize(loss.detach())
+        reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(loss.detach())
         if not math.isfinite(reported):
             raise self._nonfinite("loss", reported)
         self.optimizer.zero_grad(set_to_none=True)
@@ -279,8 +283,11 @@ class Trainer:
         self.global_step += 1
         return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
 
-    def train(self, num_steps: Optional[int] = None) -> List[Dict[str, float]]:
+    def train(self, num_steps: Optional[int] = None, max_seconds: Optional[float] = None) -> List[Dict[str, float]]:
         """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns :attr:`history`.
+
+        With ``max_seconds``, training also ends (normally, hooks' ends included) after the step during which
+        that much wall time has passed since the call (agreed by all ranks).
 
         SIGTERM and SIGINT (SLURM preemption, ``scancel``, Ctrl-C) are caught while training: the current step is
         finished, a checkpoint is written (every rank stops at the same step; rank 0 writes), and
@@ -302,17 +309,21 @@ class Trainer:
         for hook in self.hooks:
             hook.start(self)
         previous = self._catch_signals()
+        self._deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
         try:
             while self.global_step < target:
                 metrics = self.step(next(self.batches))
                 if self.bar is not None:
                     self.bar.update(1)
                 for hook in self.hooks:
-                    hook.after_step(self, metrics, last=self.global_step == target)
+                    hook.after_step(self, metrics, last=self.global_step == target or self.out_of_time)
                 if self.stop_requested:
                     raise self._interrupted()
+                if self.out_of_time:
+                    break
         finally:
             self._restore_signals(previous)
+            self._deadline = None
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None

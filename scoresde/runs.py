@@ -1,0 +1,79 @@
+"""A training run on disk (``config.yaml`` + ``checkpoint.pt``, as ``scoresde train`` and the demo write them),
+rebuilt in Python:
+
+    run = sd.load("runs/8g/checkpoint.pt")        # or the run's folder
+    res = sd.DPMSolver(steps=20).sample(run.sde, run.model, (1000,) + run.sample_shape)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import torch
+
+from .config import SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_model, build_sde
+
+CONFIG_NAME = "config.yaml"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class Run:
+    """A loaded run.
+
+    Attributes:
+        sde: the forward SDE of the run.
+        model: the score model (EMA weights unless ``ema=False``), in eval mode on the requested device.
+        config: the run's :class:`scoresde.config.RunConfig`.
+        sample_shape: the per-sample shape D of its data.
+        step: the number of training steps the checkpoint holds.
+    """
+
+    sde: Any
+    model: torch.nn.Module
+    config: RunConfig
+    sample_shape: Tuple[int, ...]
+    step: int
+
+
+def read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any]]:
+    """The run config saved next to ``checkpoint``, the per-sample shape and the checkpoint itself."""
+    import yaml
+
+    from .training.checkpoint import load_checkpoint
+
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
+    if not os.path.isfile(checkpoint):
+        raise ConfigError(f"checkpoint {checkpoint!r} does not exist")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_NAME)
+    if not os.path.isfile(config_path):
+        raise ConfigError(f"no {CONFIG_NAME} next to checkpoint {checkpoint!r}: it is written by `scoresde train`")
+    with open(config_path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path!r} must hold a mapping of sections; got {type(raw).__name__}")
+    shape = tuple(raw.pop(SAMPLE_SHAPE_KEY, ()) or ())
+    cfg = RunConfig.from_dict(raw)
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    return cfg, shape, state
+
+
+def load(path: str, device: str = "cpu", ema: bool = True) -> Run:
+    """Rebuild a run from its checkpoint (or its folder): the SDE, the model with the EMA weights (``ema=True``)
+    or the raw ones, the config and the sample shape. The checkpoint is read with ``weights_only=True``."""
+    from .training import EMA
+    from .training.checkpoint import check_state_dict
+
+    cfg, shape, state = read_run(os.fspath(path))
+    sde = build_sde(cfg)
+    model = build_model(cfg, sde, shape)
+    check_state_dict(model.state_dict(), state["model"], what="model")
+    model.load_state_dict(state["model"])
+    if ema and "ema" in state:
+        average = EMA(model)
+        average.load_state_dict(state["ema"])
+        average.copy_to(model)
+    model.to(device).eval()
+    return Run(sde=sde, model=model, config=cfg, sample_shape=shape, step=int(state.get("step", 0)))
