@@ -1,4 +1,4 @@
-"""``python -m scoresde`` runs the command line (see :mod:`scoresde.cli`)."""
+"""``python -m scoresde`` runs the command line (see [`scoresde.cli`][scoresde.cli])."""
 from .cli import main
 
 raise SystemExit(main())

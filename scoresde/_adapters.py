@@ -200,7 +200,7 @@ def integrate_ode(
     ``state`` is a tensor (B, *D) or a tuple of tensors with leading batch dimension; ``fn`` receives
     ``t`` of shape (B,) clamped to the interval. Fixed-step methods need ``step_size`` (a positive number) or
     ``grid``, the times of their steps (one step per interval, from ``times[0]`` to ``times[-1]``). Adaptive
-    methods need ``rtol``/``atol`` the state's dtype can reach (:func:`check_tolerances`) and stop with a
+    methods need ``rtol``/``atol`` the state's dtype can reach (`check_tolerances`) and stop with a
     RuntimeError after ``max_nfe`` evaluations of ``fn``.
 
     Returns:

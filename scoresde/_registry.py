@@ -78,7 +78,7 @@ class Registry:
         return [p for p in signature_parameters(target) if p not in fixed]
 
     def build(self, name: str, *args, **kwargs):
-        """Call the entry with ``kwargs``; unknown keyword arguments raise an :class:`OptionError` listing the valid ones.
+        """Call the entry with ``kwargs``; unknown keyword arguments raise an `OptionError` listing the valid ones.
 
         Errors raised by the constructor itself (a ValueError for a bad value) pass through unchanged.
         """
@@ -105,7 +105,7 @@ def signature_parameters(target: Callable) -> List[str]:
 
 
 def signature_defaults(target: Callable) -> Dict[str, Any]:
-    """The keyword parameters of ``target`` (as :func:`signature_parameters`) that have defaults, with them."""
+    """The keyword parameters of ``target`` (as `signature_parameters`) that have defaults, with them."""
     fn = target.__init__ if inspect.isclass(target) else target
     try:
         params = inspect.signature(fn).parameters
@@ -125,7 +125,7 @@ def accepts_any_keyword(target: Callable) -> bool:
 
 
 def check_keywords(target: Callable, kwargs: Mapping[str, Any], what: str, exclude=()) -> None:
-    """Raise an :class:`OptionError` naming the unknown keyword arguments of ``target`` and the valid ones."""
+    """Raise an `OptionError` naming the unknown keyword arguments of ``target`` and the valid ones."""
     if accepts_any_keyword(target):
         return
     valid = [p for p in signature_parameters(target) if p not in exclude]
@@ -136,7 +136,7 @@ def check_keywords(target: Callable, kwargs: Mapping[str, Any], what: str, exclu
 
 
 def check_types(target: Callable, kwargs: Mapping[str, Any], what: str) -> None:
-    """Raise an :class:`OptionError` when a keyword argument does not have the type its annotation states.
+    """Raise an `OptionError` when a keyword argument does not have the type its annotation states.
 
     Understood annotations: int, float (an int is fine), bool, str, Optional / Union of those, and sequences
     (a list or tuple). Anything else is not checked.

@@ -59,7 +59,7 @@ def validated_times():
     """Inside this context the times reaching ``scale``, ``std`` and score models were validated once by the caller.
 
     Samplers check their whole time grid once per call, and the likelihood and the losses build their times inside
-    [eps, T]; their inner loops run in this context, so :func:`check_time_range` costs nothing there (it would
+    [eps, T]; their inner loops run in this context, so `check_time_range` costs nothing there (it would
     otherwise reduce over t, a host sync per step on a GPU).
     """
     token = _TIMES_VALIDATED.set(True)
@@ -73,7 +73,7 @@ def check_time_range(t: torch.Tensor, T: float, who: str, name: str = "t", posit
     """Raise a ValueError unless every element of ``t`` lies in [0, T] ((0, T] with ``positive``); return ``t``.
 
     NaN is outside. T is compared with a slack of 4 machine epsilons of t's dtype (T rounded to float32 is
-    inside). One reduction over t; nothing inside :func:`validated_times`.
+    inside). One reduction over t; nothing inside `validated_times`.
     """
     if _TIMES_VALIDATED.get():
         return t
@@ -94,7 +94,7 @@ class NonFiniteError(ValueError, FloatingPointError):
 
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise a :class:`NonFiniteError` naming the first row of ``x`` (N, *D) that holds a NaN or an inf.
+    """Raise a `NonFiniteError` naming the first row of ``x`` (N, *D) that holds a NaN or an inf.
 
     One reduction (min and max, through which NaN propagates) when x is finite.
     """
@@ -108,14 +108,14 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
 class FiniteWatch:
     """Notes whether scores and states stay finite, without a host sync per check; raises at the first that did not.
 
-    :meth:`score` and :meth:`state` queue ``aminmax(value)`` (one reduction, no sync; NaN propagates through min
-    and max, and an inf is one of them); every ``FLUSH_EVERY`` checks, and in :meth:`flush`, one sync reads the
-    queue and raises a :class:`NonFiniteError` naming the first failing check: the score evaluation and its
+    `score` and `state` queue ``aminmax(value)`` (one reduction, no sync; NaN propagates through min
+    and max, and an inf is one of them); every ``FLUSH_EVERY`` checks, and in `flush`, one sync reads the
+    queue and raises a `NonFiniteError` naming the first failing check: the score evaluation and its
     time, or the solver step.
 
     Args:
         who: named in the message (the sampler, "log_likelihood").
-        live_steps: whether :meth:`state` is called after each step as it happens, so that a score evaluation
+        live_steps: whether `state` is called after each step as it happens, so that a score evaluation
             can be placed in the step it belongs to.
     """
 
@@ -140,12 +140,12 @@ class FiniteWatch:
             self.flush()
 
     def result(self, value: torch.Tensor, t) -> None:
-        """Check the final result, at time t, then :meth:`flush`."""
+        """Check the final result, at time t, then `flush`."""
         self._queue.append((torch.aminmax(value), "result", 0, self.steps, t))
         self.flush()
 
     def flush(self, cause: Optional[BaseException] = None) -> None:
-        """Raise a :class:`NonFiniteError` for the first queued check that failed (``from cause`` if given)."""
+        """Raise a `NonFiniteError` for the first queued check that failed (``from cause`` if given)."""
         if not self._queue:
             return
         queue, self._queue = self._queue, []

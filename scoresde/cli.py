@@ -26,7 +26,7 @@ from .runs import CONFIG_NAME, read_run
 
 
 def load_run(checkpoint: str, device: str = "cpu", use_ema: bool = True):
-    """(sde, model, config, sample shape) of a run: :func:`scoresde.load` as a tuple."""
+    """(sde, model, config, sample shape) of a run: [`scoresde.load`][scoresde.load] as a tuple."""
     from .runs import load
 
     run = load(checkpoint, device=device, ema=use_ema)

@@ -5,7 +5,7 @@
     print(table)            # a markdown table
     fig = table.plot()      # distance against NFE, log-log
 
-``reference`` is either a sampleable density (e.g. :class:`scoresde.GaussianMixture`: then the noise floor and
+``reference`` is either a sampleable density (e.g. [`scoresde.GaussianMixture`][scoresde.GaussianMixture]: then the noise floor and
 the NLL of the samples are reported) or a tensor of reference samples (e.g. held-out data for a trained model).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class ComparisonRow:
 
 @dataclass
 class Comparison:
-    """The table returned by :func:`compare_samplers`; ``str(table)`` is markdown, ``table.plot()`` a figure."""
+    """The table returned by `compare_samplers`; ``str(table)`` is markdown, ``table.plot()`` a figure."""
 
     rows: List[ComparisonRow]
     metric: str
@@ -75,7 +75,7 @@ class Comparison:
         return self.to_markdown()
 
     def plot(self, ax=None):
-        """Distance against NFE (log-log) with the noise floor: :func:`scoresde.plot.error_vs_nfe`. Returns the
+        """Distance against NFE (log-log) with the noise floor: [`scoresde.plot.error_vs_nfe`][scoresde.plot.error_vs_nfe]. Returns the
         matplotlib Figure."""
         from .plot import error_vs_nfe
 
@@ -112,16 +112,17 @@ def compare_samplers(
         samplers: a mapping name → sampler, or a sequence of samplers (named by their repr).
         n: number of samples per sampler.
         reference: a density with ``sample(n, generator)`` (and ``log_prob`` to report NLL, e.g.
-            :class:`scoresde.GaussianMixture`), or a tensor (M, *D) of reference samples.
+            [`scoresde.GaussianMixture`][scoresde.GaussianMixture]), or a tensor (M, *D) of reference samples.
         shape: the per-sample shape (D,) or (C, H, W); default: taken from the reference.
         metric: "energy" (energy distance) or "sliced_wasserstein".
         repeats: runs per sampler (different seeds); distance and wall time are medians over them.
         seed: seeds the prior draws, the samplers' noise and the reference draws.
-        dtype, device: of the samples (default: the reference tensor's, else torch's default dtype).
+        dtype: of the samples (default: the reference tensor's, else torch's default dtype).
+        device: as ``dtype``.
         keep_samples: keep the last run's samples in each row.
 
     Returns:
-        a :class:`Comparison` (markdown via ``str``, a figure via ``.plot()``). When the reference can be
+        a `Comparison` (markdown via ``str``, a figure via ``.plot()``). When the reference can be
         sampled, ``noise_floor`` is the distance between two independent reference sets of size n: a sampler
         whose distance is within a small multiple of it is indistinguishable from the truth at this n.
     """

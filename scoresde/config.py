@@ -31,7 +31,7 @@ from .training import TrainConfig
 SECTIONS = ("data", "sde", "model", "train")
 #: The per-sample shape a training run records next to its sections in config.yaml (ignored when read back).
 SAMPLE_SHAPE_KEY = "sample_shape"
-#: The keys of the model section that configure :class:`scoresde.ScoreModel` (the rest go to the net).
+#: The keys of the model section that configure [`scoresde.ScoreModel`][scoresde.ScoreModel] (the rest go to the net).
 MODEL_KEYS = ("net", "parameterization", "preconditioning", "sigma_data")
 #: Constructor arguments a config never sets: the split and dtype of a data set (chosen by the command).
 _DATA_HIDDEN = ("split", "dtype")
@@ -89,11 +89,13 @@ def _is_plain(value) -> bool:
 
 
 class RunConfig:
-    """A whole training run: three component sections (plain dicts) and a :class:`TrainConfig`.
+    """A whole training run: three component sections (plain dicts) and a `TrainConfig`.
 
     Attributes:
-        data, sde, model: dicts ``{name: ..., **options}`` (the model section names its net by ``net``).
-        train: the :class:`TrainConfig`.
+        data: dicts ``{name: ..., **options}`` (the model section names its net by ``net``).
+        sde: as ``data``.
+        model: as ``data``.
+        train: the `TrainConfig`.
     """
 
     def __init__(self, data: Optional[Mapping] = None, sde: Optional[Mapping] = None,
@@ -385,7 +387,7 @@ def build_sde(config: RunConfig):
 
 
 def build_model(config: RunConfig, sde, sample_shape: Sequence[int]):
-    """A :class:`scoresde.ScoreModel` around the net of the model section, for samples of ``sample_shape``."""
+    """A [`scoresde.ScoreModel`][scoresde.ScoreModel] around the net of the model section, for samples of ``sample_shape``."""
     from .nets import NETS
     from .parameterization import ScoreModel
 

@@ -16,7 +16,7 @@ The intermediate-state denoiser generalises Tweedie to u < t: with the forward k
     E[X_u | X_t = x] = (x + b² score(x, t)) / a,      score(x, t) = (a E[X_u | X_t = x] − x) / b².
 
 u = 0 gives back x0 (a = s, b = σ). In the elementwise functions, ``s``, ``sigma``, ``a``, ``b`` are numbers or
-tensors that broadcast against x (use :func:`scale_std` for per-sample (B,) values).
+tensors that broadcast against x (use `scale_std` for per-sample (B,) values).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def v_to_eps(x: Tensor, v: Tensor, s, sigma) -> Tensor:
 
 
 def v_to_score(x: Tensor, v: Tensor, s, sigma) -> Tensor:
-    """score = −ε/σ with ε from :func:`v_to_eps`."""
+    """score = −ε/σ with ε from `v_to_eps`."""
     return eps_to_score(v_to_eps(x, v, s, sigma), sigma)
 
 

@@ -5,12 +5,12 @@
     batches = ds.batches(128, seed=0)              # infinite, seeded, checkpointable iterator
     x0 = next(batches)                             # (128, *ds.shape)
 
-Every set is a :class:`Dataset`: a tensor ``x`` of shape (N, *D) plus what evaluation needs to know about it
+Every set is a `Dataset`: a tensor ``x`` of shape (N, *D) plus what evaluation needs to know about it
 (``data_range``, the number of quantization ``levels``, the exact ``oracle`` density when there is one).
 
 **Quantized data.** A set with ``levels = K`` over ``data_range = (a, b)`` stores raw integer values
 v ∈ {0, …, K − 1} on K evenly spaced levels with both ends included (what ``v / 255 · 2 − 1`` gives for 8-bit
-images, and the convention of :func:`scoresde.bits_per_dim`):
+images, and the convention of [`scoresde.bits_per_dim`][scoresde.bits_per_dim]):
 
     x = a + v (b − a)/(K − 1).
 
@@ -21,7 +21,7 @@ afresh for every batch. For the digits (pixel values 0..16, so K = 17, (a, b) = 
     x = v / 16 · 2 − 1,    x̃ = (v + u) / 17 · 2 − 1,
 
 and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) + log2(1/Δ)
-(:func:`scoresde.bits_per_dim`).
+([`scoresde.bits_per_dim`][scoresde.bits_per_dim]).
 """
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ class Dataset:
         split: "train" or "test".
         data_range: (a, b) bounds of the data, or None when unbounded.
         levels: number of quantization levels K per element (None for continuous data).
-        dequantize: whether :meth:`batches` adds uniform dequantization noise.
+        dequantize: whether `batches` adds uniform dequantization noise.
         oracle: the exact density (a GaussianMixture) when the set is drawn from one, else None.
         sampler: ``sampler(n, generator) -> (n, *D)`` drawing fresh samples of the same law, or None.
     """
@@ -238,7 +238,7 @@ class Dataset:
         return dequantize(self.x, data_range=self.data_range, generator=generator, levels=self.levels)
 
     def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None) -> "Batches":
-        """An infinite, seeded iterator of batches of shape (batch_size, *D); see :class:`Batches`."""
+        """An infinite, seeded iterator of batches of shape (batch_size, *D); see `Batches`."""
         return Batches(self, batch_size, seed=seed, fresh=fresh)
 
 
@@ -249,7 +249,7 @@ class Batches:
     sampler; otherwise the data are visited in epochs, each a random permutation (the last incomplete
     batch of an epoch is completed from the next one, so every batch has ``batch_size`` rows). Quantized
     sets with ``dequantize`` get new uniform noise per batch. All randomness comes from one CPU
-    ``torch.Generator`` seeded by ``seed``; :meth:`state_dict` holds its state and the epoch position.
+    ``torch.Generator`` seeded by ``seed``; `state_dict` holds its state and the epoch position.
     Batches are returned on the CPU, in the data's dtype.
     """
 
@@ -296,7 +296,7 @@ class Batches:
                 "batch_size": self.batch_size, "fresh": self.fresh}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
-        """Restore a state from :meth:`state_dict`; the batch size and mode must match."""
+        """Restore a state from `state_dict`; the batch size and mode must match."""
         if int(state["batch_size"]) != self.batch_size or bool(state["fresh"]) != self.fresh:
             raise ValueError(f"batch iterator state has batch_size={state['batch_size']}, fresh={state['fresh']}; "
                              f"this iterator has batch_size={self.batch_size}, fresh={self.fresh}")
@@ -448,7 +448,7 @@ def _two_d_size(n: Optional[int], split: str) -> int:
 @DATASETS.register("eight_gaussians")
 def _load_eight_gaussians(split: str = "train", n: Optional[int] = None, seed: int = 0, radius: float = 2.0,
                           std: float = 0.1, dtype: torch.dtype = torch.float32) -> Dataset:
-    """Eight Gaussians on a circle (:func:`scoresde.eight_gaussians`); ``oracle`` holds the exact density."""
+    """Eight Gaussians on a circle ([`scoresde.eight_gaussians`][scoresde.eight_gaussians]); ``oracle`` holds the exact density."""
     mixture = eight_gaussians(radius=radius, std=std)
     return _mixture_set("eight_gaussians", mixture, _two_d_size(n, split), split, seed, dtype)
 
@@ -456,7 +456,7 @@ def _load_eight_gaussians(split: str = "train", n: Optional[int] = None, seed: i
 @DATASETS.register("rings")
 def _load_rings(split: str = "train", n: Optional[int] = None, seed: int = 0, radii: Sequence[float] = (1.0, 2.0),
                 std: float = 0.08, spacing: float = 0.25, dtype: torch.dtype = torch.float32) -> Dataset:
-    """Concentric rings (:func:`rings`); ``oracle`` holds the exact density."""
+    """Concentric rings (`rings`); ``oracle`` holds the exact density."""
     mixture = rings(radii=radii, std=std, spacing=spacing)
     return _mixture_set("rings", mixture, _two_d_size(n, split), split, seed, dtype)
 
@@ -464,21 +464,21 @@ def _load_rings(split: str = "train", n: Optional[int] = None, seed: int = 0, ra
 @DATASETS.register("checkerboard")
 def _load_checkerboard(split: str = "train", n: Optional[int] = None, seed: int = 0, size: float = 4.0,
                        dtype: torch.dtype = torch.float32) -> Dataset:
-    """The 2-D checkerboard (:func:`checkerboard`)."""
+    """The 2-D checkerboard (`checkerboard`)."""
     return _generated_set("checkerboard", checkerboard, _two_d_size(n, split), split, seed, dtype, {"size": size})
 
 
 @DATASETS.register("swiss_roll")
 def _load_swiss_roll(split: str = "train", n: Optional[int] = None, seed: int = 0, noise: float = 0.05,
                      dtype: torch.dtype = torch.float32) -> Dataset:
-    """The 2-D Swiss roll (:func:`swiss_roll`)."""
+    """The 2-D Swiss roll (`swiss_roll`)."""
     return _generated_set("swiss_roll", swiss_roll, _two_d_size(n, split), split, seed, dtype, {"noise": noise})
 
 
 @DATASETS.register("moons")
 def _load_moons(split: str = "train", n: Optional[int] = None, seed: int = 0, noise: float = 0.05,
                 dtype: torch.dtype = torch.float32) -> Dataset:
-    """Two moons (:func:`moons`)."""
+    """Two moons (`moons`)."""
     return _generated_set("moons", moons, _two_d_size(n, split), split, seed, dtype, {"noise": noise})
 
 
@@ -509,7 +509,7 @@ def _load_image_folder(split: str = "train", path: Optional[str] = None, mode: s
 
 
 def names() -> List[str]:
-    """The valid names for :func:`load` (a path to a .npy/.npz file or an image folder also works)."""
+    """The valid names for `load` (a path to a .npy/.npz file or an image folder also works)."""
     return DATASETS.names()
 
 
@@ -529,7 +529,7 @@ def load(name: str, split: str = "train", **options) -> Dataset:
     """Load a data set by name; nothing is downloaded.
 
     Args:
-        name: one of :func:`names` (the entries of :data:`DATASETS`), a path to a .npy/.npz file or an image
+        name: one of `names` (the entries of `DATASETS`), a path to a .npy/.npz file or an image
             folder, or an import path ``"package.module:loader"``:
 
             - "eight_gaussians", "rings": Gaussian mixtures (``oracle`` holds the exact density); options
@@ -544,10 +544,10 @@ def load(name: str, split: str = "train", **options) -> Dataset:
             fixed permutation when ``test_fraction`` > 0 (otherwise "train" is the whole file).
         **options: the loader's keyword arguments (an unknown one raises an error listing the valid ones);
             quantized sets take ``dequantize`` (uniform noise over each bin in every batch, see
-            :func:`dequantize`); all take ``dtype``.
+            `dequantize`); all take ``dtype``.
 
     Returns:
-        A :class:`Dataset`.
+        A `Dataset`.
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")

@@ -1,7 +1,7 @@
 """Discrete-time views of the seed notes: DDPM β schedules, the NCSN σ ladder, and their SNR.
 
 The continuous SDEs are the limits of these chains: VP with β(t) = N β_{tN} for DDPM, VE for NCSN.
-For the N-step chain of *any* LinearSDE use :meth:`scoresde.LinearSDE.discretize`.
+For the N-step chain of *any* LinearSDE use [`scoresde.LinearSDE.discretize`][scoresde.LinearSDE.discretize].
 """
 from __future__ import annotations
 

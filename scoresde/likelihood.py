@@ -9,7 +9,7 @@ transports p_eps to p_T, and along its solution the log-density changes by the d
 
     d log p_t(x_t)/dt = −∇·F(x_t, t)   ⇒   log p_eps(x) = log p_T(x_T) + ∫_eps^T ∇·F(x_t, t) dt.
 
-:func:`log_likelihood` integrates the augmented state (x_t, ∫ ∇·F) from eps to T with torchdiffeq and replaces
+`log_likelihood` integrates the augmented state (x_t, ∫ ∇·F) from eps to T with torchdiffeq and replaces
 the unknown p_T by the SDE's prior. Every evaluation of the augmented dynamics runs ONE forward pass of the score
 with a graph to x, then vector–Jacobian products (VJPs) that reuse that graph:
 
@@ -20,7 +20,7 @@ with a graph to x, then vector–Jacobian products (VJPs) that reuse that graph:
 The graph is dropped after each evaluation (the state is detached), so memory does not grow with the number of
 solver steps; no gradients flow back to the score's parameters.
 
-:func:`bits_per_dim` turns the density of dequantized k-bit data into bits per dimension.
+`bits_per_dim` turns the density of dequantized k-bit data into bits per dimension.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ PROBES = ("rademacher", "gaussian")
 
 @dataclass(repr=False)
 class LikelihoodResult(SummaryRepr):
-    """What :func:`log_likelihood` returns (all tensors detached, on x's device and dtype).
+    """What `log_likelihood` returns (all tensors detached, on x's device and dtype).
 
     Attributes:
         log_prob: log p_eps(x) in nats, shape (B,); equals ``prior_log_prob + delta_log_prob``.
@@ -66,7 +66,7 @@ class LikelihoodResult(SummaryRepr):
 
 @dataclass(repr=False)
 class BitsPerDimResult(SummaryRepr):
-    """What :func:`bits_per_dim` returns.
+    """What `bits_per_dim` returns.
 
     Attributes:
         mean: mean bits/dim over the samples and the dequantizations.
@@ -238,7 +238,7 @@ def log_likelihood(
         log p_eps(x) = log p_prior(x_T) + a_T.
 
     Uses only ``sde.drift``, ``sde.diffusion``, ``sde.prior_log_prob`` and ``sde.T``, so it works for any SDE with
-    a prior, including a user :class:`LinearSDE` defined by ``drift_coef`` and ``diffusion`` alone.
+    a prior, including a user `LinearSDE` defined by ``drift_coef`` and ``diffusion`` alone.
 
     Cost per evaluation: one forward pass of ``score`` plus d VJPs (exact) or ``n_probes`` VJPs (Hutchinson,
     one per probe on the same forward graph; the probes are not extra batch rows). Several VJPs run as one
@@ -257,8 +257,9 @@ def log_likelihood(
         solver: a torchdiffeq method: adaptive "dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", or
             fixed-step "euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams" (these need
             ``step_size``).
-        rtol, atol: tolerances of adaptive solvers, applied to the augmented state: positive, and rtol at least 10
+        rtol: tolerances of adaptive solvers, applied to the augmented state: positive, and rtol at least 10
             machine epsilons of x's dtype (float32: 1.19e-6; a float16/bfloat16 x needs rtol ≥ 9.8e-3 / 7.8e-2).
+        atol: as ``rtol``.
         eps: start time, 0 ≤ eps < T; the result is the density of the marginal p_eps.
         generator: draws the Hutchinson probes (must live on x's device).
         step_size: step of fixed-step solvers.
@@ -268,7 +269,7 @@ def log_likelihood(
         max_nfe: an adaptive solve that needs more evaluations stops with a RuntimeError.
 
     Returns:
-        :class:`LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
+        `LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
         latent ``z`` (shape of x) and ``nfe``.
 
     Raises:
@@ -334,7 +335,7 @@ def bits_per_dim_from_log_prob(log_prob: Tensor, dim: int, bin_width: Optional[f
 
 @dataclass(repr=False)
 class EvaluationResult(SummaryRepr):
-    """What :func:`evaluate_likelihood` returns.
+    """What `evaluate_likelihood` returns.
 
     Attributes:
         nll: mean negative log-likelihood −log p_eps(x) in nats per sample (of the dequantized points for
@@ -386,23 +387,25 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
     """NLL and bits/dim of a data set under the PF-ODE density, with mean ± standard error.
 
     The one evaluation path the trainer, the command line and the demo use. For quantized data (a
-    :class:`scoresde.data.Dataset` with ``levels``) every batch is dequantized afresh (``n_dequant`` times,
-    each followed by its likelihood solve; :func:`scoresde.data.dequantize` gives the convention) and
+    [`scoresde.data.Dataset`][scoresde.data.Dataset] with ``levels``) every batch is dequantized afresh (``n_dequant`` times,
+    each followed by its likelihood solve; [`scoresde.data.dequantize`][scoresde.data.dequantize] gives the convention) and
     bpd = −log p(x̃)/(d ln 2) + log₂(1/Δ); continuous data give bpd = −log p/(d ln 2).
 
     Args:
-        sde, score: as in :func:`log_likelihood`.
-        data: a :class:`scoresde.data.Dataset` or a tensor (N, *D) of continuous data.
+        sde: as in `log_likelihood`.
+        score: as ``sde``.
+        data: a [`scoresde.data.Dataset`][scoresde.data.Dataset] or a tensor (N, *D) of continuous data.
         n: evaluate the first n points (default: all).
         batch_size: points per solve (default: all at once).
         n_dequant: dequantization draws per point (quantized data only).
         generator: draws the dequantization noise and the Hutchinson probes, in that order, batch by batch.
         divergence: "exact" or "hutchinson"; None picks "exact" for d ≤ 16 elements per sample.
-        device, dtype: where and in which dtype the points are evaluated (default: the data's).
-        **likelihood_kwargs: passed to :func:`log_likelihood` (probe, n_probes, solver, rtol, atol, eps, ...).
+        device: where and in which dtype the points are evaluated (default: the data's).
+        dtype: as ``device``.
+        **likelihood_kwargs: passed to `log_likelihood` (probe, n_probes, solver, rtol, atol, eps, ...).
 
     Returns:
-        :class:`EvaluationResult`.
+        `EvaluationResult`.
     """
     dataset = data if isinstance(data, Dataset) else Dataset(_check_x(data, "data"))
     x = dataset.x if n is None else dataset.x[: int(n)]
@@ -449,28 +452,29 @@ def bits_per_dim(
 ) -> BitsPerDimResult:
     """Bits per dimension of k-bit data under the PF-ODE density, with uniform dequantization.
 
-    With the level/bin convention of :func:`scoresde.data.dequantize` (levels a + i (b − a)/(2^k − 1), bins of
+    With the level/bin convention of [`scoresde.data.dequantize`][scoresde.data.dequantize] (levels a + i (b − a)/(2^k − 1), bins of
     width Δ = (b − a)/2^k tiling [a, b]), the probability of a bin is ≈ p(x̃) Δ^d, so for d = elements per sample
 
         bpd(x̃) = −log₂ (p(x̃) Δ^d) / d = −log p(x̃) / (d ln 2) + log₂(1/Δ)
 
     (8-bit data in [−1, 1]: + 7 bits; in [0, 1]: + 8 bits). Averaged over x̃ ~ U(bin) this is an upper bound on
     the discrete model's bits/dim (Jensen). ``n_dequant`` independent dequantizations are solved one after the
-    other (memory of one batch). This is :func:`evaluate_likelihood` on the tensor viewed as quantized data.
+    other (memory of one batch). This is `evaluate_likelihood` on the tensor viewed as quantized data.
 
     Args:
-        sde, score: as in :func:`log_likelihood`.
+        sde: as in `log_likelihood`.
+        score: as ``sde``.
         x: k-bit data, (B, *D) images or flat (B, d).
         bits: bit depth k.
         data_range: (a, b), the range the data was scaled to.
         n_dequant: number of dequantization draws per sample.
         generator: draws the dequantization noise and the Hutchinson probes.
         levels: number of levels L when it is not 2^bits (e.g. 17 for the 8×8 digits); Δ = (b − a)/L.
-        **likelihood_kwargs: passed to :func:`log_likelihood` (divergence, probe, n_probes, solver, rtol, atol,
+        **likelihood_kwargs: passed to `log_likelihood` (divergence, probe, n_probes, solver, rtol, atol,
             eps, step_size, vjp_batch).
 
     Returns:
-        :class:`BitsPerDimResult` with ``mean``, ``stderr``, ``per_sample`` (B,), ``values`` (B, n_dequant), ``nfe``.
+        `BitsPerDimResult` with ``mean``, ``stderr``, ``per_sample`` (B,), ``values`` (B, n_dequant), ``nfe``.
     """
     a, b, levels = check_quantization(bits, data_range, levels)
     x = _check_x(x)

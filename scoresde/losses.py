@@ -21,7 +21,7 @@ from .sde import diffusion_values
 Tensor = torch.Tensor
 
 #: Loss weightings λ(t) by name: ``weighting(sde, t) -> λ(t)``, each (B,). ``WEIGHTINGS.register("mine", fn)``
-#: adds one; :func:`dsm_loss` also takes such a function directly.
+#: adds one; `dsm_loss` also takes such a function directly.
 WEIGHTINGS = Registry("weighting")
 
 
@@ -133,10 +133,10 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
 
     Args:
         sde: a linear SDE, used through ``scale``, ``std``, ``diffusion`` and ``T``.
-        model: score function model(x, t) returning x's shape, e.g. :class:`scoresde.ScoreModel` or
+        model: score function model(x, t) returning x's shape, e.g. [`scoresde.ScoreModel`][scoresde.ScoreModel] or
             ``GaussianMixture.score(sde)``.
         x0: data batch (B, *D).
-        weighting: a name in :data:`WEIGHTINGS` ("sigma2", "likelihood", "none") or a function
+        weighting: a name in `WEIGHTINGS` ("sigma2", "likelihood", "none") or a function
             ``weighting(sde, t) -> λ(t)`` of shape (B,).
         importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting).
         eps: smallest training time, 0 < eps < T.
@@ -265,7 +265,7 @@ def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, 
         x: samples (B, *D).
         t: optional times (B,) or a scalar passed to the model.
         reduce: "mean", "sum" or "none" (per-sample, shape (B,)).
-        max_dim: refuse larger d (use :func:`sliced_score_matching_loss` there).
+        max_dim: refuse larger d (use `sliced_score_matching_loss` there).
     """
     check_choice(reduce, REDUCTIONS, "reduce")
     x, t = _prepare(x, t)

@@ -1,10 +1,10 @@
 """Wrap a network into a score model: ε / score / x0 / v parameterizations with EDM-style preconditioning.
 
 For a linear SDE, x_t = s x_0 + σ z with s = scale(t), σ = std(t). A network may predict the score, ε, x0 or v;
-the conversions to the score are those of :mod:`scoresde.conversions`. A parameterization is a small object
-in the :data:`PARAMETERIZATIONS` registry: its ``c_out(s, σ, σ_d)`` scales the raw network output F into the
+the conversions to the score are those of [`scoresde.conversions`][scoresde.conversions]. A parameterization is a small object
+in the `PARAMETERIZATIONS` registry: its ``c_out(s, σ, σ_d)`` scales the raw network output F into the
 prediction, and ``to_score(prediction, x, s, σ)`` converts the prediction. A new one (EDM's F-prediction, a
-flow-matching velocity) is one subclass of :class:`Parameterization` and one registry line.
+flow-matching velocity) is one subclass of `Parameterization` and one registry line.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ PARAMETERIZATIONS = Registry("parameterization")
 
 
 class Parameterization:
-    """What a network predicts. Subclasses set ``name`` and implement :meth:`c_out` and :meth:`to_score`.
+    """What a network predicts. Subclasses set ``name`` and implement `c_out` and `to_score`.
 
     All arguments are tensors that broadcast against each other ((B,) for ``c_out``; shaped like x or
     (B, 1, …, 1) for ``to_score``).
@@ -139,8 +139,8 @@ class ScoreModel(nn.Module):
     Args:
         net: module (or callable) with ``forward(x, t)`` returning x's shape.
         sde: a linear SDE, used only through ``scale(t)`` and ``std(t)``.
-        parameterization: a name in :data:`PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
-            :class:`Parameterization` object.
+        parameterization: a name in `PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
+            `Parameterization` object.
         preconditioning: apply c_in, c_noise and c_out as above.
         sigma_data: σ_d, the data's per-element standard deviation assumed by the preconditioning.
     """
@@ -212,7 +212,7 @@ class ScoreModel(nn.Module):
         return check_same_shape(self.net(expand_like(c.c_in, x) * x, c.c_noise), x, what="net")
 
     def net_output_to_score(self, output: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        """Convert a raw network output F (as returned by :meth:`net_output`) at (x, t) to the score, x's shape."""
+        """Convert a raw network output F (as returned by `net_output`) at (x, t) to the score, x's shape."""
         t = self._inputs(x, t)
         return self._to_score(output, x, t, self._coefficients(x, t))
 

@@ -50,8 +50,8 @@ def figure(figsize=(5.0, 5.0)) -> "Figure":
 
 def save_samples(x: Tensor, path: str, *, data_range: Optional[Tuple[float, float]] = None,
                  title: Optional[str] = None, reference: Optional[Tensor] = None, dpi: int = 120) -> str:
-    """Save :func:`samples` of x as a PNG at ``path`` (folders created; images clipped to ``data_range``,
-    default (−1, 1)) through :func:`figure`; returns ``path``."""
+    """Save `samples` of x as a PNG at ``path`` (folders created; images clipped to ``data_range``,
+    default (−1, 1)) through `figure`; returns ``path``."""
     import os
 
     fig = figure()
@@ -104,10 +104,13 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
         reference: optional reference samples of the same per-sample shape, drawn underneath in grey
             (scatter and histogram only).
         title: the axes title.
-        size, alpha: marker size and opacity of the scatter.
+        size: marker size and opacity of the scatter.
+        alpha: as ``size``.
         bins: histogram bins (1-D data).
-        nrow, data_range, cmap: image grid layout, value range mapped to black–white (default: min–max of x)
+        nrow: image grid layout, value range mapped to black–white (default: min–max of x)
             and colour map (used for single-channel images).
+        data_range: as ``nrow``.
+        cmap: as ``nrow``.
         figsize: size of a new figure.
 
     Returns:
@@ -159,7 +162,7 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
     """Draw sampling paths: in the plane for 2-D data, else one coordinate against time.
 
     Args:
-        result_or_tensor: a :class:`scoresde.SampleResult` sampled with ``trajectory=True``, or a tensor of
+        result_or_tensor: a [`scoresde.SampleResult`][scoresde.SampleResult] sampled with ``trajectory=True``, or a tensor of
             states (L, B, *D) (e.g. from ``sde.simulate``).
         ax: draw into this axes.
         times: the L times of a tensor's states (taken from the result otherwise; default 0 … L − 1).
@@ -230,7 +233,8 @@ def score_field(score: ScoreFn, t: float, extent=(-3.0, 3.0, -3.0, 3.0),
         normalize: draw unit arrows coloured by the score's norm (the norm spans orders of magnitude near the
             data); otherwise raw arrows scaled by matplotlib.
         title: the axes title (default "score at t = …").
-        dtype, device: of the grid passed to ``score`` (default float64, CPU).
+        dtype: of the grid passed to ``score`` (default float64, CPU).
+        device: as ``dtype``.
         figsize: size of a new figure.
 
     Returns:
@@ -311,7 +315,7 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
     """Error against cost on log–log axes: one line per sampler family, or one labelled point per row.
 
     Args:
-        comparison_or_rows: a :class:`scoresde.Comparison`, a sequence of rows (``ComparisonRow`` objects or
+        comparison_or_rows: a [`scoresde.Comparison`][scoresde.Comparison], a sequence of rows (``ComparisonRow`` objects or
             dicts with keys ``name``, ``nfe``, ``wall_time``, ``distance``, ...), or a mapping label → one of
             those (each drawn as one line, sorted by x).
         ax: draw into this axes.

@@ -25,7 +25,7 @@ class Run:
     Attributes:
         sde: the forward SDE of the run.
         model: the score model (EMA weights unless ``ema=False``), in eval mode on the requested device.
-        config: the run's :class:`scoresde.config.RunConfig`.
+        config: the run's `scoresde.config.RunConfig`.
         sample_shape: the per-sample shape D of its data.
         step: the number of training steps the checkpoint holds.
     """

@@ -7,14 +7,14 @@ A linear SDE dx = f(t) x dt + g(t) dw is fully described by two scalars of time:
     s(t) = exp(∫_0^t f(u) du)                        (``scale``)
     σ(t)² = s(t)² ∫_0^t g(u)² / s(u)² du             (``std``)
 
-so that x_t | x_0 ~ N(s(t) x_0, σ(t)² I). A subclass of :class:`LinearSDE` implements only ``drift_coef``
+so that x_t | x_0 ~ N(s(t) x_0, σ(t)² I). A subclass of `LinearSDE` implements only ``drift_coef``
 (f) and ``diffusion`` (g); everything else (``scale``, ``std``, ``marginal``, the prior, the reverse SDE,
 the probability-flow ODE and every sampler) is derived from them. f and g may return a number (or a 0-dim
 tensor) for a constant coefficient; it is broadcast to t's shape.
 
 Times live in [0, T]: ``scale``, ``std`` and what is derived from them raise a ValueError for a t outside
 (or NaN) rather than extrapolate. Samplers and the likelihood check their times once per call and skip the
-per-step checks (:func:`scoresde._utils.validated_times`).
+per-step checks (`scoresde._utils.validated_times`).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ SDES = Registry("SDE")
 class SDE(abc.ABC):
     """Abstract forward SDE dx = f(x, t) dt + g(t) dw on [0, T].
 
-    Subclasses implement :meth:`drift` and :meth:`diffusion`; to sample from the reverse process they also
-    provide a prior through :meth:`prior_sample` and :meth:`prior_log_prob`.
+    Subclasses implement `drift` and `diffusion`; to sample from the reverse process they also
+    provide a prior through `prior_sample` and `prior_log_prob`.
 
     Args:
         T: end time of the forward process (noise lives at t = T).
@@ -101,7 +101,7 @@ class SDE(abc.ABC):
 class LinearSDEProtocol(Protocol):
     """The contract that samplers, losses, parameterizations and the likelihood rely on, written once.
 
-    Every :class:`LinearSDE` satisfies it (x_t | x_0 ~ N(s(t) x_0, σ(t)² I)); an object that does not subclass
+    Every `LinearSDE` satisfies it (x_t | x_0 ~ N(s(t) x_0, σ(t)² I)); an object that does not subclass
     LinearSDE may still be used wherever it provides these members. All time arguments and results are (B,).
     """
 
@@ -124,7 +124,7 @@ _LINEAR_MEMBERS = ("T", "drift", "diffusion", "scale", "std", "log_snr", "time_f
 
 
 def require_linear(sde, user: str) -> None:
-    """Raise a TypeError naming what ``sde`` lacks of :class:`LinearSDEProtocol` (``user`` is who needs it)."""
+    """Raise a TypeError naming what ``sde`` lacks of `LinearSDEProtocol` (``user`` is who needs it)."""
     missing = [name for name in _LINEAR_MEMBERS if not hasattr(sde, name)]
     if missing:
         raise TypeError(f"{user} needs a linear SDE (a scoresde.LinearSDE, with scale(t) and std(t)); "
@@ -132,7 +132,7 @@ def require_linear(sde, user: str) -> None:
 
 
 def is_linear(sde) -> bool:
-    """Whether ``sde`` provides all of :class:`LinearSDEProtocol`."""
+    """Whether ``sde`` provides all of `LinearSDEProtocol`."""
     return all(hasattr(sde, name) for name in _LINEAR_MEMBERS)
 
 
@@ -163,7 +163,7 @@ class LinearSDE(SDE):
     smooth coefficients the relative error is far below 1e-6 (tested against the closed forms of VE, VP and
     sub-VP). Subclasses with closed forms override ``scale`` and ``std``.
 
-    The default prior is N(0, std(T)² I); override :meth:`prior_std` (or the prior methods) to change it.
+    The default prior is N(0, std(T)² I); override `prior_std` (or the prior methods) to change it.
 
     Args:
         T: end time.
@@ -225,7 +225,7 @@ class LinearSDE(SDE):
         return 2 * (torch.log(self.scale(t)) - torch.log(self.std(t)))
 
     def time_from_log_snr(self, log_snr: Tensor, iterations: int = 80) -> Tensor:
-        """Invert :meth:`log_snr` on (0, T] by bisection (it must be monotone decreasing there): shape (B,)."""
+        """Invert `log_snr` on (0, T] by bisection (it must be monotone decreasing there): shape (B,)."""
         log_snr = check_time_vector(log_snr, "log_snr").to(torch.float64)
         lo = torch.zeros_like(log_snr)
         hi = torch.full_like(log_snr, self.T)

@@ -23,10 +23,26 @@ def test_site_builds_strict(tmp_path):
     # The reference is generated from the docstrings, not just headings.
     for text in ("Variance-preserving SDE", "DPM-Solver", "probability-flow ODE", "Tile images"):
         assert text in api, f"{text!r} missing from the API reference"
-    # Nothing the built pages load comes from a CDN: the site reads offline.
+    # Nothing the built pages load comes from a CDN: the site reads offline; no raw Sphinx role is shown as text.
+    import re
+
     for page in (tmp_path / "site").rglob("*.html"):
         html = page.read_text(encoding="utf-8")
         assert 'src="http' not in html and "fonts.googleapis" not in html, page
+        assert not re.search(r":(class|func|meth|data|mod|attr):", html), page
+    assert 'href="#scoresde.ScoreModel"' in api            # cross-references render as links
+
+
+def test_docstrings_use_the_style_mkdocstrings_renders():
+    """No Sphinx roles (mkdocstrings shows them as raw text) and no grouped parameters ("rtol, atol: ...", which
+    render as one required parameter named "rtol, atol")."""
+    import re
+
+    roles = re.compile(r":(class|func|meth|data|mod|attr):`")
+    grouped = re.compile(r"^\s{8,12}[a-z_]+(, [a-z_]+)+: ", re.M)
+    bad = [(str(p.relative_to(ROOT)), m.group(0).strip()) for p in (ROOT / "scoresde").rglob("*.py")
+           for m in list(roles.finditer(p.read_text(encoding="utf-8"))) + list(grouped.finditer(p.read_text(encoding="utf-8")))]
+    assert not bad, bad[:10]
 
 
 def test_benchmark_commands_name_existing_scripts():

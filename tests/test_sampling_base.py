@@ -166,3 +166,20 @@ def test_callback_and_progress_see_every_step_and_the_sde_contract_is_checked():
         sd.DPMSolver(steps=5).sample(Drift(), lambda x, t: -x, (3, 2))
     res = sd.ReverseSDESampler(steps=5, backend="native", denoise=False).sample(Drift(), lambda x, t: -x, (3, 2))
     assert res.x.shape == (3, 2) and res.nfe == 5
+
+
+@pytest.mark.parametrize("name, steers", [
+    ("reverse_sde native edm", True), ("pc ancestral edm", True), ("dpm 3M", True),
+    ("heun", False), ("reverse_sde torchsde", False), ("pf rk4", False),
+])
+def test_which_samplers_a_callback_can_steer(name, steers):
+    """As documented in Sampler.sample: an in-place change of x in the callback steers some samplers only."""
+    sampler, sde = SAMPLERS[name], sd.VPSDE()
+
+    def run(callback):
+        return sampler.sample(sde, TimeSpy(sde), (16, 2), generator=torch.Generator().manual_seed(4), dtype=F64,
+                              callback=callback).x
+
+    plain = run(lambda i, t, x: None)
+    zeroed = run(lambda i, t, x: x.mul_(0) if i == 1 else None)
+    assert (not torch.allclose(plain, zeroed)) == steers

@@ -1,10 +1,10 @@
 """Score networks: any ``nn.Module`` with ``forward(x, t)`` works with the rest of scoresde.
 
-- :class:`MLP`: residual MLP with a Gaussian-Fourier time embedding, for low-dimensional data.
-- :class:`UNet`: a compact DDPM++-style U-Net for images (B, C, H, W).
-- :class:`GaussianFourierEmbedding`: the time (or noise-level) embedding both use.
+- `MLP`: residual MLP with a Gaussian-Fourier time embedding, for low-dimensional data.
+- `UNet`: a compact DDPM++-style U-Net for images (B, C, H, W).
+- `GaussianFourierEmbedding`: the time (or noise-level) embedding both use.
 
-:data:`NETS` names them for configs and the command line. A net whose constructor needs the data's shape
+`NETS` names them for configs and the command line. A net whose constructor needs the data's shape
 lists those arguments in ``shape_parameters`` and computes them in a static ``shape_arguments(sample_shape)
 -> dict``, which the builder calls; every other constructor argument is a config option.
 """

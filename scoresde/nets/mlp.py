@@ -30,7 +30,7 @@ class MLP(nn.Module):
 
     Architecture: γ = MLP(GaussianFourier(t)) of width ``time_embedding_dim``; h = W_in x; ``depth`` residual
     blocks h ← h + W₂ SiLU(W₁ SiLU(h) + E γ); output W_out SiLU(h). ``t`` is whatever the caller conditions
-    on: the time in [0, T], or the noise feature c_noise that :class:`scoresde.ScoreModel` passes when it
+    on: the time in [0, T], or the noise feature c_noise that [`scoresde.ScoreModel`][scoresde.ScoreModel] passes when it
     preconditions.
 
     Args:
@@ -39,10 +39,10 @@ class MLP(nn.Module):
         depth: number of residual blocks.
         time_embedding_dim: width of the time embedding (even).
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding (1 suits the
-            c_noise = ¼ log(σ/s) of a preconditioned :class:`scoresde.ScoreModel`; raw t ∈ [0, 1] wants ~16).
+            c_noise = ¼ log(σ/s) of a preconditioned [`scoresde.ScoreModel`][scoresde.ScoreModel]; raw t ∈ [0, 1] wants ~16).
     """
 
-    #: Constructor arguments that follow from the data's per-sample shape (see :meth:`shape_arguments`).
+    #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
     shape_parameters = ("dim",)
 
     @staticmethod

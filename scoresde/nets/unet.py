@@ -96,7 +96,7 @@ class UNet(nn.Module):
     (h ← GN(h)(1 + a) + b), and residual sums are divided by √2 (DDPM++).
 
     ``t`` is whatever the caller conditions on: the time, or the noise feature c_noise that
-    :class:`scoresde.ScoreModel` passes when it preconditions.
+    [`scoresde.ScoreModel`][scoresde.ScoreModel] passes when it preconditions.
 
     Args:
         in_channels: image channels C (the output has the same number).
@@ -110,7 +110,7 @@ class UNet(nn.Module):
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
     """
 
-    #: Constructor arguments that follow from the data's per-sample shape (see :meth:`shape_arguments`).
+    #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
     shape_parameters = ("in_channels", "image_size")
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver.
 
-Each sampler module registers its classes in :data:`SAMPLERS` (name → class), which configs and the command
-line read; a user's sampler is one subclass of :class:`Sampler` and one ``SAMPLERS.register`` line.
+Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
+line read; a user's sampler is one subclass of `Sampler` and one ``SAMPLERS.register`` line.
 """
 from ._base import SAMPLERS, SampleResult, Sampler
 from .grids import GRIDS, TimeGrid, time_grid

@@ -5,16 +5,16 @@
     res.nfe    # exact number of score evaluations (``sampler.nfe()`` says it before running)
 
 A *score* is any callable ``score(x, t)`` with x of shape (B, *D) and t of shape (B,), returning x's shape.
-Samplers use only the SDE's public contract (:class:`scoresde.sde.LinearSDEProtocol`); they never check the
+Samplers use only the SDE's public contract ([`scoresde.sde.LinearSDEProtocol`][scoresde.sde.LinearSDEProtocol]); they never check the
 concrete SDE class.
 
-A subclass sets its time grid (a :class:`~scoresde.sampling.grids.TimeGrid`) in ``__init__`` and implements
-:meth:`Sampler._run` over the decreasing tensor of times it is given, calling ``report(step, t, x)`` after each
+A subclass sets its time grid (a [`scoresde.sampling.grids.TimeGrid`][scoresde.sampling.grids.TimeGrid]) in ``__init__`` and implements
+`Sampler._run` over the decreasing tensor of times it is given, calling ``report(step, t, x)`` after each
 step; the base draws the prior, counts evaluations, records trajectories, drives the progress bar and the
 callback, and applies the final Tweedie denoising. It also validates the start (a finite floating-point x_T) and
 the grid once per call (so the per-step calls of ``scale``/``std`` and score models skip their range checks,
-see :func:`scoresde._utils.validated_times`), and watches every score evaluation and reported state for NaN or
-inf without a host sync per step: a :class:`~scoresde._utils.NonFiniteError` names the first evaluation (and
+see `scoresde._utils.validated_times`), and watches every score evaluation and reported state for NaN or
+inf without a host sync per step: a `scoresde._utils.NonFiniteError` names the first evaluation (and
 its time) or step where one appeared.
 """
 from __future__ import annotations
@@ -121,17 +121,17 @@ class Recorder:
 
 
 class Sampler(abc.ABC):
-    """Base class of all samplers: subclasses set ``self.schedule`` and implement :meth:`_run`.
+    """Base class of all samplers: subclasses set ``self.schedule`` and implement `_run`.
 
     Attributes:
-        schedule: the :class:`TimeGrid` (steps, grid kind, eps, ρ) the sampler runs on unless explicit times
-            are passed to :meth:`sample`.
+        schedule: the `TimeGrid` (steps, grid kind, eps, ρ) the sampler runs on unless explicit times
+            are passed to `sample`.
         denoise: finish with Tweedie's E[x_0 | x_t] at the last time (one more score evaluation).
     """
 
     #: Shown on the progress bar.
     label = "sampler"
-    #: Whether :meth:`_run` uses more of the SDE than drift and diffusion (scale, std, log_snr, transition).
+    #: Whether `_run` uses more of the SDE than drift and diffusion (scale, std, log_snr, transition).
     needs_linear_sde = True
     schedule: TimeGrid
     denoise: bool = False
@@ -158,7 +158,7 @@ class Sampler(abc.ABC):
         return self.schedule.times(sde, device=device)
 
     def nfe(self, times: Optional[Tensor] = None) -> Optional[int]:
-        """Score evaluations one call of :meth:`sample` makes (with ``times``: on those times); None if the
+        """Score evaluations one call of `sample` makes (with ``times``: on those times); None if the
         count is only known after the run (adaptive solvers)."""
         intervals = self.schedule.steps if times is None else len(times) - 1
         per_step = self._evaluations_per_step()
@@ -173,11 +173,11 @@ class Sampler(abc.ABC):
         return 0
 
     def _reports(self, times: Tensor) -> int:
-        """How many times :meth:`_run` calls ``report`` (the progress bar's total)."""
+        """How many times `_run` calls ``report`` (the progress bar's total)."""
         return len(times) - 1
 
     def _reports_live(self) -> bool:
-        """Whether :meth:`_run` calls ``report`` after each step as it happens (not after a library's solve)."""
+        """Whether `_run` calls ``report`` after each step as it happens (not after a library's solve)."""
         return True
 
     def _check_std(self, sde, grid: Tensor) -> None:
@@ -207,10 +207,15 @@ class Sampler(abc.ABC):
             times: run on these decreasing times in (0, T] (a 1-D tensor, as k-diffusion passes ``sigmas``)
                 instead of the sampler's own grid; ``x_T`` should then be a sample of p at ``times[0]``.
             trajectory: record the state after every step in ``res.times`` / ``res.trajectory``.
-            callback: ``callback(step, t, x)`` after every step.
+            callback: ``callback(step, t, x)`` after every step. It is meant for watching; an in-place change
+                of x steers the run only where x is the sampler's own state as it runs:
+                ``ReverseSDESampler(backend="native")``, `PCSampler` and `DPMSolver`. Heun
+                reports s·x̂ (a copy), and the torchsde backend and `ProbabilityFlowSampler` report
+                after their solve, so changes there have no effect.
             progress: show a tqdm progress bar.
-            device, dtype: of the prior draw when ``x_T`` is not given (default: the generator's device,
+            device: of the prior draw when ``x_T`` is not given (default: the generator's device,
                 torch's default dtype).
+            dtype: as ``device``.
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s <= 0 for s in shape):

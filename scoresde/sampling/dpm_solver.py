@@ -67,7 +67,7 @@ class DPMSolver(Sampler):
         order: 1 (DDIM), 2 or 3.
         multistep: reuse earlier evaluations (True) or take intermediate stages (False).
         prediction: ``"x0"`` (DPM-Solver++) or ``"eps"`` (DPM-Solver).
-        grid: ``"log_snr"`` (uniform in λ, the default), ``"uniform"`` or ``"edm"`` (see :func:`time_grid`).
+        grid: ``"log_snr"`` (uniform in λ, the default), ``"uniform"`` or ``"edm"`` (see `time_grid`).
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's denoising step at t = eps.
         rho: EDM's ρ, only for ``grid="edm"``.

@@ -66,7 +66,7 @@ def _positive_int(value, name: str, low: int = 1) -> int:
 class TimeGrid:
     """A validated grid setting: ``steps`` intervals of kind ``kind`` from T down to ``eps`` (ρ for "edm").
 
-    ``steps=None`` (adaptive solvers) has no grid: :meth:`times` then gives just (T, eps). ``min_steps`` is the
+    ``steps=None`` (adaptive solvers) has no grid: `times` then gives just (T, eps). ``min_steps`` is the
     smallest number of intervals allowed.
     """
 
@@ -88,7 +88,7 @@ class TimeGrid:
         object.__setattr__(self, "rho", float(self.rho))
 
     def times(self, sde, device=None) -> torch.Tensor:
-        """The decreasing float64 times (see :func:`time_grid`); (T, eps) when ``steps`` is None."""
+        """The decreasing float64 times (see `time_grid`); (T, eps) when ``steps`` is None."""
         if self.steps is None:
             if not 0 < self.eps < sde.T:
                 raise ValueError(f"eps must lie in (0, T={sde.T}); got {self.eps}")

@@ -47,10 +47,11 @@ class HeunSampler(Sampler):
         steps: N, the number of grid intervals.
         rho: EDM's ρ of the ``"edm"`` grid (ignored by the other grids).
         churn: EDM's S_churn ≥ 0; 0 gives the deterministic probability-flow sampler.
-        s_tmin, s_tmax: churn is applied only while σ̃_i lies in [s_tmin, s_tmax] (EDM's S_tmin, S_tmax).
+        s_tmin: churn is applied only while σ̃_i lies in [s_tmin, s_tmax] (EDM's S_tmin, S_tmax).
+        s_tmax: as ``s_tmin``.
         s_noise: EDM's S_noise, the standard deviation multiplier of the churn noise.
         eps: the final time, 0 < eps < T.
-        grid: ``"edm"`` (ρ-spacing in σ̃), ``"log_snr"`` or ``"uniform"`` (see :func:`time_grid`).
+        grid: ``"edm"`` (ρ-spacing in σ̃), ``"log_snr"`` or ``"uniform"`` (see `time_grid`).
         denoise: finish with Tweedie's denoising step at t = eps (one more score evaluation).
     """
 
@@ -70,7 +71,7 @@ class HeunSampler(Sampler):
         self.denoise = bool(denoise)
 
     def nfe(self, times=None) -> int:
-        """The number of score evaluations one call of :meth:`sample` makes: 2N − 1 (+1 with denoise)."""
+        """The number of score evaluations one call of `sample` makes: 2N − 1 (+1 with denoise)."""
         n = self.steps if times is None else len(times) - 1
         return 2 * n - 1 + int(self.denoise)
 

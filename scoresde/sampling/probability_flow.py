@@ -34,8 +34,9 @@ class ProbabilityFlowSampler(Sampler):
         solver: a torchdiffeq method. Adaptive: ``"dopri5"``, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
             ``"adaptive_heun"``; fixed-step (need ``steps``): ``"euler"``, ``"midpoint"``, ``"heun3"``,
             ``"rk4"``, ``"explicit_adams"``, ``"implicit_adams"``.
-        rtol, atol: tolerances of the adaptive solvers: positive, and rtol at least 10 machine epsilons of the
+        rtol: tolerances of the adaptive solvers: positive, and rtol at least 10 machine epsilons of the
             state's dtype (checked when sampling).
+        atol: as ``rtol``.
         steps: None for an adaptive solver; for a fixed-step solver, the number of steps on the time grid
             ``grid`` (score evaluations per step: euler 1, midpoint 2, heun3 3, rk4 4).
         eps: final time, 0 < eps < T.

@@ -44,7 +44,8 @@ class ReverseSDESampler(Sampler):
         steps: number of steps on the time grid ``grid`` (the initial step when ``adaptive``).
         eps: final time, 0 < eps < T.
         adaptive: let torchsde adapt the step size (Itô methods euler, milstein, srk) to ``rtol``/``atol``.
-        rtol, atol: tolerances of the adaptive step-size controller.
+        rtol: tolerances of the adaptive step-size controller.
+        atol: as ``rtol``.
         denoise: finish with Tweedie's estimate E[x_0 | x_eps] = (x + σ(eps)² score(x, eps)) / s(eps)
             (1 extra score evaluation; needs a LinearSDE).
         backend: ``"torchsde"`` or ``"native"`` (Euler–Maruyama only, fixed steps, any grid).

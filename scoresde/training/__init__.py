@@ -1,4 +1,4 @@
-"""Training: the :class:`Trainer`, its :class:`TrainConfig`, hooks, the weight :class:`EMA` and checkpoints."""
+"""Training: the `Trainer`, its `TrainConfig`, hooks, the weight `EMA` and checkpoints."""
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistributedContext

@@ -114,7 +114,7 @@ def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore states saved by :func:`rng_state` (an accelerator state only where one is available)."""
+    """Restore states saved by `rng_state` (an accelerator state only where one is available)."""
     torch.set_rng_state(state["torch_cpu"].cpu())
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["torch_cuda"]])

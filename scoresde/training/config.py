@@ -1,4 +1,4 @@
-"""The settings of a training run: :class:`TrainConfig` (plain values only, so they fit in a checkpoint)."""
+"""The settings of a training run: `TrainConfig` (plain values only, so they fit in a checkpoint)."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +19,13 @@ class TrainConfig:
         batch_size: samples per step.
         lr: peak learning rate (of the default Adam optimizer and warm-up schedule).
         warmup_steps: linear learning-rate warm-up: lr · min(1, (n + 1)/warmup_steps) at step n (0: none); the
-            default schedule of :class:`scoresde.Trainer` (``lr_schedule=`` replaces it).
+            default schedule of [`scoresde.Trainer`][scoresde.Trainer] (``lr_schedule=`` replaces it).
         grad_clip: clip the global gradient norm to this value (None: no clipping).
         weight_decay: Adam's (L2) weight decay.
         adam_betas: Adam's (β₁, β₂).
         ema_decay: decay of the weight EMA; ema_warmup uses min(decay, (1 + n)/(10 + n)).
-        weighting: a name in :data:`scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none") or an import path
-            (see :func:`scoresde.dsm_loss`).
+        weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none") or an import path
+            (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
         eps: smallest training time; also the time of the evaluated density p_eps.
         seed: seeds the data order and the loss's times and noise (global RNG: seed it yourself).
@@ -34,7 +34,8 @@ class TrainConfig:
         num_samples: number of samples in that figure.
         eval_every: evaluate NLL / bits per dim every this many steps (0: never).
         num_eval: number of held-out points evaluated.
-        eval_rtol, eval_atol: tolerances of the likelihood's adaptive ODE solver (dopri5).
+        eval_rtol: tolerances of the likelihood's adaptive ODE solver (dopri5).
+        eval_atol: as ``eval_rtol``.
         checkpoint_every: write ``out_dir/checkpoint.pt`` every this many steps (0: not by steps).
         checkpoint_seconds: also write it when this much wall time has passed since the last one (0: not by
             time). A checkpoint is always written at the end of training and when SIGTERM/SIGINT stops it.
@@ -109,7 +110,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise a TypeError naming them."""
+        """Inverse of `to_dict`; unknown keys raise a TypeError naming them."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

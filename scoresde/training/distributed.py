@@ -17,7 +17,9 @@ class DistributedContext:
     """Where this process sits in a (possibly single-process) run.
 
     Attributes:
-        rank, world_size, local_rank: as set by torchrun (0, 1, 0 for a plain run).
+        rank: as set by torchrun (0, 1, 0 for a plain run).
+        world_size: as ``rank``.
+        local_rank: as ``rank``.
         device: the device this process trains on (``cuda:<local_rank>`` for multi-GPU runs).
         backend: "nccl", "gloo", or None when not distributed.
     """

@@ -41,7 +41,7 @@ class EMA:
         self.shadow: Dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def current_decay(self) -> float:
-        """The decay the next :meth:`update` uses: min(decay, (1 + n)/(10 + n)) with warm-up, else decay."""
+        """The decay the next `update` uses: min(decay, (1 + n)/(10 + n)) with warm-up, else decay."""
         if self.warmup:
             n = self.num_updates
             return min(self.decay, (1.0 + n) / (10.0 + n))
@@ -81,7 +81,7 @@ class EMA:
                 "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
-        """Restore from :meth:`state_dict`; a ValueError names keys that do not match the model."""
+        """Restore from `state_dict`; a ValueError names keys that do not match the model."""
         from .checkpoint import check_state_dict
 
         check_state_dict(self.shadow, state["shadow"], what="EMA")

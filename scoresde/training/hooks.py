@@ -2,9 +2,9 @@
 
     trainer = sd.Trainer(model, sde, data, config, hooks=default_hooks(config) + [MyHook(every=500)])
 
-A hook's :meth:`Hook.after_step` runs after every optimizer step with that step's metrics (a dict with "step",
-"loss", "lr", "grad_norm"); :meth:`Hook.due` says whether its period has come. :meth:`Hook.start` and
-:meth:`Hook.end` run at the start and the (normal) end of every :meth:`scoresde.Trainer.train` call.
+A hook's `Hook.after_step` runs after every optimizer step with that step's metrics (a dict with "step",
+"loss", "lr", "grad_norm"); `Hook.due` says whether its period has come. `Hook.start` and
+`Hook.end` run at the start and the (normal) end of every [`scoresde.Trainer.train`][scoresde.Trainer.train] call.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Dict, List
 
 
 class Hook:
-    """A periodic action. Args: every: act every this many steps (0: never, except what :meth:`end` does)."""
+    """A periodic action. Args: every: act every this many steps (0: never, except what `end` does)."""
 
     def __init__(self, every: int = 0):
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
@@ -39,7 +39,7 @@ class Hook:
 
 class LogHook(Hook):
     """Record the mean loss since the last record, the learning rate, the gradient norm and steps/s, every
-    ``every`` steps and on the last step (written to ``metrics.jsonl`` by :meth:`scoresde.Trainer.log`)."""
+    ``every`` steps and on the last step (written to ``metrics.jsonl`` by [`scoresde.Trainer.log`][scoresde.Trainer.log])."""
 
     def start(self, trainer) -> None:
         self.running, self.count = 0.0, 0
@@ -69,7 +69,7 @@ class SampleFigureHook(Hook):
 
 
 class EvaluateHook(Hook):
-    """Evaluate (EMA weights, :meth:`scoresde.Trainer.evaluate`) every ``every`` steps and log the metrics."""
+    """Evaluate (EMA weights, [`scoresde.Trainer.evaluate`][scoresde.Trainer.evaluate]) every ``every`` steps and log the metrics."""
 
     def after_step(self, trainer, metrics, last):
         if self.due(metrics["step"]) and trainer.is_main:
@@ -93,6 +93,6 @@ class CheckpointHook(Hook):
 
 
 def default_hooks(config) -> List[Hook]:
-    """The hooks a :class:`scoresde.TrainConfig` asks for: log, sample figure, evaluate, checkpoint."""
+    """The hooks a [`scoresde.TrainConfig`][scoresde.TrainConfig] asks for: log, sample figure, evaluate, checkpoint."""
     return [LogHook(config.log_every), SampleFigureHook(config.sample_every), EvaluateHook(config.eval_every),
             CheckpointHook(config.checkpoint_every)]

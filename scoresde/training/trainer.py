@@ -7,9 +7,9 @@
     trainer.train()                       # or sd.Trainer(..., resume=True) to continue from out_dir
     metrics = trainer.step(x0)            # or drive it yourself, one batch at a time
 
-:meth:`Trainer.step`: loss = loss_fn(sde, model, x0, ...); the learning rate of the schedule at step n; the
+`Trainer.step`: loss = loss_fn(sde, model, x0, ...); the learning rate of the schedule at step n; the
 gradient norm clipped to ``grad_clip``; an optimizer step; the EMA update. Everything periodic (logging,
-sample figures, evaluation, checkpoints) is a hook (:mod:`scoresde.training.hooks`). Samples and evaluations use
+sample figures, evaluation, checkpoints) is a hook ([`scoresde.training.hooks`][scoresde.training.hooks]). Samples and evaluations use
 the EMA weights. All randomness is seeded and checkpointed: the data iterator's generator, the loss's generator
 (times and noise) and torch's global RNG (e.g. dropout), so a resumed run repeats the uninterrupted one bit for
 bit on the same device.
@@ -51,7 +51,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(Exception):
-    """Raised by :meth:`Trainer.train` after SIGTERM or SIGINT: the current step was finished and a checkpoint
+    """Raised by `Trainer.train` after SIGTERM or SIGINT: the current step was finished and a checkpoint
     written (with an out_dir). ``signal`` is the signal number, ``step`` the last step, ``checkpoint`` its path."""
 
     def __init__(self, message: str, signal: int, step: int, checkpoint: Optional[str]):
@@ -91,29 +91,29 @@ class Trainer:
     """Train a score model by denoising score matching, with EMA, periodic hooks and checkpoints.
 
     Args:
-        model: the score model (e.g. :class:`scoresde.ScoreModel`), an ``nn.Module`` score(x, t).
+        model: the score model (e.g. [`scoresde.ScoreModel`][scoresde.ScoreModel]), an ``nn.Module`` score(x, t).
         sde: the forward SDE.
-        data: a :class:`scoresde.data.Dataset`, a tensor (N, *D), or a :class:`scoresde.data.Batches` iterator
+        data: a [`scoresde.data.Dataset`][scoresde.data.Dataset], a tensor (N, *D), or a [`scoresde.data.Batches`][scoresde.data.Batches] iterator
             (its state is checkpointed); batches are drawn from a generator seeded by ``config.seed``.
-        config: a :class:`TrainConfig`.
+        config: a `TrainConfig`.
         eval_data: held-out data for the default evaluation (a Dataset or a tensor). For a quantized Dataset
             (``levels`` set) the evaluation reports bits/dim with uniform dequantization and bin width Δ.
         sampler: any sampler (``sample(sde, score, shape, generator)`` returning a
-            :class:`scoresde.SampleResult`; default: :func:`default_sampler`).
+            [`scoresde.SampleResult`][scoresde.SampleResult]; default: `default_sampler`).
         eval_fn: ``eval_fn(model, sde) -> dict`` replacing the default evaluation (called with EMA weights).
         loss_fn: ``loss_fn(sde, model, x0, weighting=, importance_sampling=, eps=, generator=)`` returning a
-            scalar (default: :func:`scoresde.dsm_loss`).
+            scalar (default: [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         optimizer: a ``torch.optim.Optimizer`` over the model's parameters, or a function ``params ->
             Optimizer`` (default: Adam with ``lr``, ``adam_betas`` and ``weight_decay`` of the config).
         lr_schedule: ``lr_schedule(n) -> learning rate`` of the update after n completed steps (default:
-            :func:`warmup_schedule` with the config's ``lr`` and ``warmup_steps``).
-        hooks: the periodic actions (default: :func:`scoresde.training.hooks.default_hooks` of the config:
+            `warmup_schedule` with the config's ``lr`` and ``warmup_steps``).
+        hooks: the periodic actions (default: [`scoresde.training.hooks.default_hooks`][scoresde.training.hooks.default_hooks] of the config:
             log, sample figure, evaluate, checkpoint); a list replaces them.
         resume: True to continue from ``out_dir/checkpoint.pt`` when it exists (else start afresh), or the path
             of a checkpoint (which must exist).
-        distributed: a :class:`scoresde.training.DistributedContext` for data-parallel training under torchrun
+        distributed: a `scoresde.training.DistributedContext` for data-parallel training under torchrun
             (DistributedDataParallel). ``config.batch_size`` is then the global batch: every rank draws the same
-            seeded global batch. A loss with a ``shard`` argument (like :func:`scoresde.dsm_loss`) gets the
+            seeded global batch. A loss with a ``shard`` argument (like [`scoresde.dsm_loss`][scoresde.dsm_loss]) gets the
             global batch and ``shard=(rank, world_size)``, draws the times and noise for all of it and evaluates
             rows ``rank::world_size`` (DistributedSampler's rule), so the loss matches a single-process run of
             the same seed. Any other loss gets those rows and a loss generator seeded per rank. Only rank 0
@@ -123,7 +123,7 @@ class Trainer:
     Attributes:
         global_step: number of optimizer steps done.
         history: the logged records (dicts with "step" and "loss", "nll", "bpd", ...).
-        ema: the :class:`EMA` of the weights.
+        ema: the `EMA` of the weights.
         last_checkpoint: path of the last checkpoint written or loaded, or None.
         checkpoint_step: the step that checkpoint holds, or None.
     """
@@ -284,18 +284,18 @@ class Trainer:
         return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
 
     def train(self, num_steps: Optional[int] = None, max_seconds: Optional[float] = None) -> List[Dict[str, float]]:
-        """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns :attr:`history`.
+        """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns `history`.
 
         With ``max_seconds``, training also ends (normally, hooks' ends included) after the step during which
         that much wall time has passed since the call (agreed by all ranks).
 
         SIGTERM and SIGINT (SLURM preemption, ``scancel``, Ctrl-C) are caught while training: the current step is
         finished, a checkpoint is written (every rank stops at the same step; rank 0 writes), and
-        :class:`TrainingInterrupted` is raised with a message saying how to resume. A second signal interrupts
+        `TrainingInterrupted` is raised with a message saying how to resume. A second signal interrupts
         at once.
 
         Raises:
-            NonFiniteLossError: see :meth:`step`. Nothing is written for the failing step, so the last
+            NonFiniteLossError: see `step`. Nothing is written for the failing step, so the last
                 checkpoint on disk stays the last good one.
             TrainingInterrupted: after a signal, as above.
         """
@@ -371,7 +371,7 @@ class Trainer:
                                   step=failing)
 
     def log(self, record: Dict[str, float]) -> None:
-        """Append a record to :attr:`history` and (on the main process, with an out_dir) to ``metrics.jsonl``."""
+        """Append a record to `history` and (on the main process, with an out_dir) to ``metrics.jsonl``."""
         self.history.append(record)
         if self.config.out_dir is not None and self.is_main:
             os.makedirs(self.config.out_dir, exist_ok=True)
@@ -419,7 +419,7 @@ class Trainer:
     def evaluate(self) -> Dict[str, float]:
         """Evaluate with the EMA weights: ``eval_fn`` if given, else NLL (and bits/dim) on ``eval_data``.
 
-        Default: :func:`scoresde.evaluate_likelihood` on the first ``num_eval`` held-out points (exact divergence
+        Default: [`scoresde.evaluate_likelihood`][scoresde.evaluate_likelihood] on the first ``num_eval`` held-out points (exact divergence
         for d ≤ 16, else Hutchinson with 1 Rademacher probe; quantized data dequantized with a fixed seed) gives
         "nll" and "nll_stderr" in nats, plus "bpd" and "bpd_stderr" for quantized data. Returns {} when there is
         no eval_data.
@@ -458,7 +458,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
-        """Write :meth:`state_dict` atomically (default ``out_dir/checkpoint.pt``); returns the path."""
+        """Write `state_dict` atomically (default ``out_dir/checkpoint.pt``); returns the path."""
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
             raise ValueError("no path given and config.out_dir is None")
@@ -474,7 +474,7 @@ class Trainer:
 
     def check_state_dict(self, state: Dict[str, Any]) -> None:
         """Raise a ValueError if ``state`` cannot be loaded (architecture, EMA, optimizer, batch iterator), so
-        that :meth:`load_state_dict` changes nothing unless everything fits."""
+        that `load_state_dict` changes nothing unless everything fits."""
         missing = [k for k in ("step", "model", "ema", "optimizer", "rng", "data") if k not in state]
         if missing:
             raise ValueError(f"checkpoint lacks {', '.join(missing)}: not a training checkpoint of scoresde")
@@ -491,7 +491,7 @@ class Trainer:
                              f"this run has batch_size={self.batches.batch_size}, fresh={self.batches.fresh}")
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` after :meth:`check_state_dict`: nothing is loaded unless all of it fits."""
+        """Restore from `state_dict` after `check_state_dict`: nothing is loaded unless all of it fits."""
         self.check_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
