@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
-                     default_device, load_config, parse_overrides, parse_value, save_config)
+                     default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .runs import CONFIG_NAME, read_run
 
 
@@ -209,11 +210,13 @@ def cmd_likelihood(args, overrides) -> int:
     if tuple(dataset.shape) != tuple(shape):
         raise ConfigError(f"data has per-sample shape {tuple(dataset.shape)} but the model was trained on {shape}")
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    divergence = None if args.divergence == "auto" else args.divergence
     res = evaluate_likelihood(sde, model, dataset, n=args.n, batch_size=args.batch_size, generator=gen,
-                              divergence=args.divergence, n_probes=args.n_probes, rtol=args.rtol, atol=args.atol,
+                              divergence=divergence, n_probes=args.n_probes, rtol=args.rtol, atol=args.atol,
                               device=device)
     n, d = res.values.shape[0], dataset.dim
-    print(f"{n} {args.split} samples of {cfg.data['name']}, d = {d}, divergence = {args.divergence}")
+    divergence = divergence or ("exact" if d <= 16 else "hutchinson")
+    print(f"{n} {args.split} samples of {cfg.data['name']}, d = {d}, divergence = {divergence}")
     print(f"NLL: {res.nll:.4f} ± {res.nll_stderr:.4f} nats per sample")
     print(f"bits/dim: {res.bpd:.4f} ± {res.bpd_stderr:.4f}"
           + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if res.quantized else
@@ -296,11 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,compare,demo}")
 
     p = sub.add_parser("train", parents=[common], help="train a score model by denoising score matching",
-                       description="Train a score model. Any config key can be overridden: --steps=500, "
+                       description=textwrap.fill(
+                                   "Train a score model. Any config key can be overridden: --steps=500, "
                                    "--sde.name=ve, --model.net=unet, --data.name=digits. "
                                    f"Data sets: {_names(DATASETS)}. SDEs: {_names(SDES)}. Nets: {_names(NETS)}. "
                                    f"Parameterizations: {_names(PARAMETERIZATIONS)}. A user's class works by "
-                                   "import path: --sde.name=mypkg.mymodule:MySDE.")
+                                   "import path: --sde.name=mypkg.mymodule:MySDE.", 100),
+                       epilog="config keys (with the default components) and their defaults:\n" + describe_keys(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with sections data, sde, model, train")
     p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
     p.add_argument("--resume", action="store_true",
@@ -310,29 +316,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint",
                        description="Sample from a trained checkpoint. Sampler options as --key=value, e.g. "
-                                   "--steps=18 --order=3.")
-    p.add_argument("--checkpoint", required=True)
+                                   "--steps=18 --order=3 (the sampler's constructor arguments).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it)")
     p.add_argument("--sampler", default="dpm_solver",
                    help=f"one of {_names(SAMPLERS)}, or an import path package.module:Class")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--out", default="samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
+    p.add_argument("--n", type=int, default=1000, help="number of samples")
+    p.add_argument("--out", default="samples", help="folder for samples.npz and samples.png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.set_defaults(fn=cmd_sample)
 
-    p = sub.add_parser("likelihood", parents=[common], help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("likelihood", parents=[common],
+                       help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)",
+                       description="NLL (nats) and bits/dim ± standard error of held-out data under a trained "
+                                   "model, through the probability-flow ODE (sd.evaluate_likelihood).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it)")
     p.add_argument("--data", help="data set name or path (default: the training data set)")
-    p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--n", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--divergence", default="hutchinson", choices=DIVERGENCES)
-    p.add_argument("--n-probes", type=int, default=1)
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
+    p.add_argument("--split", default="test", choices=("train", "test"), help="which split to evaluate")
+    p.add_argument("--n", type=int, default=512, help="number of points evaluated (the first n)")
+    p.add_argument("--batch-size", type=int, default=256, help="points per ODE solve")
+    p.add_argument("--divergence", default="auto", choices=("auto",) + tuple(DIVERGENCES),
+                   help="exact (d VJPs per evaluation) or hutchinson (unbiased, 1 VJP per probe); auto: exact for "
+                        "d <= 16 elements per sample")
+    p.add_argument("--n-probes", type=int, default=1, help="Hutchinson probes per point")
+    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the dopri5 solve")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the dopri5 solve")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dequantization noise and the probes")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.set_defaults(fn=cmd_likelihood)
 
     p = sub.add_parser("compare", parents=[common], help="distance/NLL against NFE for a list of samplers",

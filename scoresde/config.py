@@ -284,6 +284,64 @@ def _upgrade_legacy(section: str, values: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in head or k in applies}
 
 
+def _descriptions(obj) -> Dict[str, str]:
+    """name → first line of its description in a Google-style docstring's Args / Attributes sections."""
+    import inspect as _inspect
+
+    doc = _inspect.getdoc(obj) or ""
+    out, inside = {}, False
+    for line in doc.splitlines():
+        if line.strip() in ("Args:", "Attributes:"):
+            inside = True
+            continue
+        if inside and line and not line.startswith(" "):
+            inside = False
+        if inside and line.startswith("    ") and not line.startswith("     ") and ":" in line:
+            name, _, text = line.strip().partition(":")
+            if name.isidentifier():
+                out[name] = text.strip()
+    return out
+
+
+def _show(value) -> str:
+    """A value as it is written on the command line (YAML scalars)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_keys(config: Optional[RunConfig] = None, width: int = 110) -> str:
+    """Every config key of ``config`` (default: the defaults) with its value and a one-line description, by
+    section: the command line's ``train --help`` epilog. The descriptions come from the components' docstrings."""
+    from .parameterization import ScoreModel
+
+    config = config or RunConfig()
+    lines = []
+    for section, values in config.to_dict().items():
+        if section == "train":
+            docs = _descriptions(TrainConfig)
+            title = "train (scoresde.TrainConfig)"
+        else:
+            target, _ = _component(section, getattr(config, section)[_name_key(section)])
+            docs = {**_descriptions(target), **(_descriptions(ScoreModel) if section == "model" else {})}
+            docs[_name_key(section)] = (f"one of {', '.join(_registries()[section].names())} "
+                                        f"(or package.module:Name)")
+            title = f"{section} ({values[_name_key(section)]}; other components take other keys)"
+        lines.append(f"{title}:")
+        for key, value in values.items():
+            text = f"  --{section}.{key}={_show(value)}"
+            description = docs.get(key, "")
+            room = width - len(text) - 3
+            if description and room > 20:
+                text += "   " + (description if len(description) <= room else description[: room - 1] + "…")
+            lines.append(text)
+    return "\n".join(lines)
+
+
 def parse_value(text: str) -> Any:
     """Parse an override's value as a YAML scalar or list ("3" → 3, "1e-3" → 0.001, "[1,2]", "null", "true")."""
     import yaml

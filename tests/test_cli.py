@@ -72,3 +72,19 @@ def test_yaml_config_and_debug(tmp_path):
     assert main(["train", "--config", str(path)]) == 2
     with pytest.raises(ValueError, match="batchsize"):
         main(["train", "--config", str(path), "--debug"])
+
+
+def test_train_help_lists_every_config_key_with_its_default(capsys):
+    import dataclasses
+
+    import scoresde as sd
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(sd.TrainConfig):
+        assert f"--train.{field.name}=" in text, field.name
+    for line in ("--sde.name=vp", "--sde.beta_max=20.0", "--model.net=mlp", "--model.hidden=128",
+                 "--train.adam_betas=[0.9,0.999]", "--train.out_dir=null", "--data.name=eight_gaussians"):
+        assert line in text, line
+    assert "width of the residual stream" in text        # descriptions come from the docstrings
