@@ -323,7 +323,9 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
         y: the error on the vertical axis, "distance" by default (rows whose value is None are skipped).
         group: for a single table, ``group(name) -> label`` joins rows into lines (e.g. ``lambda n: n.split()[0]``);
             without it, every row is a labelled point.
-        noise_floor: drawn as a dashed horizontal line (default: the comparison's ``noise_floor``).
+        noise_floor: drawn as a dashed horizontal line (default: the comparison's ``noise_floor``); distances
+            below it (the unbiased energy distance can be negative) are drawn on it, since they are
+            indistinguishable from the truth there. Without a floor the absolute value is drawn.
         annotate: write row names next to points (default: when points are not grouped into lines).
         title: the axes title.
         figsize: size of a new figure.
@@ -362,7 +364,7 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
     for label, (names, xs, ys) in series.items():
         order = sorted(range(len(xs)), key=lambda i: xs[i])
         px = [xs[i] for i in order]
-        py = [max(abs(ys[i]), 1e-300) for i in order]
+        py = [_on_log_axis(ys[i], noise_floor) for i in order]
         if lines:
             ax.plot(px, py, marker="o", markersize=4, label=label)
         else:
@@ -370,7 +372,7 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
         if annotate:
             for i in order:
                 if names[i] is not None:
-                    ax.annotate(str(names[i]), (xs[i], max(abs(ys[i]), 1e-300)), fontsize=7, xytext=(3, 3),
+                    ax.annotate(str(names[i]), (xs[i], _on_log_axis(ys[i], noise_floor)), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
     if noise_floor is not None:
         ax.axhline(abs(float(noise_floor)), color="grey", linestyle="--", linewidth=1, label="noise floor")
@@ -380,8 +382,17 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
     ax.set_yscale("log")
     xlabels = {"nfe": "NFE (score evaluations)", "wall_time": "wall time (s)"}
     ax.set_xlabel(xlabels.get(x, x))
-    ax.set_ylabel(y)
+    ax.set_ylabel(y if noise_floor is None else f"{y} (below the noise floor: drawn on it)")
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _on_log_axis(value: float, floor: Optional[float]) -> float:
+    """A distance as drawn on a log axis: values under the noise floor (negative ones included, since the unbiased
+    estimate can be) are drawn on the floor, where they are indistinguishable from the truth; without a floor,
+    the absolute value."""
+    if floor is not None:
+        return max(float(value), abs(float(floor)))
+    return max(abs(float(value)), 1e-300)

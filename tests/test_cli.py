@@ -49,6 +49,11 @@ def test_sample_likelihood_compare(run_dir, tmp_path, capsys):
                  "--n", "200", "--out", cmp_out, "--device", "cpu"]) == 0
     table = open(os.path.join(cmp_out, "comparison.md")).read()
     assert "| heun steps=4 | 7 |" in table and "| ddim steps=8 | 8 |" in table
+    # A trained run on a data set with an exact density gets the noise floor and the cross-entropy too.
+    assert main(["compare", "--checkpoint", ckpt, "--samplers", "ddim:steps=4", "--n", "100", "--out", cmp_out,
+                 "--device", "cpu"]) == 0
+    table = open(os.path.join(cmp_out, "comparison.md")).read()
+    assert "true samples: noise floor; entropy" in table and "cross-entropy under the truth" in table
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -60,3 +60,14 @@ def test_bad_input():
         sd.compare_samplers(sde, gmm.score(sde), {"x": object()}, reference=gmm)
     with pytest.raises(ValueError, match="reference must be"):
         sd.compare_samplers(sde, gmm.score(sde), [sd.DPMSolver()])
+
+
+def test_the_table_says_how_to_read_it():
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    table = sd.compare_samplers(sde, gmm.score(sde), {"dpm": sd.DPMSolver(steps=10)}, n=300, reference=gmm,
+                                dtype=torch.float64)
+    text = table.to_markdown()
+    assert "cross-entropy under the truth (nats)" in text and "NLL" not in text
+    assert "true samples: noise floor; entropy" in text and "negative values are noise" in text
+    assert "Lower is not better" in text
+    assert table.noise_floor > 0                                 # an RMS: positive, unlike one draw of the estimate

@@ -159,3 +159,15 @@ def test_error_vs_nfe_from_comparisons():
     assert ax2.get_xlabel() == "wall time (s)"
     with pytest.raises(ValueError, match="nothing to plot"):
         sd.plot.error_vs_nfe([{"name": "a", "nfe": 1, "distance": None}])
+
+
+def test_distances_below_the_noise_floor_are_drawn_on_it_not_below():
+    # The unbiased energy distance of an exact sampler is often negative; |value| on a log axis drew such rows
+    # (and the floor itself) up to 20x below the floor, as if they beat the truth.
+    rows = [{"name": "exact", "nfe": 10, "distance": -3e-4}, {"name": "coarse", "nfe": 20, "distance": 5e-2},
+            {"name": "tiny", "nfe": 40, "distance": 1e-5}]
+    fig = sd.plot.error_vs_nfe(rows, noise_floor=2e-3, group=lambda name: "all")
+    ys = list(fig.axes[0].lines[0].get_ydata())
+    assert ys == [2e-3, 5e-2, 2e-3]
+    assert "noise floor" in fig.axes[0].get_ylabel()
+    plt.close(fig)
