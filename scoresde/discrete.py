@@ -43,8 +43,11 @@ def discrete_snr(betas: Tensor) -> Tensor:
     return a / (1 - a)
 
 
-def ncsn_sigmas(sigma_min: float = 0.01, sigma_max: float = 50.0, levels: int = 10) -> Tensor:
-    """The NCSN geometric ladder σ_1 < … < σ_L from ``sigma_min`` to ``sigma_max`` (float64, shape (L,))."""
-    if not (0 < sigma_min < sigma_max) or int(levels) < 2:
-        raise ValueError(f"need 0 < sigma_min < sigma_max and levels >= 2; got {sigma_min}, {sigma_max}, {levels}")
+def ncsn_sigmas(levels: int = 10, sigma_min: float = 0.01, sigma_max: float = 50.0) -> Tensor:
+    """The NCSN geometric ladder σ_1 < … < σ_L of ``levels`` = L noise levels from ``sigma_min`` to ``sigma_max``
+    (float64, shape (L,)). The count comes first, as the step count of `ddpm_betas` does."""
+    if isinstance(levels, bool) or int(levels) != levels or int(levels) < 2:
+        raise ValueError(f"levels must be an integer >= 2 (the number of noise levels); got {levels!r}")
+    if not (0 < sigma_min < sigma_max < math.inf):
+        raise ValueError(f"need finite 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
     return torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), int(levels), dtype=torch.float64))

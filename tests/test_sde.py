@@ -150,7 +150,7 @@ def test_discrete_schedules():
     ok = cos < 0.999  # unclipped entries reproduce the cosine ᾱ exactly
     assert torch.allclose(sd.alphas_cumprod(cos)[ok], alpha_bar[ok], rtol=1e-10)
     assert cos.max() <= 0.999
-    sig = sd.ncsn_sigmas(0.01, 50.0, 10)
+    sig = sd.ncsn_sigmas(10, 0.01, 50.0)
     ratios = sig[1:] / sig[:-1]
     assert torch.allclose(ratios, ratios[0].expand_as(ratios)) and sig[0] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="schedule"):
