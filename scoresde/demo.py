@@ -22,10 +22,8 @@ import torch
 DEMO_CONFIG = {
     "data": {"name": "eight_gaussians", "n": 20000},
     "sde": {"name": "vp"},
-    "model": {"net": "mlp", "parameterization": "eps", "hidden": 128, "depth": 3, "sigma_data": 1.4,
-              "fourier_scale": 1.0},
-    "train": {"steps": 100000, "batch_size": 512, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.999,
-              "weighting": "likelihood", "importance_sampling": True, "log_every": 100, "progress": True},
+    "model": {"net": "mlp", "parameterization": "eps", "hidden": 128, "depth": 3, "sigma_data": 1.4},
+    "train": {"steps": 100000, "log_every": 100, "progress": True},   # the rest: TrainConfig's defaults
 }
 
 

@@ -101,8 +101,8 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
     Args:
         x: the samples.
         ax: draw into this axes (default: a new figure).
-        reference: optional reference samples of the same per-sample shape, drawn underneath in grey
-            (scatter and histogram only).
+        reference: optional reference samples of the same per-sample shape: small black dots on top of a
+            scatter (visible where the samples miss the data), a grey histogram underneath.
         title: the axes title.
         size: marker size and opacity of the scatter.
         alpha: as ``size``.
@@ -134,13 +134,14 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
             ax.imshow(grid[..., :3].numpy(), interpolation="nearest")
         ax.set_axis_off()
     elif x.dim() == 2 and x.shape[1] == 2:
-        if ref is not None:
-            ax.scatter(ref[:, 0].numpy(), ref[:, 1].numpy(), s=size, alpha=alpha, color="0.7",
-                       label="reference")
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=size, alpha=alpha, color="C0", label="samples")
-        if ref is not None:
-            ax.legend(fontsize=8, markerscale=4)
+        if ref is not None:           # on top, small and faint: where the samples miss the data it shows
+            ax.scatter(ref[:, 0].numpy(), ref[:, 1].numpy(), s=size / 2, alpha=0.35, color="k", zorder=3,
+                       label="reference")
+            ax.legend(fontsize=8, markerscale=4, loc="upper right")
         ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
     elif x.dim() == 2 and x.shape[1] == 1:
         if ref is not None:
             ax.hist(ref[:, 0].numpy(), bins=bins, density=True, color="0.7", alpha=0.7, label="reference")
@@ -203,6 +204,8 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
         ax.scatter(flat[-1, :, 0].numpy(), flat[-1, :, 1].numpy(), s=8, color="k", zorder=3, label="end")
         ax.legend(fontsize=8)
         ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
     else:
         if not 0 <= dim < flat.shape[-1]:
             raise ValueError(f"dim must be in [0, {flat.shape[-1]}); got {dim}")
@@ -377,9 +380,18 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
     if noise_floor is not None:
         ax.axhline(abs(float(noise_floor)), color="grey", linestyle="--", linewidth=1, label="noise floor")
     if lines or noise_floor is not None:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):        # minor tick labels of a short log range overlap the major ones
+        axis.set_minor_formatter(NullFormatter())
+    costs = sorted({v for _, xs_, _ in series.values() for v in xs_})
+    if 1 < len(costs) <= 8:                  # few costs: label each one, in plain numbers
+        ax.xaxis.set_major_locator(FixedLocator(costs))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(FixedLocator([]))
     xlabels = {"nfe": "NFE (score evaluations)", "wall_time": "wall time (s)"}
     ax.set_xlabel(xlabels.get(x, x))
     ax.set_ylabel(y if noise_floor is None else f"{y} (below the noise floor: drawn on it)")

@@ -34,7 +34,7 @@ def test_samples_scatter_holds_the_points():
     ref = torch.randn(30, 2, generator=gen, dtype=F64)
     fig = sd.plot.samples(x, reference=ref, title="eight")
     (ax,) = fig.axes
-    ref_pts, x_pts = (c.get_offsets() for c in ax.collections)
+    x_pts, ref_pts = (c.get_offsets() for c in ax.collections)      # the reference is drawn on top
     np.testing.assert_allclose(np.asarray(x_pts), x.numpy())
     np.testing.assert_allclose(np.asarray(ref_pts), ref.numpy())
     assert ax.get_title() == "eight"

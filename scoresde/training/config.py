@@ -14,6 +14,10 @@ from ..losses import WEIGHTINGS
 class TrainConfig:
     """Settings of a training run (plain values only, so they fit in a checkpoint).
 
+    The defaults train the built-in 2-D sets well: ``MLP(2)`` on eight_gaussians reaches a held-out NLL within
+    0.1 nats of the data's entropy in 5000 steps (``benchmarks/train_readme.py``): batch 512, lr 2e-3 with 100
+    warm-up steps, likelihood weighting with importance sampling.
+
     Attributes:
         steps: total number of optimizer steps.
         batch_size: samples per step.
@@ -31,7 +35,7 @@ class TrainConfig:
         seed: seeds the data order and the loss's times and noise (global RNG: seed it yourself).
         log_every: record the mean loss every this many steps.
         sample_every: save a PNG of samples every this many steps (0: never).
-        num_samples: number of samples in that figure.
+        num_samples: number of samples in that figure (None: 1000 points for flat data, 64 images otherwise).
         eval_every: evaluate NLL / bits per dim every this many steps (0: never).
         num_eval: number of held-out points evaluated.
         eval_rtol: tolerances of the likelihood's adaptive ODE solver (dopri5).
@@ -45,21 +49,21 @@ class TrainConfig:
     """
 
     steps: int = 10_000
-    batch_size: int = 128
-    lr: float = 2e-4
-    warmup_steps: int = 0
+    batch_size: int = 512
+    lr: float = 2e-3
+    warmup_steps: int = 100
     grad_clip: Optional[float] = 1.0
     weight_decay: float = 0.0
     adam_betas: Tuple[float, float] = (0.9, 0.999)
     ema_decay: float = 0.999
     ema_warmup: bool = True
-    weighting: str = "sigma2"
-    importance_sampling: bool = False
+    weighting: str = "likelihood"
+    importance_sampling: bool = True
     eps: float = 1e-5
     seed: int = 0
     log_every: int = 100
     sample_every: int = 0
-    num_samples: int = 64
+    num_samples: Optional[int] = None
     eval_every: int = 0
     num_eval: int = 256
     eval_rtol: float = 1e-5
@@ -71,8 +75,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "num_samples", "num_eval"):
+        for name in ("steps", "batch_size", "log_every", "num_eval"):
             _integer(name, getattr(self, name), low=1)
+        if self.num_samples is not None:
+            _integer("num_samples", self.num_samples, low=1)
         for name in ("warmup_steps", "sample_every", "eval_every", "checkpoint_every", "seed"):
             _integer(name, getattr(self, name), low=0)
         for name in ("lr", "eval_rtol", "eval_atol", "eps"):

@@ -389,12 +389,14 @@ class Trainer:
         return score
 
     def sample(self, n: Optional[int] = None, seed: Optional[int] = None) -> Tensor:
-        """Draw ``n`` samples (default ``num_samples``) with the EMA weights: shape (n, *D).
+        """Draw ``n`` samples (default ``num_samples``: 1000 points, or 64 images) with the EMA weights: (n, *D).
 
         The sampler's generator is seeded by ``seed`` (default ``config.seed``), so figures at different steps
         start from the same noise, and training's random streams are untouched.
         """
-        n = self.config.num_samples if n is None else int(n)
+        if n is None:
+            n = self.config.num_samples or (1000 if len(self.dataset.shape) == 1 else 64)
+        n = int(n)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed if seed is None else seed)
         was_training = self.model.training
         self.model.eval()
@@ -413,8 +415,11 @@ class Trainer:
             if self.config.out_dir is None:
                 raise ValueError("no path given and config.out_dir is None")
             path = os.path.join(self.config.out_dir, f"samples_{self.global_step:07d}.png")
-        return save_samples(self.sample(), path, data_range=self.dataset.data_range,
-                            title=f"step {self.global_step}")
+        x = self.sample()
+        reference = self.dataset.x[:2000] if x.dim() == 2 and x.shape[1] <= 2 else None   # 2-D: the data overlaid
+        return save_samples(x, path, data_range=self.dataset.data_range, reference=reference,
+                            title=f"step {self.global_step} (black: data)" if reference is not None
+                            else f"step {self.global_step}")
 
     def evaluate(self) -> Dict[str, float]:
         """Evaluate with the EMA weights: ``eval_fn`` if given, else NLL (and bits/dim) on ``eval_data``.
