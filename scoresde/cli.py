@@ -23,15 +23,7 @@ import torch
 
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
                      default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
-from .runs import CONFIG_NAME, read_run
-
-
-def load_run(checkpoint: str, device: str = "cpu", use_ema: bool = True):
-    """(sde, model, config, sample shape) of a run: [`scoresde.load`][scoresde.load] as a tuple."""
-    from .runs import load
-
-    run = load(checkpoint, device=device, ema=use_ema)
-    return run.sde, run.model, run.config, run.sample_shape
+from .runs import CONFIG_NAME, load, read_run
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
@@ -177,7 +169,8 @@ def cmd_sample(args, overrides) -> int:
 
     device = _device(args.device)
     _output_folder(args.out)
-    sde, model, cfg, shape = load_run(args.checkpoint, device, use_ema=not args.no_ema)
+    run = load(args.checkpoint, device=device, ema=not args.no_ema)
+    sde, model, shape = run.sde, run.model, run.sample_shape
     options = {k.replace("-", "_"): v for k, v in overrides}
     sampler = build_sampler(args.sampler, options)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -203,7 +196,8 @@ def cmd_likelihood(args, overrides) -> int:
     for name in ("n", "batch_size", "n_probes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
-    sde, model, cfg, shape = load_run(args.checkpoint, device)
+    run = load(args.checkpoint, device=device)
+    sde, model, cfg, shape = run.sde, run.model, run.config, run.sample_shape
     if args.data is not None:
         cfg.set("data.name", args.data)
     dataset = build_data(cfg, args.split)
@@ -229,7 +223,7 @@ def cmd_likelihood(args, overrides) -> int:
 
 def cmd_compare(args, overrides) -> int:
     from .compare import compare_samplers
-    from .data import load
+    from .data import load as load_data
 
     device = _device(args.device)
     _output_folder(args.out)
@@ -237,7 +231,7 @@ def cmd_compare(args, overrides) -> int:
         raise ConfigError("give exactly one of --checkpoint PATH or --oracle NAME")
     if args.oracle is not None:
         try:
-            dataset = load(args.oracle, "test")
+            dataset = load_data(args.oracle, "test")
         except (ValueError, FileNotFoundError, OSError) as err:
             raise ConfigError(f"data: {err}") from None
         oracle = dataset.oracle
@@ -247,7 +241,8 @@ def cmd_compare(args, overrides) -> int:
         score, reference = oracle.score(sde), oracle.to(device=device)
         dtype = torch.float64
     else:
-        sde, score, cfg, shape = load_run(args.checkpoint, device)
+        run = load(args.checkpoint, device=device)
+        sde, score, cfg = run.sde, run.model, run.config
         test = build_data(cfg, "test")
         dtype = test.x.dtype
         # A data set with an exact density gives the noise floor and the cross-entropy column too.

@@ -370,8 +370,8 @@ def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
 
 
 def _is_name_override(key: str) -> bool:
-    key = key.replace("-", "_")
-    return key in ("data.name", "sde.name", "model.net")
+    section, _, name = key.replace("-", "_").partition(".")
+    return section in ("data", "sde", "model") and name == _name_key(section)
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]] = (),

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import scoresde as sd
-from scoresde.cli import load_run, main
+from scoresde.cli import main
 from scoresde.config import ConfigError, RunConfig, build_data, build_model, build_sde, load_config
 
 LEGACY = os.path.join(os.path.dirname(__file__), "data", "legacy_run")
@@ -23,7 +23,8 @@ def legacy_run(tmp_path):
 
 
 def test_a_run_written_before_the_registries_loads_and_scores_the_same(legacy_run):
-    sde, model, cfg, shape = load_run(os.path.join(legacy_run, "checkpoint.pt"))
+    run = sd.load(os.path.join(legacy_run, "checkpoint.pt"))
+    sde, model, cfg, shape = run.sde, run.model, run.config, run.sample_shape
     assert isinstance(sde, sd.VPSDE) and shape == (2,)
     assert cfg.model["net"] == "mlp" and cfg.model["hidden"] == 16 and "channels" not in cfg.model
     assert cfg.sde == {"name": "vp", "beta_min": 0.1, "beta_max": 20.0, "T": 1.0}
