@@ -4,6 +4,7 @@
     sde = sd.VPSDE()
     gmm = sd.GaussianMixture(means, stds, weights)
     score = gmm.score(sde)            # exact ∇ log p_t
+    guided = sd.classifier_free_guidance(model, cond=3, scale=2.0)   # conditional models: a score(x, t) too
 """
 from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
@@ -17,7 +18,9 @@ from .likelihood import (BitsPerDimResult, EvaluationResult, LikelihoodResult, b
                          bits_per_dim_from_log_prob, evaluate_likelihood, log_likelihood)
 from . import nets
 from .nets import NETS
-from .losses import WEIGHTINGS, dsm_loss, score_matching_loss, sliced_score_matching_loss
+from .losses import WEIGHTINGS, classifier_loss, dsm_loss, score_matching_loss, sliced_score_matching_loss
+from . import guidance
+from .guidance import classifier_free_guidance, classifier_guidance, conditional_score
 from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
 from .data import DATASETS
@@ -41,6 +44,7 @@ __all__ = [
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
+    "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",

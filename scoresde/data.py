@@ -1,12 +1,16 @@
 """Datasets that need no download: 2-D toy sets, scikit-learn's bundled 8×8 digits, arrays and image folders.
 
     ds = sd.data.load("eight_gaussians")          # Dataset: ds.x (N, 2), ds.oracle (GaussianMixture)
-    ds = sd.data.load("digits", split="test")      # ds.x (N, 1, 8, 8) in [-1, 1], 17 levels
+    ds = sd.data.load("digits", split="test")      # ds.x (N, 1, 8, 8) in [-1, 1], 17 levels; ds.labels (N,)
     batches = ds.batches(128, seed=0)              # infinite, seeded, checkpointable iterator
-    x0 = next(batches)                             # (128, *ds.shape)
+    x0, cond = next(batches)                       # (128, *ds.shape), (128,) long: labelled sets yield pairs
+    x0 = next(ds.batches(128, labels=False))       # only the data
 
 Every set is a `Dataset`: a tensor ``x`` of shape (N, *D) plus what evaluation needs to know about it
-(``data_range``, the number of quantization ``levels``, the exact ``oracle`` density when there is one).
+(``data_range``, the number of quantization ``levels``, the exact ``oracle`` density when there is one) and,
+for labelled sets, ``labels`` (N,) long in 0 … ``num_classes`` − 1: eight_gaussians (the component index k mod
+``num_classes``, 8 by default), rings (the ring), moons (the moon), digits (the digit), an .npz file's
+``label_key`` array, an image folder with one sub-folder per class.
 
 **Quantized data.** A set with ``levels = K`` over ``data_range = (a, b)`` stores raw integer values
 v ∈ {0, …, K − 1} on K evenly spaced levels with both ends included (what ``v / 255 · 2 − 1`` gives for 8-bit
@@ -49,7 +53,7 @@ _SPLITS = ("train", "test")
 # -- 2-D generators ------------------------------------------------------------------------------------------
 def rings(radii: Sequence[float] = (1.0, 2.0), std: float = 0.08, spacing: float = 0.25,
           dtype=torch.float64, device=None) -> GaussianMixture:
-    """Concentric rings as a Gaussian mixture, so the density is exact.
+    """Concentric rings as a Gaussian mixture, so the density is exact; a component's label is its ring.
 
     Ring r carries round(2π r / spacing) isotropic components N(r (cos θ_j, sin θ_j), std² I) at equally
     spaced angles θ_j; the weights are equal per component, so each ring's mass is proportional to its
@@ -57,14 +61,15 @@ def rings(radii: Sequence[float] = (1.0, 2.0), std: float = 0.08, spacing: float
     """
     if len(radii) == 0 or any(float(r) <= 0 for r in radii):
         raise ValueError(f"radii must be a non-empty sequence of positive numbers; got {tuple(radii)}")
-    means = []
-    for r in radii:
+    means, labels = [], []
+    for ring, r in enumerate(radii):
         k = max(3, int(round(2 * math.pi * float(r) / spacing)))
         theta = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
         means.append(float(r) * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1))
+        labels.append(torch.full((k,), ring, dtype=torch.long))
     means = torch.cat(means)
     return GaussianMixture(means, torch.full((means.shape[0],), float(std), dtype=torch.float64),
-                           dtype=dtype, device=device)
+                           labels=torch.cat(labels), dtype=dtype, device=device)
 
 
 def checkerboard(n: int, generator: Optional[torch.Generator] = None, size: float = 4.0,
@@ -99,8 +104,9 @@ def swiss_roll(n: int, generator: Optional[torch.Generator] = None, noise: float
 
 
 def moons(n: int, generator: Optional[torch.Generator] = None, noise: float = 0.05,
-          dtype=torch.float32) -> Tensor:
-    """Two interleaved half circles, centred and scaled by 1.5: shape (n, 2).
+          dtype=torch.float32, return_labels: bool = False):
+    """Two interleaved half circles, centred and scaled by 1.5: shape (n, 2) (and with ``return_labels`` the
+    moon of each point, (n,) long: 0 upper, 1 lower).
 
     Upper moon (cos θ, sin θ), lower moon (1 − cos θ, ½ − sin θ), θ ~ U(0, π), each with probability ½;
     then x ← 1.5 (x − (½, ¼)) + N(0, noise² I).
@@ -114,7 +120,8 @@ def moons(n: int, generator: Optional[torch.Generator] = None, noise: float = 0.
     xy = torch.where(lower[:, None], lower_xy, upper_xy)
     shift = torch.tensor([0.5, 0.25], dtype=torch.float64, device=xy.device)
     z = torch.randn((n, 2), generator=generator, device=device, dtype=torch.float64)
-    return (1.5 * (xy - shift) + noise * z).to(dtype)
+    x = (1.5 * (xy - shift) + noise * z).to(dtype)
+    return (x, lower.long()) if return_labels else x
 
 
 def dequantize(x: Tensor, bits: int = 8, data_range: Sequence[float] = (-1.0, 1.0),
@@ -169,6 +176,25 @@ def check_quantization(bits, data_range, levels=None) -> Tuple[float, float, int
 
 
 # -- the dataset and its batch iterator ------------------------------------------------------------------
+def _dataset_labels(labels, num_classes, n: int, name: str):
+    """(labels (N,) long or None, K or None), checked."""
+    if labels is None:
+        if num_classes is not None:
+            raise ValueError("num_classes needs labels")
+        return None, None
+    labels = torch.as_tensor(labels)
+    if labels.shape != (n,) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels of data set {name!r} must be an integer tensor of shape (N,) = ({n},); got "
+                         f"shape {tuple(labels.shape)}, dtype {labels.dtype}")
+    labels = labels.long()
+    top = int(labels.max()) + 1
+    k = top if num_classes is None else int(num_classes)
+    if bool((labels < 0).any()) or top > k:
+        raise ValueError(f"labels of data set {name!r} must be in [0, {k}); got values in "
+                         f"[{int(labels.min())}, {top - 1}]")
+    return labels, k
+
+
 class Dataset:
     """A finite tensor data set, with what sampling and evaluation need to know about it.
 
@@ -183,13 +209,18 @@ class Dataset:
         levels: number of quantization levels K per element (None for continuous data).
         dequantize: whether `batches` adds uniform dequantization noise.
         oracle: the exact density (a GaussianMixture) when the set is drawn from one, else None.
-        sampler: ``sampler(n, generator) -> (n, *D)`` drawing fresh samples of the same law, or None.
+        sampler: ``sampler(n, generator) -> (n, *D)`` drawing fresh samples of the same law (for a labelled
+            set: the pair (x, labels)), or None.
+        labels: the class of each sample, (N,) long in 0 … num_classes − 1, or None.
+        num_classes: K (default: labels.max() + 1), or None without labels.
+        class_names: optional names of the K classes (an image folder's sub-folders).
     """
 
     def __init__(self, x: Tensor, name: str = "tensor", split: str = "train",
                  data_range: Optional[Tuple[float, float]] = None, levels: Optional[int] = None,
                  dequantize: bool = False, oracle: Optional[GaussianMixture] = None,
-                 sampler: Optional[SampleFn] = None):
+                 sampler: Optional[SampleFn] = None, labels: Optional[Tensor] = None,
+                 num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
         if not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1:
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (N, *D) with N >= 1 and at least one data "
@@ -205,12 +236,17 @@ class Dataset:
         self.dequantize = bool(dequantize)
         self.oracle = oracle
         self.sampler = sampler
+        self.labels, self.num_classes = _dataset_labels(labels, num_classes, x.shape[0], name)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names must name the {self.num_classes} classes; got {len(self.class_names)}")
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __repr__(self) -> str:
         extra = f", levels={self.levels}, dequantize={self.dequantize}" if self.levels else ""
+        extra += f", num_classes={self.num_classes}" if self.labels is not None else ""
         return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape}, "
                 f"data_range={self.data_range}{extra})")
 
@@ -237,9 +273,11 @@ class Dataset:
             raise ValueError(f"dataset {self.name!r} is not quantized (levels is None)")
         return dequantize(self.x, data_range=self.data_range, generator=generator, levels=self.levels)
 
-    def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None) -> "Batches":
-        """An infinite, seeded iterator of batches of shape (batch_size, *D); see `Batches`."""
-        return Batches(self, batch_size, seed=seed, fresh=fresh)
+    def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None,
+                labels: Optional[bool] = None) -> "Batches":
+        """An infinite, seeded iterator of batches of shape (batch_size, *D), or of pairs (x, labels) for a
+        labelled set (``labels=False`` asks for the data only); see `Batches`."""
+        return Batches(self, batch_size, seed=seed, fresh=fresh, labels=labels)
 
 
 class Batches:
@@ -250,10 +288,12 @@ class Batches:
     batch of an epoch is completed from the next one, so every batch has ``batch_size`` rows). Quantized
     sets with ``dequantize`` get new uniform noise per batch. All randomness comes from one CPU
     ``torch.Generator`` seeded by ``seed``; `state_dict` holds its state and the epoch position.
-    Batches are returned on the CPU, in the data's dtype.
+    Batches are returned on the CPU, in the data's dtype. With ``labels`` (the default for a labelled set)
+    each batch is a pair (x, cond) with cond (batch_size,) long; the draws are the same either way.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, fresh: Optional[bool] = None):
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, fresh: Optional[bool] = None,
+                 labels: Optional[bool] = None):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be a scoresde.data.Dataset; got {type(dataset).__name__}")
         if int(batch_size) < 1:
@@ -262,7 +302,12 @@ class Batches:
             fresh = dataset.sampler is not None
         if fresh and dataset.sampler is None:
             raise ValueError(f"fresh=True needs a data set with a sampler; {dataset.name!r} has none")
+        if labels is None:
+            labels = dataset.labels is not None
+        if labels and dataset.labels is None:
+            raise ValueError(f"labels=True needs a labelled data set; {dataset.name!r} has no labels")
         self.dataset, self.batch_size, self.fresh = dataset, int(batch_size), bool(fresh)
+        self.labels = bool(labels)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.perm: Optional[Tensor] = None
         self.position = 0
@@ -270,10 +315,17 @@ class Batches:
     def __iter__(self) -> "Batches":
         return self
 
-    def __next__(self) -> Tensor:
+    def __next__(self):
         ds = self.dataset
+        y = None
         if self.fresh:
-            x = ds.sampler(self.batch_size, self.generator).to(ds.x.dtype)
+            x = ds.sampler(self.batch_size, self.generator)
+            if isinstance(x, tuple):
+                x, y = x
+            elif self.labels:
+                raise ValueError(f"the sampler of {ds.name!r} returns no labels; a labelled set's sampler returns "
+                                 f"(x, labels)")
+            x = x.to(ds.x.dtype)
         else:
             parts, need = [], self.batch_size
             while need > 0:
@@ -284,10 +336,13 @@ class Batches:
                 self.position += len(take)
                 need -= len(take)
                 parts.append(take)
-            x = ds.x[torch.cat(parts).to(ds.x.device)].cpu()
+            index = torch.cat(parts)
+            x = ds.x[index.to(ds.x.device)].cpu()
+            if self.labels:
+                y = ds.labels[index.to(ds.labels.device)].cpu()
         if ds.dequantize:
             x = dequantize(x, data_range=ds.data_range, generator=self.generator, levels=ds.levels)
-        return x
+        return (x, y.long()) if self.labels else x
 
     def state_dict(self) -> Dict[str, object]:
         """Generator state and epoch position (tensors and ints only, loadable with weights_only=True)."""
@@ -314,23 +369,33 @@ def _mixture_set(name: str, mixture: GaussianMixture, n: int, split: str, seed: 
     generator = torch.Generator().manual_seed(_split_seed(seed, split))
     mixture = mixture.to(device="cpu")
 
-    def sample(k: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return mixture.sample(k, generator).to(dtype)
+    def sample(k: int, generator: Optional[torch.Generator] = None):
+        x, y = mixture.sample(k, generator, return_labels=True)
+        return x.to(dtype), y
 
-    return Dataset(sample(n, generator), name=name, split=split, oracle=mixture, sampler=sample)
+    x, y = sample(n, generator)
+    return Dataset(x, name=name, split=split, oracle=mixture, sampler=sample, labels=y,
+                   num_classes=mixture.num_classes)
 
 
-def _generated_set(name: str, fn, n: int, split: str, seed: int, dtype, options) -> Dataset:
+def _generated_set(name: str, fn, n: int, split: str, seed: int, dtype, options, num_classes=None) -> Dataset:
+    """A set drawn by ``fn(n, generator, dtype=, **options)``; with ``num_classes`` the generator also returns
+    labels (``return_labels=True``)."""
     generator = torch.Generator().manual_seed(_split_seed(seed, split))
+    extra = {} if num_classes is None else {"return_labels": True}
 
-    def sample(k: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return fn(k, generator, dtype=dtype, **options)
+    def sample(k: int, generator: Optional[torch.Generator] = None):
+        return fn(k, generator, dtype=dtype, **options, **extra)
 
-    return Dataset(sample(n, generator), name=name, split=split, sampler=sample)
+    drawn = sample(n, generator)
+    x, y = drawn if num_classes is not None else (drawn, None)
+    return Dataset(x, name=name, split=split, sampler=sample, labels=y, num_classes=num_classes)
 
 
-def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str) -> Tensor:
+def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str,
+                 labels: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """Split by a permutation with the fixed seed SPLIT_SEED: the last round(N·test_fraction) rows are test.
+    Returns (x, labels) of the split (labels None if none were given).
 
     Without a test part the data are returned unchanged (in file order).
     """
@@ -340,10 +405,10 @@ def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str) -> Tens
     if n_test == 0:
         if split == "test":
             raise ValueError(f"{name!r} has no test split; pass test_fraction > 0")
-        return x                                  # no split: the whole file, in its order
+        return x, labels                          # no split: the whole file, in its order
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
     idx = perm[len(x) - n_test:] if split == "test" else perm[:len(x) - n_test]
-    return x[idx]
+    return x[idx], None if labels is None else labels[idx]
 
 
 def _quantized(values: Tensor, levels: int, data_range: Tuple[float, float], dtype) -> Tensor:
@@ -358,40 +423,51 @@ def _digits(split: str, test_fraction: float, dequantize: bool, dtype) -> Datase
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("the 'digits' data set needs scikit-learn (pip install scikit-learn); it ships the "
                           "8x8 digits with the package, nothing is downloaded") from err
-    values = torch.as_tensor(load_digits().images).reshape(-1, 1, 8, 8)      # 0..16
-    values = _fixed_split(values, split, test_fraction, "digits")
+    bunch = load_digits()
+    values = torch.as_tensor(bunch.images).reshape(-1, 1, 8, 8)      # 0..16
+    values, labels = _fixed_split(values, split, test_fraction, "digits", torch.as_tensor(bunch.target))
     return Dataset(_quantized(values, 17, (-1.0, 1.0), dtype), name="digits", split=split,
-                   data_range=(-1.0, 1.0), levels=17, dequantize=dequantize)
+                   data_range=(-1.0, 1.0), levels=17, dequantize=dequantize, labels=labels, num_classes=10)
 
 
-def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool,
-           dtype) -> Dataset:
+def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool, dtype,
+           label_key: Optional[str] = None) -> Dataset:
     import numpy as np
 
     if not os.path.isfile(path):
         raise ValueError(f"no such array file: {path!r}")
+    labels = None
     if path.endswith(".npz"):
         with np.load(path) as archive:
             keys = list(archive.keys())
             if key is None:
-                if len(keys) != 1:
+                data_keys = [k for k in keys if k != label_key]
+                if len(data_keys) != 1:
                     raise ValueError(f"{path!r} holds arrays {keys}; pass key= to choose one")
-                key = keys[0]
-            if key not in keys:
-                raise ValueError(f"{path!r} has no array {key!r}; it holds {keys}")
+                key = data_keys[0]
+            for wanted in (key, label_key):
+                if wanted is not None and wanted not in keys:
+                    raise ValueError(f"{path!r} has no array {wanted!r}; it holds {keys}")
             array = archive[key]
+            if label_key is not None:
+                labels = torch.from_numpy(np.ascontiguousarray(archive[label_key]))
+    elif label_key is not None:
+        raise ValueError(f"label_key= needs an .npz file holding the data and the labels; {path!r} is one array")
     else:
         array = np.load(path, allow_pickle=False)
     if array.ndim < 2:
         raise ValueError(f"the array must have shape (N, *D); {path!r} has shape {array.shape}")
     x = torch.from_numpy(np.ascontiguousarray(array))
-    x = _fixed_split(x, split, test_fraction, path)
+    if labels is not None and tuple(labels.shape) != (x.shape[0],):
+        raise ValueError(f"labels {label_key!r} of {path!r} must have shape (N,) = ({x.shape[0]},); got "
+                         f"{tuple(labels.shape)}")
+    x, labels = _fixed_split(x, split, test_fraction, path, labels)
     if x.dtype == torch.uint8:          # 8-bit data: 256 levels over [-1, 1]
         return Dataset(_quantized(x, 256, (-1.0, 1.0), dtype), name=path, split=split,
-                       data_range=(-1.0, 1.0), levels=256, dequantize=dequantize)
+                       data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels)
     if dequantize:
         raise ValueError(f"dequantize=True applies to uint8 arrays; {path!r} has dtype {array.dtype}")
-    return Dataset(x.to(dtype), name=path, split=split)
+    return Dataset(x.to(dtype), name=path, split=split, labels=labels)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -399,6 +475,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".w
 
 def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_size: Optional[int],
                   dequantize: bool, dtype) -> Dataset:
+    """The images directly in ``path``; or, when it holds none but has sub-folders with images, one class per
+    sub-folder (sorted by name, as torchvision's ImageFolder)."""
     if not os.path.isdir(path):
         raise ValueError(f"no such image folder: {path!r}")
     try:
@@ -410,12 +488,22 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
 
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' (grey) or 'RGB'; got {mode!r}")
-    files = sorted(f for f in os.listdir(path) if f.lower().endswith(_IMAGE_SUFFIXES))
+
+    def image_files(folder: str) -> List[str]:
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(_IMAGE_SUFFIXES))
+
+    files, labels, class_names = image_files(path), None, None
     if not files:
-        raise ValueError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {path!r}")
+        class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
+                             and image_files(os.path.join(path, d)))
+        per_class = [image_files(os.path.join(path, d)) for d in class_names]
+        files = [f for group in per_class for f in group]
+        labels = torch.tensor([c for c, group in enumerate(per_class) for _ in group], dtype=torch.long)
+    if not files:
+        raise ValueError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {path!r} or in its sub-folders")
     images = []
     for f in files:
-        with Image.open(os.path.join(path, f)) as img:
+        with Image.open(f) as img:
             img = img.convert(mode)
             if image_size is not None:
                 img = img.resize((int(image_size), int(image_size)), Image.BILINEAR)
@@ -425,11 +513,10 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
         raise ValueError(f"images in {path!r} have different sizes {sorted(shapes)}; pass image_size=")
     stack = torch.from_numpy(np.stack(images))
     stack = stack[:, None] if mode == "L" else stack.permute(0, 3, 1, 2)       # (N, C, H, W)
-    stack = _fixed_split(stack.contiguous(), split, test_fraction, path)
+    stack, labels = _fixed_split(stack.contiguous(), split, test_fraction, path, labels)
     return Dataset(_quantized(stack, 256, (-1.0, 1.0), dtype), name=path, split=split,
-                   data_range=(-1.0, 1.0), levels=256, dequantize=dequantize)
-
-
+                   data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels,
+                   num_classes=None if class_names is None else len(class_names), class_names=class_names)
 
 
 # -- the registry of data sets ---------------------------------------------------------------------------------
@@ -447,16 +534,17 @@ def _two_d_size(n: Optional[int], split: str) -> int:
 
 @DATASETS.register("eight_gaussians")
 def _load_eight_gaussians(split: str = "train", n: Optional[int] = None, seed: int = 0, radius: float = 2.0,
-                          std: float = 0.1, dtype: torch.dtype = torch.float32) -> Dataset:
-    """Eight Gaussians on a circle ([`scoresde.eight_gaussians`][scoresde.eight_gaussians]); ``oracle`` holds the exact density."""
-    mixture = eight_gaussians(radius=radius, std=std)
+                          std: float = 0.1, num_classes: int = 8, dtype: torch.dtype = torch.float32) -> Dataset:
+    """Eight Gaussians on a circle ([`scoresde.eight_gaussians`][scoresde.eight_gaussians]); ``oracle`` holds the exact density,
+    labels are the component index k mod ``num_classes``."""
+    mixture = eight_gaussians(radius=radius, std=std, num_classes=num_classes)
     return _mixture_set("eight_gaussians", mixture, _two_d_size(n, split), split, seed, dtype)
 
 
 @DATASETS.register("rings")
 def _load_rings(split: str = "train", n: Optional[int] = None, seed: int = 0, radii: Sequence[float] = (1.0, 2.0),
                 std: float = 0.08, spacing: float = 0.25, dtype: torch.dtype = torch.float32) -> Dataset:
-    """Concentric rings (`rings`); ``oracle`` holds the exact density."""
+    """Concentric rings (`rings`); ``oracle`` holds the exact density, labels are the rings."""
     mixture = rings(radii=radii, std=std, spacing=spacing)
     return _mixture_set("rings", mixture, _two_d_size(n, split), split, seed, dtype)
 
@@ -478,31 +566,35 @@ def _load_swiss_roll(split: str = "train", n: Optional[int] = None, seed: int = 
 @DATASETS.register("moons")
 def _load_moons(split: str = "train", n: Optional[int] = None, seed: int = 0, noise: float = 0.05,
                 dtype: torch.dtype = torch.float32) -> Dataset:
-    """Two moons (`moons`)."""
-    return _generated_set("moons", moons, _two_d_size(n, split), split, seed, dtype, {"noise": noise})
+    """Two moons (`moons`); labels: 0 upper moon, 1 lower."""
+    return _generated_set("moons", moons, _two_d_size(n, split), split, seed, dtype, {"noise": noise}, num_classes=2)
 
 
 @DATASETS.register("digits")
 def _load_digits(split: str = "train", test_fraction: float = 1 / 6, dequantize: bool = False,
                  dtype: torch.dtype = torch.float32) -> Dataset:
-    """scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed split keeps 1/6 for test."""
+    """scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1], labelled 0–9; a fixed split keeps
+    1/6 for test."""
     return _digits(split, test_fraction, dequantize, dtype)
 
 
 @DATASETS.register("array")
 def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[str] = None,
-                test_fraction: float = 0.0, dequantize: bool = False, dtype: torch.dtype = torch.float32) -> Dataset:
-    """A .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1])."""
+                label_key: Optional[str] = None, test_fraction: float = 0.0, dequantize: bool = False,
+                dtype: torch.dtype = torch.float32) -> Dataset:
+    """A .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1]); an .npz file's
+    ``label_key`` array (N,) holds the labels."""
     if path is None:
         raise ValueError("'array' needs path=")
-    return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype)
+    return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype, label_key=label_key)
 
 
 @DATASETS.register("image_folder")
 def _load_image_folder(split: str = "train", path: Optional[str] = None, mode: str = "L",
                        image_size: Optional[int] = None, test_fraction: float = 0.0, dequantize: bool = False,
                        dtype: torch.dtype = torch.float32) -> Dataset:
-    """The images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1]."""
+    """The images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1]; a folder of sub-folders
+    of images is labelled by sub-folder (one class each, sorted by name)."""
     if path is None:
         raise ValueError("'image_folder' needs path=")
     return _image_folder(os.fspath(path), split, test_fraction, mode, image_size, dequantize, dtype)
@@ -537,9 +629,10 @@ def load(name: str, split: str = "train", **options) -> Dataset:
             - "checkerboard", "swiss_roll", "moons": 2-D generators; ``n``, ``seed`` and the generator's options.
             - "digits": scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed
               split (seed ``SPLIT_SEED``) keeps ``test_fraction`` = 1/6 of the 1797 images for test.
-            - "array": a .npy/.npz file at ``path`` (``key`` chooses the array of an .npz).
-            - "image_folder": the images in folder ``path``; ``mode`` "L" (grey) or "RGB", optional square
-              ``image_size``.
+            - "array": a .npy/.npz file at ``path`` (``key`` chooses the array of an .npz, ``label_key`` its
+              labels).
+            - "image_folder": the images in folder ``path`` (or, one class each, in its sub-folders);
+              ``mode`` "L" (grey) or "RGB", optional square ``image_size``.
         split: "train" or "test". 2-D sets draw the two splits from different seeds; files split by a
             fixed permutation when ``test_fraction`` > 0 (otherwise "train" is the whole file).
         **options: the loader's keyword arguments (an unknown one raises an error listing the valid ones);

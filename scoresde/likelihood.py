@@ -34,6 +34,7 @@ from ._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, integrate_ode
 from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_finite, check_same_shape,
                      validated_times)
 from .data import Dataset, check_quantization, dequantize
+from .guidance import conditional_score
 
 Tensor = torch.Tensor
 
@@ -383,7 +384,7 @@ def _mean_stderr(values: Tensor) -> Tuple[float, float]:
 def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, batch_size: Optional[int] = None,
                         n_dequant: int = 1, generator: Optional[torch.Generator] = None,
                         divergence: Optional[str] = None, device=None, dtype: Optional[torch.dtype] = None,
-                        **likelihood_kwargs) -> EvaluationResult:
+                        labels: bool = False, **likelihood_kwargs) -> EvaluationResult:
     """NLL and bits/dim of a data set under the PF-ODE density, with mean ± standard error.
 
     The one evaluation path the trainer, the command line and the demo use. For quantized data (a
@@ -402,6 +403,8 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
         divergence: "exact" or "hutchinson"; None picks "exact" for d ≤ 16 elements per sample.
         device: where and in which dtype the points are evaluated (default: the data's).
         dtype: as ``device``.
+        labels: evaluate −log p(x | c) with each point's label c (a labelled Dataset); ``score`` is then a
+            conditional model ``score(x, t, cond)`` (see `scoresde.conditional_score`).
         **likelihood_kwargs: passed to `log_likelihood` (probe, n_probes, solver, rtol, atol, eps, ...).
 
     Returns:
@@ -410,6 +413,11 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
     dataset = data if isinstance(data, Dataset) else Dataset(_check_x(data, "data"))
     x = dataset.x if n is None else dataset.x[: int(n)]
     x = x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
+    if labels:
+        if dataset.labels is None:
+            raise ValueError(f"labels=True needs a labelled data set; {dataset.name!r} has no labels")
+        classes = dataset.labels[: x.shape[0]].to(x.device)
+        label_chunks = classes.split(int(batch_size)) if batch_size else (classes,)
     if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive integer; got {n_dequant!r}")
     if "generator" in likelihood_kwargs:
@@ -422,10 +430,12 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
     values, nlls, nfe = [], [], 0
     for _ in range(rounds):
         bpd_round, nll_round = [], []
-        for chunk in (x.split(int(batch_size)) if batch_size else (x,)):
+        for k, chunk in enumerate(x.split(int(batch_size)) if batch_size else (x,)):
             if quantized:
                 chunk = dequantize(chunk, data_range=dataset.data_range, generator=generator, levels=dataset.levels)
-            res = log_likelihood(sde, score, chunk, divergence=divergence, generator=generator, **likelihood_kwargs)
+            chunk_score = conditional_score(score, label_chunks[k]) if labels else score
+            res = log_likelihood(sde, chunk_score, chunk, divergence=divergence, generator=generator,
+                                 **likelihood_kwargs)
             log_prob = res.log_prob.double()
             nll_round.append(-log_prob)
             bpd_round.append(bits_per_dim_from_log_prob(log_prob, d, dataset.bin_width))

@@ -16,6 +16,7 @@ import torch
 
 from ._registry import Registry
 from ._utils import ScoreFn, as_time, check_choice, check_same_shape, check_time_range, expand_like, validated_times
+from .guidance import check_labels
 from .sde import diffusion_values
 
 Tensor = torch.Tensor
@@ -57,6 +58,15 @@ def _reduce(per_sample: Tensor, reduce: str) -> Tensor:
     if reduce == "sum":
         return per_sample.sum()
     return per_sample
+
+
+def _shard(shard: Tuple[int, int], batch: int, *tensors):
+    """Rows ``rank::world_size`` of each tensor (None stays None): DistributedSampler's strided rule."""
+    rank, world = (int(v) for v in shard)
+    if not 0 <= rank < world or batch % world:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size dividing the batch "
+                         f"size {batch}; got {shard!r}")
+    return tuple(None if v is None else v[rank::world] for v in tensors)
 
 
 def _importance_table(sde, eps: float, device) -> Tuple[Tensor, Tensor, Tensor]:
@@ -108,7 +118,8 @@ def _sample_importance(sde, eps: float, batch: int, generator, device, dtype) ->
 def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = "sigma2",
              importance_sampling: bool = False,
              eps: float = 1e-5, generator: Optional[torch.Generator] = None, reduce: str = "mean",
-             t: Optional[Tensor] = None, shard: Optional[Tuple[int, int]] = None) -> Tensor:
+             t: Optional[Tensor] = None, shard: Optional[Tuple[int, int]] = None,
+             cond: Optional[Tensor] = None) -> Tensor:
     """Continuous-time denoising score matching for a linear SDE.
 
     For each sample: t ~ U(eps, T), z ~ N(0, I), x_t = s(t) x0 + σ(t) z and
@@ -148,6 +159,9 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
             noise are drawn for all of it exactly as in a single process, and only rows ``rank::world_size``
             (DistributedSampler's strided rule) are evaluated. The mean over the shards then equals the
             single-process loss of the same global batch and generator.
+        cond: class labels (B,) long of a conditional model, called ``model(x_t, t, cond)`` (the index
+            ``num_classes`` is ∅; label dropout is the caller's, see `scoresde.guidance.drop_labels`). Sharded
+            like x0.
 
     Returns:
         The loss: a scalar, or shape (B,) when reduce="none".
@@ -160,6 +174,8 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
     if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
         raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
     batch = x0.shape[0]
+    if cond is not None:
+        cond = check_labels(cond, batch, getattr(model, "num_classes", None), device=x0.device)
     weight = torch.ones(batch, device=x0.device, dtype=x0.dtype)
     if t is not None:
         if importance_sampling:
@@ -172,24 +188,25 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if shard is not None:
-        rank, world = (int(v) for v in shard)
-        if not 0 <= rank < world or batch % world:
-            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size dividing the batch "
-                             f"size {batch}; got {shard!r}")
-        x0, t, z, weight = x0[rank::world], t[rank::world], z[rank::world], weight[rank::world]
+        x0, t, z, weight, cond = _shard(shard, batch, x0, t, z, weight, cond)
         batch = x0.shape[0]
     with validated_times():                      # t was drawn in [eps, T] or checked above: no check per call
         s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
         x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
-        score = check_same_shape(model(x_t, t), x_t, what="model")
+        score = check_same_shape(model(x_t, t) if cond is None else model(x_t, t, cond), x_t, what="model")
         residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
         per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
         weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
     return _reduce(weight * per_sample, reduce)
 
 
-def _call(model, x: Tensor, t: Optional[Tensor]) -> Tensor:
-    out = model(x) if t is None else model(x, t)
+def _call(model, x: Tensor, t: Optional[Tensor], cond: Optional[Tensor] = None) -> Tensor:
+    if cond is not None:
+        if t is None:
+            raise ValueError("a conditional model is called model(x, t, cond): pass t together with cond")
+        out = model(x, t, check_labels(cond, x.shape[0], getattr(model, "num_classes", None), device=x.device))
+    else:
+        out = model(x) if t is None else model(x, t)
     return check_same_shape(out, x, what="model")
 
 
@@ -213,7 +230,7 @@ def _prepare(x: Tensor, t):
 
 def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, n_projections: int = 1,
                                generator: Optional[torch.Generator] = None, reduce: str = "mean",
-                               projection: str = "rademacher") -> Tensor:
+                               projection: str = "rademacher", cond: Optional[Tensor] = None) -> Tensor:
     """Sliced score matching (Song et al. 2019) with Hutchinson projections.
 
         ℓ(x) = (1/M) Σ_m [ ½ (vₘᵀ s(x))² + vₘᵀ ∇_x (vₘᵀ s(x)) ],   vₘ with E[v vᵀ] = I
@@ -230,6 +247,7 @@ def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] =
         generator: torch.Generator for the projections.
         reduce: "mean", "sum" or "none" (per-sample, shape (B,)).
         projection: "rademacher" (±1 entries, lower variance of the trace term) or "gaussian".
+        cond: labels (B,) of a conditional model, called ``model(x, t, cond)``.
     """
     check_choice(reduce, REDUCTIONS, "reduce")
     check_choice(projection, PROJECTIONS, "projection")
@@ -238,7 +256,7 @@ def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] =
     x, t = _prepare(x, t)
     batch = x.shape[0]
     with torch.enable_grad():
-        score = _call(model, x, t)
+        score = _call(model, x, t, cond)
         total = x.new_zeros(batch)
         for _ in range(n_projections):
             v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -252,7 +270,7 @@ def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] =
 
 
 def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, reduce: str = "mean",
-                        max_dim: int = 1024) -> Tensor:
+                        max_dim: int = 1024, cond: Optional[Tensor] = None) -> Tensor:
     """Hyvärinen's explicit score matching with the exact Jacobian trace (low dimension only).
 
         ℓ(x) = ½ ‖s(x)‖² + tr ∇_x s(x),   E_p[ℓ] = ½ E_p‖s − ∇ log p‖² − ½ E_p‖∇ log p‖²
@@ -266,6 +284,7 @@ def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, 
         t: optional times (B,) or a scalar passed to the model.
         reduce: "mean", "sum" or "none" (per-sample, shape (B,)).
         max_dim: refuse larger d (use `sliced_score_matching_loss` there).
+        cond: labels (B,) of a conditional model, called ``model(x, t, cond)``.
     """
     check_choice(reduce, REDUCTIONS, "reduce")
     x, t = _prepare(x, t)
@@ -274,7 +293,7 @@ def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, 
         raise ValueError(f"exact score matching needs d backward passes; d = {d} exceeds max_dim = {max_dim} "
                          f"(use sliced_score_matching_loss)")
     with torch.enable_grad():
-        score = _call(model, x, t)
+        score = _call(model, x, t, cond)
         flat = score.reshape(batch, d)
         trace = x.new_zeros(batch)
         for i in range(d):
@@ -282,3 +301,56 @@ def score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, 
             trace = trace + grad.reshape(batch, d)[:, i]
         total = 0.5 * flat.pow(2).sum(-1) + trace
     return _reduce(total, reduce)
+
+
+def classifier_loss(sde, classifier: Callable, x0: Tensor, cond: Tensor, eps: float = 1e-5,
+                    generator: Optional[torch.Generator] = None, reduce: str = "mean",
+                    shard: Optional[Tuple[int, int]] = None) -> Tensor:
+    """Cross-entropy of a noise-conditional classifier on noised data: the loss of classifier guidance.
+
+        ℓ = −log p_θ(c | x_t, t),   t ~ U(eps, T),  x_t = s(t) x0 + σ(t) z,  z ~ N(0, I)
+
+    whose minimiser at every t is the exact noisy classifier p_t(c | x_t) (for a labelled mixture:
+    ``GaussianMixture.classifier(sde)``). Trainable with `scoresde.Trainer` (pass ``loss_fn=classifier_loss`` and
+    a labelled data set).
+
+    Args:
+        sde: a linear SDE (``scale``, ``std``, ``T``).
+        classifier: ``classifier(x, t)`` → log-probabilities (or logits) of shape (B, C), e.g.
+            `scoresde.nets.Classifier`.
+        x0: data (B, *D).
+        cond: their classes (B,) long in 0 … C − 1.
+        eps: smallest time.
+        generator: draws t, then z.
+        reduce: "mean", "sum" or "none" (shape (B,)).
+        shard: ``(rank, world_size)``: draw for the global batch, evaluate rows ``rank::world_size`` (as `dsm_loss`).
+    """
+    check_choice(reduce, REDUCTIONS, "reduce")
+    log_probs, cond = noised_class_log_probs(sde, classifier, x0, cond, eps, generator, shard)
+    return _reduce(-log_probs.gather(1, cond[:, None])[:, 0], reduce)
+
+
+def noised_class_log_probs(sde, classifier: Callable, x0: Tensor, cond: Tensor, eps: float = 1e-5,
+                           generator: Optional[torch.Generator] = None,
+                           shard: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor]:
+    """The classifier's normalised log p_θ(· | x_t, t), (B, C), at t ~ U(eps, T), x_t = s x0 + σ z, and the
+    labels (B,) (this shard's rows): what `classifier_loss` and the trainer's classifier evaluation use."""
+    if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
+    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
+        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+    batch = x0.shape[0]
+    cond = check_labels(cond, batch, getattr(classifier, "num_classes", None), device=x0.device,
+                        null_allowed=False)
+    t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if shard is not None:
+        x0, t, z, cond = _shard(shard, batch, x0, t, z, cond)
+    with validated_times():
+        x_t = expand_like(sde.scale(t).to(x0.dtype), x0) * x0 + expand_like(sde.std(t).to(x0.dtype), x0) * z
+        log_probs = classifier(x_t, t)
+    if not torch.is_tensor(log_probs) or log_probs.dim() != 2 or log_probs.shape[0] != x0.shape[0]:
+        got = tuple(log_probs.shape) if torch.is_tensor(log_probs) else type(log_probs).__name__
+        raise ValueError(f"classifier(x, t) must return log-probabilities of shape (B, C); got {got}")
+    return torch.log_softmax(log_probs, dim=1), cond

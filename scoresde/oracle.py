@@ -6,6 +6,14 @@ and std σ(t) is
     p_t(x) = Σ_k w_k N(x; s μ_k, diag(s² c_k² + σ²)),
 
 so its density and score are exact at every t. Every sampler, likelihood and loss is tested against it.
+
+With ``labels`` (component k belongs to class c(k)) every class's law stays a mixture too, and the noisy
+classifier is exact:
+
+    p_t(x | c) = Σ_{k: c(k)=c} w_k N_k,t(x) / Σ_{k: c(k)=c} w_k,     p_t(c | x) = Σ_{k: c(k)=c} w_k N_k,t(x) / p_t(x),
+
+so ∇ log p_t(x) + ∇ log p_t(c | x) = ∇ log p_t(x | c) (Bayes): classifier guidance at γ = 1 with the exact
+classifier *is* the exact conditional score.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import torch
 
 from . import conversions
 from ._utils import ScoreFn, as_time
+from .guidance import check_labels
 
 Tensor = torch.Tensor
 
@@ -27,12 +36,13 @@ class GaussianMixture:
         means: (K, D) component means.
         stds: (K,) isotropic or (K, D) diagonal component standard deviations, all > 0.
         weights: (K,) non-negative mixture weights (normalised here); uniform when omitted.
+        labels: optional (K,) integer class of each component, every class 0 … C − 1 used at least once.
         dtype: parameters are stored in this dtype (float64 by default, for sharp checks).
 
     Data may have shape (B, D) or (B, *S) with prod(S) = D; it is flattened internally.
     """
 
-    def __init__(self, means, stds, weights=None, dtype=torch.float64, device=None):
+    def __init__(self, means, stds, weights=None, labels=None, dtype=torch.float64, device=None):
         means = torch.as_tensor(means, dtype=dtype, device=device)
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D); got {tuple(means.shape)}")
@@ -59,6 +69,12 @@ class GaussianMixture:
         self.means, self.stds = means, stds.contiguous()
         self.weights = weights / weights.sum()
         self.dim = D
+        self.labels = None if labels is None else _check_labels(labels, K, means.device)
+
+    @property
+    def num_classes(self):
+        """C, the number of classes (labels 0 … C − 1), or None for an unlabelled mixture."""
+        return None if self.labels is None else int(self.labels.max()) + 1
 
     @property
     def device(self):
@@ -72,14 +88,26 @@ class GaussianMixture:
         """A copy with parameters on ``device`` / in ``dtype``."""
         dtype = dtype or self.dtype
         return GaussianMixture(self.means.to(device=device, dtype=dtype), self.stds.to(device=device, dtype=dtype),
-                               self.weights.to(device=device, dtype=dtype), dtype=dtype)
+                               self.weights.to(device=device, dtype=dtype), labels=self.labels, dtype=dtype,
+                               device=device)
 
     # -- sampling and density at t = 0 --------------------------------------------------------------
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Draw n samples, shape (n, D), on the mixture's device and dtype."""
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False):
+        """Draw n samples, shape (n, D), on the mixture's device and dtype; with ``return_labels`` also their
+        classes, (n,) long (the same draws: the component is drawn first either way)."""
         k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)
         z = torch.randn((int(n), self.dim), generator=generator, device=self.device, dtype=self.dtype)
-        return self.means[k] + self.stds[k] * z
+        x = self.means[k] + self.stds[k] * z
+        if not return_labels:
+            return x
+        self._require_labels("sample(return_labels=True)")
+        return x, self.labels[k]
+
+    def conditional(self, c: int) -> "GaussianMixture":
+        """The law of class c: the mixture of its components, weights renormalised (unlabelled)."""
+        keep = self.labels == self._check_class(c)
+        return GaussianMixture(self.means[keep], self.stds[keep], self.weights[keep], dtype=self.dtype,
+                               device=self.device)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p_0(x), shape (B,)."""
@@ -131,6 +159,48 @@ class GaussianMixture:
 
         return exact_score
 
+    def class_log_prob_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
+        """log p_t(c | x) for every class c: shape (B, C); each row's exponentials sum to one."""
+        log_comp = self._log_components_t(sde, x, t)                                # (B, K)
+        log_joint = torch.logsumexp(log_comp[:, None, :] + self._class_mask().to(log_comp), dim=2)   # (B, C)
+        return log_joint - torch.logsumexp(log_comp, dim=1, keepdim=True)
+
+    def classifier(self, sde):
+        """The exact noisy classifier ``(x, t) -> log p_t(c | x)`` of shape (B, C) under ``sde``."""
+        self._require_labels("classifier")
+
+        def exact_classifier(x: Tensor, t: Tensor) -> Tensor:
+            return self.class_log_prob_t(sde, x, t)
+
+        return exact_classifier
+
+    def conditional_score_t(self, sde, x: Tensor, t: Tensor, cond) -> Tensor:
+        """∇_x log p_t(x | c) for each row's class ``cond`` ((B,) or one int); ``cond == num_classes`` (∅) gives
+        the unconditional score ∇_x log p_t(x) for that row."""
+        num_classes = self._require_labels("conditional_score")
+        cond = check_labels(cond, x.shape[0], num_classes, device=x.device, null_allowed=True)
+        t = as_time(t, x)
+        flat = self._flatten(x)
+        m, v = self.marginal(sde, t.to(self.dtype))
+        m, v = m.to(flat), v.to(flat)
+        diff = flat[:, None, :] - m                                                  # (B, K, D)
+        log_comp = self._log_components(diff, v)                                     # (B, K)
+        outside = (self.labels[None, :] != cond[:, None]) & (cond[:, None] < num_classes)
+        log_comp = log_comp.masked_fill(outside, -math.inf)
+        resp = torch.softmax(log_comp, dim=1)
+        return (-(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
+
+    def conditional_score(self, sde):
+        """The exact conditional score ``(x, t, cond) -> ∇_x log p_t(x | c)`` under ``sde``; ``cond`` is (B,) long
+        (or one int), and the index ``num_classes`` (∅) means the unconditional score."""
+        self._require_labels("conditional_score")
+
+        def exact_conditional_score(x: Tensor, t: Tensor, cond) -> Tensor:
+            return self.conditional_score_t(sde, x, t, cond)
+
+        exact_conditional_score.num_classes = self.num_classes
+        return exact_conditional_score
+
     def denoiser(self, sde) -> ScoreFn:
         """Tweedie's exact denoiser ``(x, t) -> E[x_0 | x_t = x] = (x + σ² score) / s``."""
 
@@ -140,6 +210,33 @@ class GaussianMixture:
         return exact_denoiser
 
     # -- internals -----------------------------------------------------------------------------------
+    def _require_labels(self, what: str):
+        if self.labels is None:
+            raise ValueError(f"GaussianMixture.{what} needs a labelled mixture: pass labels=(K,) class indices")
+        return self.num_classes
+
+    def _check_class(self, c) -> int:
+        num_classes = self._require_labels("conditional")
+        if isinstance(c, bool) or not isinstance(c, int) and not (torch.is_tensor(c) and c.numel() == 1):
+            raise TypeError(f"the class must be an integer in [0, {num_classes}); got {c!r}")
+        c = int(c)
+        if not 0 <= c < num_classes:
+            raise ValueError(f"the class must be in [0, {num_classes}); got {c}")
+        return c
+
+    def _class_mask(self) -> Tensor:
+        """(C, K): 0 where component k belongs to class c, −inf elsewhere."""
+        num_classes = self._require_labels("class_log_prob_t")
+        member = self.labels[None, :] == torch.arange(num_classes, device=self.labels.device)[:, None]
+        return torch.zeros(member.shape, dtype=self.dtype, device=self.device).masked_fill(~member, -math.inf)
+
+    def _log_components_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
+        """log w_k N_k,t(x), shape (B, K)."""
+        t = as_time(t, x)
+        flat = self._flatten(x)
+        m, v = self.marginal(sde, t.to(self.dtype))
+        return self._log_components(flat[:, None, :] - m.to(flat), v.to(flat))
+
     def _flatten(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x[0].numel() != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}) (or (B, *S) with {self.dim} elements per "
@@ -166,8 +263,31 @@ def _check_finite_rows(values: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be finite; got a NaN or inf in component {k}: {values[k].tolist()}")
 
 
-def eight_gaussians(radius: float = 2.0, std: float = 0.1, dtype=torch.float64, device=None) -> GaussianMixture:
-    """Eight equally weighted Gaussians evenly spaced on a circle: the classic 2-D benchmark."""
+def _check_labels(labels, K: int, device) -> Tensor:
+    labels = torch.as_tensor(labels, device=device)
+    if labels.shape != (K,) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor of shape (K,) = ({K},), the class of each component; "
+                         f"got {tuple(labels.shape)} of dtype {labels.dtype}")
+    labels = labels.long()
+    if bool((labels < 0).any()):
+        raise ValueError(f"labels must be class indices >= 0; got {labels.tolist()}")
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"labels must use every class 0 … {int(labels.max())} at least once; classes {missing} "
+                         f"have no component")
+    return labels
+
+
+def eight_gaussians(radius: float = 2.0, std: float = 0.1, num_classes: int = 8, dtype=torch.float64,
+                    device=None) -> GaussianMixture:
+    """Eight equally weighted Gaussians evenly spaced on a circle: the classic 2-D benchmark.
+
+    Component k (at angle 2πk/8) has the label k mod ``num_classes`` (1 ≤ num_classes ≤ 8): with 8 every
+    Gaussian is its own class, with 4 each class is a pair of opposite Gaussians.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= 8:
+        raise ValueError(f"num_classes must be an integer in [1, 8]; got {num_classes!r}")
     angles = torch.arange(8, dtype=dtype) * (2 * math.pi / 8)
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-    return GaussianMixture(means, torch.full((8,), std, dtype=dtype), dtype=dtype, device=device)
+    return GaussianMixture(means, torch.full((8,), std, dtype=dtype), labels=torch.arange(8) % num_classes,
+                           dtype=dtype, device=device)

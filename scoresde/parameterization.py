@@ -8,7 +8,7 @@ flow-matching velocity) is one subclass of `Parameterization` and one registry l
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch import nn
 from . import conversions
 from ._registry import Registry
 from ._utils import ScoreFn, as_time, check_same_shape, check_time_range, expand_like, validated_times
+from .guidance import model_classes
 from .sde import require_linear
 
 Tensor = torch.Tensor
@@ -137,7 +138,8 @@ class ScoreModel(nn.Module):
     have the dtype of the network's parameters (a TypeError says how to cast one or the other).
 
     Args:
-        net: module (or callable) with ``forward(x, t)`` returning x's shape.
+        net: module (or callable) with ``forward(x, t)`` returning x's shape; a class-conditional net (with
+            ``num_classes``, called ``net(x, t, cond)``) makes the model conditional: ``model(x, t, cond)``.
         sde: a linear SDE, used only through ``scale(t)`` and ``std(t)``.
         parameterization: a name in `PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
             `Parameterization` object.
@@ -161,6 +163,11 @@ class ScoreModel(nn.Module):
         self.net, self.sde = net, sde
         self.preconditioning = bool(preconditioning)
         self.sigma_data = float(sigma_data)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """K of a class-conditional network (called ``model(x, t, cond)``, see `scoresde.guidance`), else None."""
+        return model_classes(self.net)
 
     @property
     def parameterization(self) -> str:
@@ -204,12 +211,14 @@ class ScoreModel(nn.Module):
         return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data), c_noise)
 
     # -- the network and the conversions ---------------------------------------------------------------
-    def net_output(self, x: Tensor, t: Tensor) -> Tensor:
-        """The raw network output F = net(c_in x, c_noise), shape of x (B, *D)."""
-        return self._net_output(x, self.coefficients(x, t))
+    def net_output(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """The raw network output F = net(c_in x, c_noise[, cond]), shape of x (B, *D)."""
+        return self._net_output(x, self.coefficients(x, t), cond)
 
-    def _net_output(self, x: Tensor, c: Preconditioning) -> Tensor:
-        return check_same_shape(self.net(expand_like(c.c_in, x) * x, c.c_noise), x, what="net")
+    def _net_output(self, x: Tensor, c: Preconditioning, cond: Optional[Tensor] = None) -> Tensor:
+        x_in = expand_like(c.c_in, x) * x
+        out = self.net(x_in, c.c_noise) if cond is None else self.net(x_in, c.c_noise, cond)
+        return check_same_shape(out, x, what="net")
 
     def net_output_to_score(self, output: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """Convert a raw network output F (as returned by `net_output`) at (x, t) to the score, x's shape."""
@@ -223,21 +232,22 @@ class ScoreModel(nn.Module):
             s, sigma = conversions.scale_std(self.sde, t, x)
         return self.prediction.to_score(prediction, x, s, sigma)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,) in (0, T]."""
+    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,) in (0, T]; for a conditional network
+        ∇_x log p_t(x | c) with cond (B,) long in 0 … K (K = ``num_classes``: no label, the unconditional score)."""
         t = self._inputs(x, t)
         c = self._coefficients(x, t)
-        return self._to_score(self._net_output(x, c), x, t, c)
+        return self._to_score(self._net_output(x, c, cond), x, t, c)
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         """The noise prediction E[z | x_t = x] = −σ(t) score(x, t), shape of x."""
         t = self._inputs(x, t)
         with validated_times():
             _, sigma = conversions.scale_std(self.sde, t, x)
-            return conversions.score_to_eps(self(x, t), sigma)
+            return conversions.score_to_eps(self(x, t, cond), sigma)
 
-    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+    def denoise(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         """Tweedie's denoiser E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t), shape of x."""
         t = self._inputs(x, t)
         with validated_times():
-            return conversions.denoise(self.sde, self, x, t)
+            return conversions.denoise(self.sde, lambda x, t: self(x, t, cond), x, t)

@@ -97,7 +97,9 @@ def test_digits_levels_split_and_dequantization():
     assert torch.equal(torch.bincount(v.round().long().flatten(), minlength=17),
                        torch.bincount(raw.long().flatten(), minlength=17))
     # Dequantized x = (v + u)/17·2 − 1: floor recovers v and u = frac is U(0, 1) (mean ½, var 1/12).
-    batch = next(sd.data.load("digits", dequantize=True).batches(256, seed=0)).double()
+    batch, labels = next(sd.data.load("digits", dequantize=True).batches(256, seed=0))
+    batch = batch.double()
+    assert labels.shape == (256,) and labels.dtype == torch.long and 0 <= int(labels.min()) <= int(labels.max()) <= 9
     scaled = (batch + 1) / 2 * 17
     u = scaled - scaled.floor()
     centre_v = scaled.floor()
@@ -132,7 +134,7 @@ def test_epoch_batches_visit_every_row_once_and_resume_exactly(tmp_path):
 
 def test_fresh_batches_draw_new_samples_from_the_law():
     ds = sd.data.load("moons", n=10)
-    it = ds.batches(64, seed=0)
+    it = ds.batches(64, seed=0, labels=False)
     assert it.fresh and not torch.equal(next(it), next(it))
     with pytest.raises(ValueError, match="sampler"):
         Batches(Dataset(torch.zeros(4, 2)), 2, fresh=True)

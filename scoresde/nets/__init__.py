@@ -2,14 +2,17 @@
 
 - `MLP`: residual MLP with a Gaussian-Fourier time embedding, for low-dimensional data.
 - `UNet`: a compact DDPM++-style U-Net for images (B, C, H, W).
-- `GaussianFourierEmbedding`: the time (or noise-level) embedding both use.
+- `Classifier`: a noise-conditional classifier log p_t(c | x) for classifier guidance.
+- `GaussianFourierEmbedding`: the time (or noise-level) embedding both use; `LabelEmbedding`: the class
+  vector a conditional net (``num_classes=K``, called ``net(x, t, cond)``) adds to it.
 
 `NETS` names them for configs and the command line. A net whose constructor needs the data's shape
 lists those arguments in ``shape_parameters`` and computes them in a static ``shape_arguments(sample_shape)
 -> dict``, which the builder calls; every other constructor argument is a config option.
 """
 from .._registry import Registry
-from .embedding import GaussianFourierEmbedding
+from .classifier import Classifier
+from .embedding import GaussianFourierEmbedding, LabelEmbedding
 from .mlp import MLP
 from .unet import UNet
 
@@ -18,4 +21,4 @@ NETS = Registry("net")
 NETS.register("mlp", MLP)
 NETS.register("unet", UNet)
 
-__all__ = ["GaussianFourierEmbedding", "MLP", "UNet", "NETS"]
+__all__ = ["GaussianFourierEmbedding", "LabelEmbedding", "MLP", "UNet", "Classifier", "NETS"]

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..guidance import check_labels
+
 Tensor = torch.Tensor
 
 
@@ -35,3 +37,37 @@ class GaussianFourierEmbedding(nn.Module):
             raise ValueError(f"t must have shape (B,); got {tuple(t.shape)}")
         angles = 2 * math.pi * t[:, None] * self.frequencies.to(t.dtype)[None, :]
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class LabelEmbedding(nn.Module):
+    """A learned vector per class, added to the time embedding of a conditional net.
+
+    K = ``num_classes`` classes take the indices 0 … K − 1; a (K + 1)-th entry, index K, stands for "no label"
+    (∅), which label dropout trains so that one network models both p(x | c) and p(x).
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, cond: Tensor, batch: int) -> Tensor:
+        """cond (B,) long in 0 … K (K = ∅) → (B, dim)."""
+        return self.table(check_labels(cond, batch, self.num_classes, device=self.table.weight.device))
+
+
+def conditioned(embedding: Tensor, labels: "LabelEmbedding | None", cond, who: str) -> Tensor:
+    """The time embedding plus the label's (B, dim); checks that ``cond`` is given exactly when the net is
+    conditional."""
+    if labels is None:
+        if cond is not None:
+            raise ValueError(f"{who} is unconditional (num_classes=None) but was given cond; build it with "
+                             f"num_classes=K to condition on labels")
+        return embedding
+    if cond is None:
+        raise ValueError(f"{who} is conditional (num_classes={labels.num_classes}) and needs cond: call it as "
+                         f"net(x, t, cond) with cond (B,) long in 0 … {labels.num_classes - 1}, or "
+                         f"{labels.num_classes} for no label (∅)")
+    return embedding + labels(cond, embedding.shape[0]).to(embedding.dtype)

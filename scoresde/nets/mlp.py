@@ -1,11 +1,13 @@
 """A residual MLP score network for low-dimensional data."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from .._utils import as_time
-from .embedding import GaussianFourierEmbedding
+from .embedding import GaussianFourierEmbedding, LabelEmbedding, conditioned
 
 Tensor = torch.Tensor
 
@@ -40,6 +42,8 @@ class MLP(nn.Module):
         time_embedding_dim: width of the time embedding (even).
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding (1 suits the
             c_noise = ¼ log(σ/s) of a preconditioned [`scoresde.ScoreModel`][scoresde.ScoreModel]; raw t ∈ [0, 1] wants ~16).
+        num_classes: K for a class-conditional net, called ``forward(x, t, cond)`` with cond (B,) long in
+            0 … K (K = no label, ∅): a learned label vector (`LabelEmbedding`) is added to γ. None: unconditional.
     """
 
     #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
@@ -54,7 +58,7 @@ class MLP(nn.Module):
         return {"dim": dim}
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_embedding_dim: int = 64,
-                 fourier_scale: float = 1.0):
+                 fourier_scale: float = 1.0, num_classes: Optional[int] = None):
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0)):
             if not isinstance(value, int) or value < low:
@@ -68,14 +72,16 @@ class MLP(nn.Module):
         self.input = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList([_ResidualBlock(hidden, time_embedding_dim) for _ in range(depth)])
         self.output = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+        self.num_classes = num_classes
+        self.labels = None if num_classes is None else LabelEmbedding(num_classes, time_embedding_dim)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x (B, dim) or (B, *D), t (B,) or a scalar → output of x's shape."""
+    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """x (B, dim) or (B, *D), t (B,) or a scalar, cond (B,) long (conditional nets only) → x's shape."""
         if x.dim() < 2 or x[0].numel() != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}) or (B, *D) with {self.dim} elements per sample; "
                              f"got {tuple(x.shape)}")
         t = as_time(t, x)
-        emb = self.embedding(t)
+        emb = conditioned(self.embedding(t), self.labels, cond, "MLP")
         h = self.input(x.reshape(x.shape[0], self.dim))
         for block in self.blocks:
             h = block(h, emb)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._utils import as_time
-from .embedding import GaussianFourierEmbedding
+from .embedding import GaussianFourierEmbedding, LabelEmbedding, conditioned
 
 Tensor = torch.Tensor
 
@@ -108,6 +108,8 @@ class UNet(nn.Module):
         time_embedding_dim: width of the time embedding (even).
         image_size: side H = W of the inputs; must be divisible by 2^(L−1).
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
+        num_classes: K for a class-conditional net, called ``forward(x, t, cond)`` with cond (B,) long in
+            0 … K (K = no label, ∅): a learned label vector is added to the time embedding. None: unconditional.
     """
 
     #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
@@ -123,7 +125,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, channels: int = 32, channel_mults: Sequence[int] = (1, 2),
                  num_res_blocks: int = 1, attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0,
-                 time_embedding_dim: int = 128, image_size: int = 8, fourier_scale: float = 16.0):
+                 time_embedding_dim: int = 128, image_size: int = 8, fourier_scale: float = 16.0,
+                 num_classes: Optional[int] = None):
         super().__init__()
         channel_mults = tuple(channel_mults)
         if not channel_mults or any(not isinstance(m, int) or m < 1 for m in channel_mults):
@@ -183,15 +186,18 @@ class UNet(nn.Module):
                 resolution *= 2
 
         self.output = nn.Sequential(_group_norm(width), nn.SiLU(), nn.Conv2d(width, in_channels, 3, padding=1))
+        self.num_classes = num_classes
+        self.labels = None if num_classes is None else LabelEmbedding(num_classes, time_embedding_dim)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x (B, C, H, W) with C = in_channels and H = W = image_size; t (B,) or a scalar → x's shape."""
+    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """x (B, C, H, W) with C = in_channels and H = W = image_size; t (B,) or a scalar; cond (B,) long
+        (conditional nets only) → x's shape."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}); "
                              f"got {tuple(x.shape)}")
         t = as_time(t, x)
-        emb = self.embedding(t)
+        emb = conditioned(self.embedding(t), self.labels, cond, "UNet")
         h = self.input(x)
         skips = [h]
         for stage in self.down:

@@ -3,6 +3,7 @@
     res = sampler.sample(sde, score, shape, generator=None, x_T=None, times=None)
     res.x      # samples at the last time (after the optional final denoising), shape == shape
     res.nfe    # exact number of score evaluations (``sampler.nfe()`` says it before running)
+    res.network_evaluations   # network passes they cost (2 per call for guided scores, see scoresde.guidance)
 
 A *score* is any callable ``score(x, t)`` with x of shape (B, *D) and t of shape (B,), returning x's shape.
 Samplers use only the SDE's public contract ([`scoresde.sde.LinearSDEProtocol`][scoresde.sde.LinearSDEProtocol]); they never check the
@@ -46,7 +47,10 @@ class SampleResult(SummaryRepr):
 
     Attributes:
         x: the samples, shape (B, *D).
-        nfe: exact number of score evaluations.
+        nfe: exact number of score evaluations (calls of ``score(x, t)``).
+        network_evaluations: the network evaluations those calls cost: ``nfe`` times the score's
+            ``network_evaluations`` attribute (1 when it has none; 2 for classifier-free guidance, which runs one
+            doubled batch, and for classifier guidance).
         times: times of the recorded trajectory (decreasing), or None.
         trajectory: states at ``times``, shape (len(times), B, *D), or None.
     """
@@ -55,6 +59,11 @@ class SampleResult(SummaryRepr):
     nfe: int
     times: Optional[Tensor] = None
     trajectory: Optional[Tensor] = None
+    network_evaluations: Optional[int] = None
+
+    def __post_init__(self):
+        if self.network_evaluations is None:
+            self.network_evaluations = self.nfe
 
 
 class CountedScore:
@@ -66,6 +75,12 @@ class CountedScore:
             raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
         self.score, self.watch = score, watch
         self.nfe = 0
+        self.cost = int(getattr(score, "network_evaluations", 1))
+
+    @property
+    def network_evaluations(self) -> int:
+        """Network evaluations of the calls so far (``nfe`` times the score's ``network_evaluations``)."""
+        return self.nfe * self.cost
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
@@ -107,12 +122,13 @@ class Recorder:
         if self.bar is not None:
             self.bar.update(1)
 
-    def result(self, x: Tensor, nfe: int) -> SampleResult:
+    def result(self, x: Tensor, nfe: int, network_evaluations: Optional[int] = None) -> SampleResult:
         self.close()
         if not self.record:
-            return SampleResult(x=x, nfe=nfe)
+            return SampleResult(x=x, nfe=nfe, network_evaluations=network_evaluations)
         times = torch.tensor(self.times, dtype=torch.float64)
-        return SampleResult(x=x, nfe=nfe, times=times, trajectory=torch.stack(self.states))
+        return SampleResult(x=x, nfe=nfe, times=times, trajectory=torch.stack(self.states),
+                            network_evaluations=network_evaluations)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -249,7 +265,7 @@ class Sampler(abc.ABC):
             raise
         finally:
             recorder.close()
-        return recorder.result(x, counted.nfe)
+        return recorder.result(x, counted.nfe, counted.network_evaluations)
 
     @abc.abstractmethod
     def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],

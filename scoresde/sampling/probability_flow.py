@@ -109,7 +109,7 @@ class ProbabilityFlowSampler(Sampler):
         except Exception as err:
             watch.flush(cause=err)
             raise
-        return SampleResult(x=z, nfe=counted.nfe)
+        return SampleResult(x=z, nfe=counted.nfe, network_evaluations=counted.network_evaluations)
 
     def _integrate(self, sde, score, x: Tensor, times: Tensor, report) -> Tensor:
         """Integrate the PF ODE over ``times`` (monotone, either direction), reporting at every time."""

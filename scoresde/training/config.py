@@ -32,6 +32,9 @@ class TrainConfig:
             (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
         eps: smallest training time; also the time of the evaluated density p_eps.
+        cond_dropout: for a class-conditional model, the probability that a label is replaced by ∅ (index
+            ``num_classes``) in training, so that one network learns p(x | c) and p(x) for classifier-free
+            guidance (None: 0.1 for a conditional model; only conditional models take one).
         seed: seeds the data order and the loss's times and noise (global RNG: seed it yourself).
         log_every: record the mean loss every this many steps.
         sample_every: save a PNG of samples every this many steps (0: never).
@@ -60,6 +63,7 @@ class TrainConfig:
     weighting: str = "likelihood"
     importance_sampling: bool = True
     eps: float = 1e-5
+    cond_dropout: Optional[float] = None
     seed: int = 0
     log_every: int = 100
     sample_every: int = 0
@@ -84,6 +88,9 @@ class TrainConfig:
         for name in ("lr", "eval_rtol", "eval_atol", "eps"):
             _number(name, getattr(self, name), positive=True)
         _number("checkpoint_seconds", self.checkpoint_seconds, positive=False)
+        if self.cond_dropout is not None and not (_is_number(self.cond_dropout) and 0 <= self.cond_dropout <= 1):
+            raise ValueError(f"cond_dropout must be a probability in [0, 1] (or null for the default 0.1 of a "
+                             f"conditional model); got {self.cond_dropout!r}")
         _number("weight_decay", self.weight_decay, positive=False)
         if self.grad_clip is not None:
             _number("grad_clip", self.grad_clip, positive=True, extra=" or null (None) for no clipping")

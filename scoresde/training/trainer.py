@@ -5,7 +5,12 @@
                          sd.TrainConfig(steps=20_000, out_dir="runs/8g", sample_every=5_000),
                          eval_data=sd.data.load("eight_gaussians", split="test"))
     trainer.train()                       # or sd.Trainer(..., resume=True) to continue from out_dir
-    metrics = trainer.step(x0)            # or drive it yourself, one batch at a time
+    metrics = trainer.step(x0)            # or drive it yourself, one batch at a time ((x0, cond) if conditional)
+
+A class-conditional model (``model(x, t, cond)``, e.g. a ScoreModel over ``sd.nets.MLP(2, num_classes=8)``)
+trains on a labelled data set: each label is replaced by ∅ with probability ``config.cond_dropout`` (0.1 by
+default), so one network learns p(x | c) and p(x) for classifier-free guidance. A loss with a required ``cond``
+(such as [`scoresde.classifier_loss`][scoresde.classifier_loss]) trains a noise-conditional classifier with the same Trainer.
 
 `Trainer.step`: loss = loss_fn(sde, model, x0, ...); the learning rate of the schedule at step n; the
 gradient norm clipped to ``grad_clip``; an optimizer step; the EMA update. Everything periodic (logging,
@@ -27,7 +32,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._registry import signature_parameters
+from .._registry import accepts_any_keyword, signature_parameters
+from ..guidance import check_labels, conditional_score, drop_labels, model_classes
 from .._utils import ScoreFn
 from ..data import Batches, Dataset
 from ..sde import is_linear
@@ -102,7 +108,9 @@ class Trainer:
             [`scoresde.SampleResult`][scoresde.SampleResult]; default: `default_sampler`).
         eval_fn: ``eval_fn(model, sde) -> dict`` replacing the default evaluation (called with EMA weights).
         loss_fn: ``loss_fn(sde, model, x0, weighting=, importance_sampling=, eps=, generator=)`` returning a
-            scalar (default: [`scoresde.dsm_loss`][scoresde.dsm_loss]).
+            scalar (default: [`scoresde.dsm_loss`][scoresde.dsm_loss]); only the keywords it declares are passed, and ``cond=``
+            (the batch's labels) when the model is conditional or the loss requires it (e.g.
+            [`scoresde.classifier_loss`][scoresde.classifier_loss]).
         optimizer: a ``torch.optim.Optimizer`` over the model's parameters, or a function ``params ->
             Optimizer`` (default: Adam with ``lr``, ``adam_betas`` and ``weight_decay`` of the config).
         lr_schedule: ``lr_schedule(n) -> learning rate`` of the update after n completed steps (default:
@@ -155,18 +163,23 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.dtype = params[0].dtype
-        if isinstance(data, Batches):
-            self.batches = data
-        else:
-            self.batches = _as_dataset(data, "data").batches(config.batch_size, seed=config.seed)
-        self.dataset = self.batches.dataset
-        self.eval_data = None if eval_data is None else _as_dataset(eval_data, "eval_data")
-        self.sampler = default_sampler(sde) if sampler is None else sampler
-        self.eval_fn = eval_fn
         if loss_fn is None:
             from ..losses import dsm_loss as loss_fn
         self.loss_fn = loss_fn
+        self._loss_keywords = None if accepts_any_keyword(loss_fn) else set(signature_parameters(loss_fn))
         self._loss_shards = "shard" in signature_parameters(loss_fn)
+        self._setup_labels(model, loss_fn, config)
+        if isinstance(data, Batches):
+            self.batches = data
+        else:
+            dataset = _as_dataset(data, "data")
+            labels = self.uses_labels and dataset.labels is not None
+            self.batches = dataset.batches(config.batch_size, seed=config.seed, labels=labels)
+        self.dataset = self.batches.dataset
+        self._check_labelled_data()
+        self.eval_data = None if eval_data is None else _as_dataset(eval_data, "eval_data")
+        self.sampler = default_sampler(sde) if sampler is None else sampler
+        self.eval_fn = eval_fn
         self.optimizer = self._build_optimizer(optimizer, params)
         self.lr_schedule = warmup_schedule(config.lr, config.warmup_steps) if lr_schedule is None else lr_schedule
         self.hooks: List[Hook] = default_hooks(config) if hooks is None else list(hooks)
@@ -191,6 +204,41 @@ class Trainer:
                 raise ValueError("resume=True needs config.out_dir (or pass a checkpoint path)")
             if os.path.isfile(self.checkpoint_path):
                 self.resume()
+
+    def _setup_labels(self, model, loss_fn, config: TrainConfig) -> None:
+        """Whether batches carry labels (a conditional model, or a loss that requires ``cond``) and the label
+        dropout probability."""
+        import inspect
+
+        self.num_classes = model_classes(model)
+        try:
+            param = inspect.signature(loss_fn).parameters.get("cond")
+        except (TypeError, ValueError):
+            param = None
+        loss_requires = param is not None and param.default is inspect.Parameter.empty
+        self.uses_labels = self.num_classes is not None or loss_requires
+        if self.uses_labels and param is None and not accepts_any_keyword(loss_fn):
+            raise ValueError(f"the model is conditional (num_classes={self.num_classes}) but the loss "
+                             f"{getattr(loss_fn, '__name__', loss_fn)!r} takes no cond argument")
+        if self.num_classes is None and config.cond_dropout not in (None, 0, 0.0):
+            raise ValueError(f"cond_dropout={config.cond_dropout} needs a class-conditional model (one built with "
+                             f"num_classes); this model is unconditional")
+        default = 0.1 if self.num_classes is not None else 0.0
+        self.cond_dropout = default if config.cond_dropout is None else float(config.cond_dropout)
+
+    def _check_labelled_data(self) -> None:
+        if not self.uses_labels:
+            return
+        ds = self.dataset
+        what = (f"a conditional model (num_classes={self.num_classes})" if self.num_classes is not None
+                else "this loss (it requires cond)")
+        if ds.labels is None or not self.batches.labels:
+            raise ValueError(f"{what} trains on labelled data; data set {ds.name!r} has no labels (labelled sets: "
+                             f"eight_gaussians, rings, moons, digits, an .npz with label_key, an image folder of "
+                             f"class sub-folders)")
+        if self.num_classes is not None and ds.num_classes > self.num_classes:
+            raise ValueError(f"data set {ds.name!r} has {ds.num_classes} classes but the model was built with "
+                             f"num_classes={self.num_classes}")
 
     def _build_optimizer(self, optimizer, params) -> torch.optim.Optimizer:
         c = self.config
@@ -223,19 +271,31 @@ class Trainer:
         return self.distributed is None or self.distributed.is_main
 
     # -- one step -------------------------------------------------------------------------------------------
-    def loss(self, x0: Tensor) -> Tensor:
-        """The training loss of a global batch x0 (B, *D) with the configured weighting (this rank's part)."""
+    def loss(self, x0: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """The training loss of a global batch x0 (B, *D) (and its labels cond (B,) for a conditional model, with
+        label dropout applied here) with the configured weighting (this rank's part)."""
         c = self.config
         extra = {}
+        if self.uses_labels:
+            if cond is None:
+                raise ValueError("this model is trained on labels: pass the batch as (x0, cond)")
+            cond = check_labels(cond, x0.shape[0], self.num_classes, device=x0.device, null_allowed=False)
+            if self.cond_dropout > 0:
+                cond = drop_labels(cond, self.cond_dropout, self.num_classes, generator=self.loss_generator)
         if self.distributed is not None:
             rank, world = self.distributed.rank, self.distributed.world_size
             if self._loss_shards:
                 extra["shard"] = (rank, world)
             else:
                 x0 = x0[rank::world]
-        return self.loss_fn(self.sde, self.train_model, x0, weighting=c.weighting,
-                            importance_sampling=c.importance_sampling, eps=c.eps, generator=self.loss_generator,
-                            **extra)
+                cond = None if cond is None else cond[rank::world]
+        if cond is not None:
+            extra["cond"] = cond
+        options = {"weighting": c.weighting, "importance_sampling": c.importance_sampling, "eps": c.eps,
+                   "generator": self.loss_generator}
+        if self._loss_keywords is not None:
+            options = {k: v for k, v in options.items() if k in self._loss_keywords}
+        return self.loss_fn(self.sde, self.train_model, x0, **options, **extra)
 
     def _synchronize(self, loss: Tensor) -> Tuple[float, bool, bool, bool]:
         """(mean loss over the ranks, whether any rank was signalled to stop, whether any rank's checkpoint clock
@@ -255,19 +315,22 @@ class Trainer:
         return (float(values[0]) / self.distributed.world_size, bool(values[1] > 0), bool(values[2] > 0),
                 bool(values[3] > 0))
 
-    def step(self, x0: Tensor) -> Dict[str, float]:
-        """One optimizer step on the batch x0 (B, *D); returns {"step", "loss", "lr", "grad_norm"}.
+    def step(self, batch) -> Dict[str, float]:
+        """One optimizer step on a batch x0 (B, *D), or (x0, cond) with labels (B,); returns {"step", "loss",
+        "lr", "grad_norm"}.
 
         Raises:
             NonFiniteLossError: the loss or gradient norm is NaN/inf; the message names the step. No update is
                 applied for that step.
         """
         c = self.config
+        x0, cond = batch if isinstance(batch, (tuple, list)) else (batch, None)
         x0 = x0.to(device=self.device, dtype=self.dtype)
+        cond = None if cond is None or not self.uses_labels else cond.to(self.device)
         lr = self.learning_rate(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.loss(x0)
+        loss = self.loss(x0, cond)
         reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(loss.detach())
         if not math.isfinite(reported):
             raise self._nonfinite("loss", reported)
@@ -379,21 +442,35 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # -- sampling and evaluation (EMA weights) --------------------------------------------------------------
-    def _score(self) -> ScoreFn:
-        """The model as a score function that accepts any floating dtype (cast to the model's and back)."""
+    def _score(self, cond=None) -> ScoreFn:
+        """The model as a score function that accepts any floating dtype (cast to the model's and back); for a
+        conditional model the conditional score of the labels ``cond`` ((B,) or an int)."""
         model, dtype = self.model, self.dtype
+        if self.num_classes is not None:
+            def cast(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+                return model(x.to(dtype), t.to(dtype), labels).to(x.dtype)
+
+            cast.num_classes = self.num_classes
+            return conditional_score(cast, self.num_classes if cond is None else cond)
 
         def score(x: Tensor, t: Tensor) -> Tensor:
             return model(x.to(dtype), t.to(dtype)).to(x.dtype)
 
         return score
 
+    def _require_score_model(self, what: str) -> None:
+        if self.uses_labels and self.num_classes is None:
+            raise ValueError(f"Trainer.{what} needs a score model; this trainer trains a classifier (a model "
+                             f"without cond whose loss takes labels)")
+
     def sample(self, n: Optional[int] = None, seed: Optional[int] = None) -> Tensor:
         """Draw ``n`` samples (default ``num_samples``: 1000 points, or 64 images) with the EMA weights: (n, *D).
 
         The sampler's generator is seeded by ``seed`` (default ``config.seed``), so figures at different steps
-        start from the same noise, and training's random streams are untouched.
+        start from the same noise, and training's random streams are untouched. A conditional model draws
+        sample i from class i mod K (unguided: the conditional score).
         """
+        self._require_score_model("sample")
         if n is None:
             n = self.config.num_samples or (1000 if len(self.dataset.shape) == 1 else 64)
         n = int(n)
@@ -402,7 +479,8 @@ class Trainer:
         self.model.eval()
         try:
             with self.ema.average_parameters(), torch.no_grad():
-                res = self.sampler.sample(self.sde, self._score(), (n,) + self.dataset.shape, generator)
+                cond = None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
+                res = self.sampler.sample(self.sde, self._score(cond), (n,) + self.dataset.shape, generator)
         finally:
             self.model.train(was_training)
         return res.x
@@ -426,8 +504,10 @@ class Trainer:
 
         Default: [`scoresde.evaluate_likelihood`][scoresde.evaluate_likelihood] on the first ``num_eval`` held-out points (exact divergence
         for d ≤ 16, else Hutchinson with 1 Rademacher probe; quantized data dequantized with a fixed seed) gives
-        "nll" and "nll_stderr" in nats, plus "bpd" and "bpd_stderr" for quantized data. Returns {} when there is
-        no eval_data.
+        "nll" and "nll_stderr" in nats, plus "bpd" and "bpd_stderr" for quantized data; for a conditional model
+        with labelled eval_data they are −log p(x | c) with each point's label. A classifier gets "accuracy" and
+        "class_nll" on the noised held-out points (one t ~ U(eps, T) each, fixed seed). Returns {} when there
+        is no eval_data.
         """
         was_training = self.model.training
         self.model.eval()
@@ -441,11 +521,31 @@ class Trainer:
 
                 generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 104729)
                 c = self.config
-                return evaluate_likelihood(self.sde, self._score(), self.eval_data, n=c.num_eval,
+                if self.uses_labels and self.num_classes is None:
+                    return self._evaluate_classifier(generator)
+                labelled = self.num_classes is not None and self.eval_data.labels is not None
+                score = self.model if labelled else self._score()
+                if labelled and self.eval_data.x.dtype != self.dtype:
+                    raise ValueError(f"eval_data has dtype {self.eval_data.x.dtype}; the model's is {self.dtype}")
+                return evaluate_likelihood(self.sde, score, self.eval_data, n=c.num_eval, labels=labelled,
                                            generator=generator, device=self.device, dtype=self.dtype,
                                            eps=c.eps, rtol=c.eval_rtol, atol=c.eval_atol).metrics()
         finally:
             self.model.train(was_training)
+
+    def _evaluate_classifier(self, generator: torch.Generator) -> Dict[str, float]:
+        from ..losses import noised_class_log_probs
+
+        data = self.eval_data
+        if data.labels is None:
+            raise ValueError(f"evaluating a classifier needs labelled eval_data; {data.name!r} has no labels")
+        n = min(len(data), self.config.num_eval)
+        x = data.x[:n].to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            log_probs, cond = noised_class_log_probs(self.sde, self.model, x, data.labels[:n].to(self.device),
+                                                     eps=self.config.eps, generator=generator)
+        return {"class_nll": float(-log_probs.gather(1, cond[:, None]).mean()),
+                "accuracy": float((log_probs.argmax(1) == cond).double().mean())}
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
