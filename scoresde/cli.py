@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import textwrap
@@ -162,9 +163,29 @@ def cmd_train(args, overrides) -> int:
     return 0
 
 
+def _label_choice(value: Optional[str], num_classes: Optional[int], allow_all: bool = True) -> Optional[Any]:
+    """--label: None, "all", or a class index checked against the model's classes."""
+    if value is None:
+        return None
+    if num_classes is None:
+        raise ConfigError("--label needs a class-conditional model (trained with --model.num_classes=K); this "
+                          "checkpoint's model is unconditional")
+    if allow_all and value == "all":
+        return "all"
+    try:
+        label = int(value)
+    except ValueError:
+        raise ConfigError(f"--label must be a class index in 0 … {num_classes - 1}"
+                          + (" or 'all'" if allow_all else "") + f"; got {value!r}") from None
+    if not 0 <= label < num_classes:
+        raise ConfigError(f"--label must be a class index in 0 … {num_classes - 1}; got {label}")
+    return label
+
+
 def cmd_sample(args, overrides) -> int:
     import numpy as np
 
+    from .guidance import classifier_free_guidance, conditional_score
     from .plot import save_samples
 
     device = _device(args.device)
@@ -173,23 +194,56 @@ def cmd_sample(args, overrides) -> int:
     sde, model, shape = run.sde, run.model, run.sample_shape
     options = {k.replace("-", "_"): v for k, v in overrides}
     sampler = build_sampler(args.sampler, options)
+    num_classes = getattr(model, "num_classes", None)
+    label = _label_choice(args.label, num_classes)
+    if args.guidance is not None and label is None:
+        raise ConfigError("--guidance needs --label (the class to guide towards, or 'all')")
+    n, labels, per_class = args.n, None, None
+    if label == "all":
+        per_class = max(1, args.n // num_classes)
+        n = per_class * num_classes
+        labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    elif label is not None:
+        labels = torch.full((n,), label, dtype=torch.long, device=device)
+    if labels is not None:
+        try:
+            score = classifier_free_guidance(model, labels, scale=args.guidance or 0.0)
+        except ValueError as err:
+            raise ConfigError(f"--guidance: {err}") from None
+    elif num_classes is not None:
+        score = conditional_score(model, num_classes)                # the null label: p(x)
+    else:
+        score = model
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
-    res = sampler.sample(sde, model, (args.n,) + shape, generator=gen, device=device, progress=True)
+    res = sampler.sample(sde, score, (n,) + shape, generator=gen, device=device, progress=True)
     wall = time.perf_counter() - start
     os.makedirs(args.out, exist_ok=True)
     npz = os.path.join(args.out, "samples.npz")
-    np.savez(npz, x=res.x.detach().cpu().numpy(), nfe=res.nfe)
+    arrays = {"x": res.x.detach().cpu().numpy(), "nfe": res.nfe}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    np.savez(npz, **arrays)
     png = os.path.join(args.out, "samples.png")
+    what = "" if label is None else f", label {label}" + (f", guidance {args.guidance:g}" if args.guidance else "")
+    x = res.x
     try:
-        save_samples(res.x[:256] if res.x.dim() == 4 else res.x, png, title=f"{args.sampler}, NFE {res.nfe}")
+        if per_class is not None and x.dim() == 4:        # one row per class
+            save_samples(x, png, title=f"{args.sampler}, NFE {res.nfe}{what}", nrow=per_class)
+        else:
+            shown = slice(0, 256) if x.dim() == 4 else slice(None)
+            save_samples(x[shown], png, title=f"{args.sampler}, NFE {res.nfe}{what}",
+                         labels=None if labels is None else labels[shown])
     except ValueError:  # no picture for this shape (only 2-D points and images have one)
-        png = "no figure for samples of shape " + str(tuple(res.x.shape[1:]))
-    print(f"{args.n} samples with {args.sampler} (NFE {res.nfe}, {wall:.2f} s): {npz}, {png}")
+        png = "no figure for samples of shape " + str(tuple(x.shape[1:]))
+    passes = f", {res.network_evaluations} network evaluations" if res.network_evaluations != res.nfe else ""
+    print(f"{n} samples with {args.sampler}{what} (NFE {res.nfe}{passes}, {wall:.2f} s): {npz}, {png}")
     return 0
 
 
 def cmd_likelihood(args, overrides) -> int:
+    from .data import Dataset
+    from .guidance import conditional_score
     from .likelihood import evaluate_likelihood
 
     device = _device(args.device)
@@ -203,20 +257,46 @@ def cmd_likelihood(args, overrides) -> int:
     dataset = build_data(cfg, args.split)
     if tuple(dataset.shape) != tuple(shape):
         raise ConfigError(f"data has per-sample shape {tuple(dataset.shape)} but the model was trained on {shape}")
+    num_classes = getattr(model, "num_classes", None)
+    label = _label_choice(args.label, num_classes)
+    score, labelled, what = model, False, ""
+    if label is not None and dataset.labels is None:
+        raise ConfigError(f"--label needs labelled data; {cfg.data['name']!r} has no labels")
+    if label == "all":                            # each point under its own label: −log p(x | c)
+        labelled, what = True, ", each under its own label: −log p(x | c)"
+    elif label is not None:                       # the points of one class under that class
+        keep = dataset.labels == label
+        if not bool(keep.any()):
+            raise ConfigError(f"no {args.split} points of class {label} in {cfg.data['name']!r}")
+        dataset = Dataset(dataset.x[keep], name=dataset.name, split=dataset.split, data_range=dataset.data_range,
+                          levels=dataset.levels, dequantize=dataset.dequantize, oracle=dataset.oracle)
+        score, what = conditional_score(model, label), f", class {label}: −log p(x | c = {label})"
+    elif num_classes is not None:                 # a conditional model without --label: p(x), the null label
+        score, what = conditional_score(model, num_classes), ", no label (∅): −log p(x)"
     gen = torch.Generator(device=device).manual_seed(args.seed)
     divergence = None if args.divergence == "auto" else args.divergence
-    res = evaluate_likelihood(sde, model, dataset, n=args.n, batch_size=args.batch_size, generator=gen,
+    res = evaluate_likelihood(sde, score, dataset, n=args.n, batch_size=args.batch_size, generator=gen,
                               divergence=divergence, n_probes=args.n_probes, rtol=args.rtol, atol=args.atol,
-                              device=device)
+                              device=device, labels=labelled)
     n, d = res.values.shape[0], dataset.dim
     divergence = divergence or ("exact" if d <= 16 else "hutchinson")
-    print(f"{n} {args.split} samples of {cfg.data['name']}, d = {d}, divergence = {divergence}")
+    print(f"{n} {args.split} samples of {cfg.data['name']}{what}, d = {d}, divergence = {divergence}")
     print(f"NLL: {res.nll:.4f} ± {res.nll_stderr:.4f} nats per sample")
     print(f"bits/dim: {res.bpd:.4f} ± {res.bpd_stderr:.4f}"
           + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if res.quantized else
              " (continuous data: −log p / (d ln 2))"))
-    if dataset.oracle is not None:
-        h, h_se = dataset.oracle.entropy_mc(100_000, torch.Generator().manual_seed(args.seed))
+    oracle = dataset.oracle
+    if oracle is not None and (label is None or oracle.labels is not None):
+        g = torch.Generator().manual_seed(args.seed)
+        if label is None:
+            h, h_se = oracle.entropy_mc(100_000, g)
+        elif label == "all":                      # H(x | c) = Σ_c p(c) H(x | c)
+            parts = [oracle.conditional(c).entropy_mc(100_000, g) for c in range(oracle.num_classes)]
+            mass = [float(oracle.weights[oracle.labels == c].sum()) for c in range(oracle.num_classes)]
+            h = sum(p * e for p, (e, _) in zip(mass, parts))
+            h_se = math.sqrt(sum((p * se) ** 2 for p, (_, se) in zip(mass, parts)))
+        else:
+            h, h_se = oracle.conditional(label).entropy_mc(100_000, g)
         print(f"true cross-entropy of the data (lower bound): {h:.4f} ± {h_se:.4f} nats")
     return 0
 
@@ -323,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--label", help="conditional models: the class to sample, or 'all' for every class (n/K each; "
+                                   "images: one row per class); default: unconditional (the null label)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w (with --label): "
+                                                  "(1 + w) s(x, t, c) − w s(x, t, ∅); default 0")
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("likelihood", parents=[common],
@@ -342,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the dopri5 solve")
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the dopri5 solve")
     p.add_argument("--seed", type=int, default=0, help="seed of the dequantization noise and the probes")
+    p.add_argument("--label", help="conditional models: a class index (its points, −log p(x | c)) or 'all' (every "
+                                   "point under its own label); default: −log p(x) with the null label")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.set_defaults(fn=cmd_likelihood)
 

@@ -353,4 +353,5 @@ def noised_class_log_probs(sde, classifier: Callable, x0: Tensor, cond: Tensor, 
     if not torch.is_tensor(log_probs) or log_probs.dim() != 2 or log_probs.shape[0] != x0.shape[0]:
         got = tuple(log_probs.shape) if torch.is_tensor(log_probs) else type(log_probs).__name__
         raise ValueError(f"classifier(x, t) must return log-probabilities of shape (B, C); got {got}")
+    check_labels(cond, cond.shape[0], log_probs.shape[1], null_allowed=False)
     return torch.log_softmax(log_probs, dim=1), cond

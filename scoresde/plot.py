@@ -49,14 +49,16 @@ def figure(figsize=(5.0, 5.0)) -> "Figure":
 
 
 def save_samples(x: Tensor, path: str, *, data_range: Optional[Tuple[float, float]] = None,
-                 title: Optional[str] = None, reference: Optional[Tensor] = None, dpi: int = 120) -> str:
+                 title: Optional[str] = None, reference: Optional[Tensor] = None, dpi: int = 120,
+                 nrow: Optional[int] = None, labels: Optional[Tensor] = None) -> str:
     """Save `samples` of x as a PNG at ``path`` (folders created; images clipped to ``data_range``,
-    default (−1, 1)) through `figure`; returns ``path``."""
+    default (−1, 1); ``nrow`` images per row; 2-D points coloured by ``labels``) through `figure`; returns
+    ``path``."""
     import os
 
     fig = figure()
     samples(x, ax=fig.add_subplot(1, 1, 1), title=title, reference=reference,
-            data_range=data_range or (-1.0, 1.0))
+            data_range=data_range or (-1.0, 1.0), nrow=nrow, labels=labels)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
@@ -95,7 +97,7 @@ def image_grid(x: Tensor, nrow: Optional[int] = None, padding: int = 1,
 def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tensor] = None,
             title: Optional[str] = None, size: float = 2.0, alpha: float = 0.5, bins: int = 60,
             nrow: Optional[int] = None, data_range: Optional[Tuple[float, float]] = None, cmap: str = "gray",
-            figsize=(4.5, 4.5)) -> "Figure":
+            figsize=(4.5, 4.5), labels: Optional[Tensor] = None) -> "Figure":
     """Show samples: a scatter for (B, 2), a histogram for (B, 1) or (B,), an image grid for (B, C, H, W).
 
     Args:
@@ -112,11 +114,16 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
         data_range: as ``nrow``.
         cmap: as ``nrow``.
         figsize: size of a new figure.
+        labels: optional classes (B,) of 2-D points: each class in its own colour (C0, C1, …).
 
     Returns:
         the matplotlib Figure.
     """
     x = _as_cpu(x, "x")
+    if labels is not None:
+        labels = torch.as_tensor(labels).detach().cpu().reshape(-1)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(f"labels must have one entry per sample, ({x.shape[0]},); got {tuple(labels.shape)}")
     if x.dim() == 1:
         x = x[:, None]
     ref = None if reference is None else _as_cpu(reference, "reference")
@@ -134,10 +141,17 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
             ax.imshow(grid[..., :3].numpy(), interpolation="nearest")
         ax.set_axis_off()
     elif x.dim() == 2 and x.shape[1] == 2:
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=size, alpha=alpha, color="C0", label="samples")
+        if labels is None:
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=size, alpha=alpha, color="C0", label="samples")
+        else:
+            for c in sorted(set(labels.tolist())):
+                mine = labels == c
+                ax.scatter(x[mine, 0].numpy(), x[mine, 1].numpy(), s=size, alpha=alpha, color=f"C{c % 10}",
+                           label=f"class {c}")
         if ref is not None:           # on top, small and faint: where the samples miss the data it shows
             ax.scatter(ref[:, 0].numpy(), ref[:, 1].numpy(), s=size / 2, alpha=0.35, color="k", zorder=3,
                        label="reference")
+        if ref is not None or labels is not None:
             ax.legend(fontsize=8, markerscale=4, loc="upper right")
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xlabel("x₁")

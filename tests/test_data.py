@@ -179,3 +179,72 @@ def test_image_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         sd.data.load("image_folder", path=str(tmp_path / "empty"))
+
+
+# -- labels --------------------------------------------------------------------------------------------------
+def test_labelled_sets_carry_the_right_labels():
+    # eight_gaussians: the label of a point is its component's index mod num_classes; with std 0.1 on a circle of
+    # radius 2 the component is the nearest mean (the neighbours are 1.5 apart: 7.5 stds).
+    for k in (8, 4):
+        ds = sd.data.load("eight_gaussians", n=2000, num_classes=k)
+        nearest = torch.cdist(ds.x.double(), ds.oracle.means).argmin(1)
+        assert ds.num_classes == k and torch.equal(ds.labels, nearest % k)
+    # rings: the ring (radius 1 or 2, std 0.08).
+    ds = sd.data.load("rings", n=2000)
+    assert torch.equal(ds.labels, (ds.x.norm(dim=1) > 1.5).long())
+    # moons (noise 0): undoing the shift and scale, the upper moon (label 0) is the unit circle around (0, 0), the
+    # lower (label 1) the unit circle around (1, ½).
+    ds = sd.data.load("moons", n=2000, noise=0.0, dtype=torch.float64)
+    u = ds.x / 1.5 + torch.tensor([0.5, 0.25], dtype=torch.float64)
+    centre = torch.tensor([[0.0, 0.0], [1.0, 0.5]], dtype=torch.float64)[ds.labels]
+    assert ds.num_classes == 2 and set(ds.labels.tolist()) == {0, 1}
+    torch.testing.assert_close((u - centre).norm(dim=1), torch.ones(2000, dtype=torch.float64))
+    # digits: the scikit-learn targets, through the same fixed split as the images.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    test = sd.data.load("digits", split="test")
+    images = torch.as_tensor(bunch.images).reshape(-1, 64).double() / 16 * 2 - 1
+    rows = torch.cdist(test.x.reshape(-1, 64).double(), images).argmin(1)
+    assert test.num_classes == 10 and torch.equal(test.labels, torch.as_tensor(bunch.target)[rows])
+
+
+def test_labelled_batches_pair_each_row_with_its_label():
+    x = torch.arange(10.0)[:, None].repeat(1, 2)
+    ds = Dataset(x, labels=torch.arange(10) % 3)
+    it = ds.batches(4, seed=0)
+    for _ in range(5):                                        # across epochs
+        xb, yb = next(it)
+        assert torch.equal(yb, xb[:, 0].long() % 3) and yb.dtype == torch.long
+    plain = ds.batches(4, seed=0, labels=False)
+    assert torch.equal(next(plain), next(ds.batches(4, seed=0))[0])   # the same draws either way
+    fresh = sd.data.load("eight_gaussians", n=10).batches(256, seed=0)
+    xb, yb = next(fresh)
+    nearest = torch.cdist(xb.double(), sd.eight_gaussians().means).argmin(1)
+    assert torch.equal(yb, nearest)
+    with pytest.raises(ValueError, match="no labels"):
+        sd.data.load("checkerboard", n=10).batches(4, labels=True)
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+        Dataset(x, labels=torch.arange(10) % 3, num_classes=2)
+    with pytest.raises(ValueError, match="integer tensor of shape"):
+        Dataset(x, labels=torch.zeros(10))
+
+
+def test_labels_from_npz_and_class_folders(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    a = np.arange(40, dtype=np.float32).reshape(20, 2)
+    np.savez(tmp_path / "l.npz", x=a, y=np.arange(20) % 4)
+    ds = sd.data.load(str(tmp_path / "l.npz"), key="x", label_key="y", test_fraction=0.25)
+    assert ds.num_classes == 4 and torch.equal(ds.labels, (ds.x[:, 0] / 2).long() % 4)   # split keeps pairs
+    assert len(ds) + len(sd.data.load(str(tmp_path / "l.npz"), split="test", key="x", label_key="y",
+                                      test_fraction=0.25)) == 20
+    with pytest.raises(ValueError, match="no array 'z'"):
+        sd.data.load(str(tmp_path / "l.npz"), key="x", label_key="z")
+    folder = tmp_path / "classes"
+    rng = np.random.default_rng(0)
+    for name, count in (("cat", 2), ("dog", 3)):
+        (folder / name).mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(rng.integers(0, 256, size=(4, 4), dtype=np.uint8), mode="L").save(folder / name / f"{k}.png")
+    ds = sd.data.load(str(folder))
+    assert ds.class_names == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 1, 1, 1] and ds.x.shape == (5, 1, 4, 4)

@@ -270,3 +270,56 @@ def test_dsm_trains_a_network_towards_the_oracle(parameterization):
     after, se = excess()
     assert after > -4.5 * se          # nothing beats the exact score
     assert after < 0.5 * before
+
+
+# -- labels ------------------------------------------------------------------------------------------------
+def test_dsm_with_labels_is_dsm_of_the_class_score_and_shards():
+    """With cond, dsm_loss evaluates model(x_t, t, cond) on the same draws as the label-bound model, and its
+    shards average to the whole batch's loss."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians(num_classes=4)
+    x0, labels = gmm.sample(64, torch.Generator().manual_seed(0), return_labels=True)
+    conditional = gmm.conditional_score(sde)
+    got = sd.dsm_loss(sde, conditional, x0, cond=labels, generator=torch.Generator().manual_seed(1), reduce="none")
+    bound = sd.dsm_loss(sde, lambda x, t: conditional(x, t, labels), x0, generator=torch.Generator().manual_seed(1),
+                        reduce="none")
+    torch.testing.assert_close(got, bound, rtol=1e-12, atol=0)
+    shards = [sd.dsm_loss(sde, conditional, x0, cond=labels, generator=torch.Generator().manual_seed(1),
+                          shard=(r, 4)) for r in range(4)]
+    torch.testing.assert_close(torch.stack(shards).mean(), got.mean(), rtol=1e-12, atol=0)
+
+
+def test_the_class_score_beats_the_unconditional_one_given_labels():
+    """E‖s + z/σ‖² is minimised by E[−z/σ | x_t, c] = ∇ log p_t(x_t | c): on the same draws, with labels, the
+    conditional score has the smaller loss; the difference, E[λ ‖∇ log p_t(x | c) − ∇ log p_t(x)‖²] > 0, is
+    large here (the classes are far apart), so 4 standard errors of the paired difference separate them."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians(num_classes=4)
+    x0, labels = gmm.sample(4000, torch.Generator().manual_seed(0), return_labels=True)
+    conditional = gmm.conditional_score(sde)
+    with_labels = sd.dsm_loss(sde, conditional, x0, cond=labels, generator=torch.Generator().manual_seed(2),
+                              reduce="none")
+    without = sd.dsm_loss(sde, conditional, x0, cond=torch.full_like(labels, 4),
+                          generator=torch.Generator().manual_seed(2), reduce="none")
+    diff = without - with_labels
+    assert float(diff.mean()) > 4 * float(diff.std()) / math.sqrt(len(diff))
+
+
+def test_classifier_loss_is_minimised_by_the_exact_classifier():
+    """E[−log q(c | x_t)] − E[−log p_t(c | x_t)] = E KL(p_t(·|x_t) ‖ q) ≥ 0: tempering the exact classifier's
+    logits (τ = 0.5, 2) raises the loss on the same draws by more than 4 paired standard errors."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians(num_classes=4)
+    x0, labels = gmm.sample(4000, torch.Generator().manual_seed(0), return_labels=True)
+    exact = gmm.classifier(sde)
+
+    def loss(classifier):
+        return sd.classifier_loss(sde, classifier, x0, labels, generator=torch.Generator().manual_seed(3),
+                                  reduce="none")
+
+    best = loss(exact)
+    for tau in (0.5, 2.0):
+        diff = loss(lambda x, t: exact(x, t) / tau) - best
+        assert float(diff.mean()) > 4 * float(diff.std()) / math.sqrt(len(diff)), tau
+    shards = [sd.classifier_loss(sde, exact, x0, labels, generator=torch.Generator().manual_seed(3), shard=(r, 2))
+              for r in range(2)]
+    torch.testing.assert_close(torch.stack(shards).mean(), best.mean(), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="in 0 … 3;"):
+        sd.classifier_loss(sde, exact, x0[:2], torch.tensor([0, 4]))

@@ -96,3 +96,58 @@ def test_invalid_arguments_raise():
         sd.nets.UNet(dropout=1.5)
     with pytest.raises(ValueError, match=r"\(B,\)"):
         sd.nets.MLP(2)(torch.randn(4, 2), torch.rand(3))
+
+
+# -- class-conditional nets and the classifier -----------------------------------------------------------------
+CONDITIONAL = {
+    "mlp": (lambda: sd.nets.MLP(2, hidden=16, depth=1, time_embedding_dim=8, num_classes=3), (2,)),
+    "unet": (lambda: sd.nets.UNet(channels=8, time_embedding_dim=16, num_classes=3), (1, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONDITIONAL))
+def test_conditional_nets_depend_on_the_label_and_need_it(kind):
+    make, shape = CONDITIONAL[kind]
+    torch.manual_seed(0)
+    net = make().eval()
+    x, t = torch.randn((4,) + shape), torch.full((4,), 0.3)
+    outs = [net(x, t, torch.full((4,), c)) for c in range(4)]          # 0, 1, 2 and ∅ = 3
+    assert all(o.shape == x.shape for o in outs)
+    assert all(not torch.allclose(outs[a], outs[b]) for a in range(4) for b in range(a))
+    mixed = net(x, t, torch.tensor([0, 1, 2, 3]))
+    for row in range(4):                                               # each row follows its own label
+        torch.testing.assert_close(mixed[row], outs[row][row])
+    with pytest.raises(ValueError, match="needs cond"):
+        net(x, t)
+    with pytest.raises(ValueError, match=r"0 … 2, or 3 for no label"):
+        net(x, t, torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="unconditional"):
+        sd.nets.MLP(2)(torch.randn(4, 2), t, torch.zeros(4, dtype=torch.long))
+
+
+def test_score_model_passes_the_label_to_every_output():
+    sde = sd.VPSDE()
+    torch.manual_seed(0)
+    model = sd.ScoreModel(CONDITIONAL["mlp"][0](), sde, parameterization="v")
+    assert model.num_classes == 3 and sd.ScoreModel(sd.nets.MLP(2), sde).num_classes is None
+    x, t, cond = torch.randn(5, 2), torch.full((5,), 0.4), torch.tensor([0, 1, 2, 3, 1])
+    score = model(x, t, cond)
+    s, sigma = sde.scale(t)[:, None], sde.std(t)[:, None]
+    torch.testing.assert_close(model.eps(x, t, cond), -sigma * score)
+    torch.testing.assert_close(model.denoise(x, t, cond), (x + sigma**2 * score) / s)
+    torch.testing.assert_close(model.net_output_to_score(model.net_output(x, t, cond), x, t), score)
+    assert not torch.allclose(model(x, t, torch.zeros(5, dtype=torch.long)), score)
+    with pytest.raises(ValueError, match="needs cond"):
+        model(x, t)
+
+
+def test_classifier_returns_normalised_log_probabilities():
+    torch.manual_seed(0)
+    clf = sd.nets.Classifier(64, 10, hidden=16, depth=1)
+    x = torch.randn(6, 1, 8, 8)
+    log_probs = clf(x, torch.rand(6))
+    assert log_probs.shape == (6, 10)
+    torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(6))
+    assert not torch.allclose(clf(x, torch.zeros(6)), clf(x, torch.ones(6)))
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        sd.nets.Classifier(2, 1)
