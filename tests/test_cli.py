@@ -93,3 +93,47 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
                  "--train.adam_betas=[0.9,0.999]", "--train.out_dir=null", "--data.name=eight_gaussians"):
         assert line in text, line
     assert "width of the residual stream" in text        # descriptions come from the docstrings
+
+
+# -- class-conditional runs ------------------------------------------------------------------------------------
+def test_conditional_train_sample_likelihood(tmp_path, capsys):
+    out = str(tmp_path / "cond")
+    assert main(["train", "--out", out] + TINY + ["--data.num_classes=4", "--model.num_classes=4",
+                                                   "--cond_dropout=0.2"]) == 0
+    cfg = yaml.safe_load(open(os.path.join(out, "config.yaml")))
+    assert cfg["model"]["num_classes"] == 4 and cfg["train"]["cond_dropout"] == 0.2
+    ckpt = os.path.join(out, "checkpoint.pt")
+    assert main(["train", "--out", out, "--resume"] + TINY[1:] + ["--steps=35"]) == 0      # resumes conditional
+    capsys.readouterr()
+    s1 = str(tmp_path / "s1")
+    assert main(["sample", "--checkpoint", ckpt, "--label", "2", "--guidance", "1.5", "--steps=5", "--n", "40",
+                 "--out", s1, "--device", "cpu"]) == 0
+    saved = np.load(os.path.join(s1, "samples.npz"))
+    assert saved["x"].shape == (40, 2) and (saved["labels"] == 2).all()
+    assert "label 2, guidance 1.5 (NFE 5, 10 network evaluations" in capsys.readouterr().out
+    s2 = str(tmp_path / "s2")
+    assert main(["sample", "--checkpoint", ckpt, "--label", "all", "--steps=5", "--n", "41", "--out", s2,
+                 "--device", "cpu"]) == 0
+    labels = np.load(os.path.join(s2, "samples.npz"))["labels"]
+    assert labels.tolist() == [c for c in range(4) for _ in range(10)]
+    for label, expected in (("1", "class 1: −log p(x | c = 1)"), ("all", "each under its own label"),
+                            (None, "no label (∅): −log p(x)")):
+        argv = ["likelihood", "--checkpoint", ckpt, "--n", "16", "--rtol", "1e-3", "--atol", "1e-3", "--device", "cpu"]
+        assert main(argv + (["--label", label] if label else [])) == 0
+        text = capsys.readouterr().out
+        assert expected in text and "true cross-entropy" in text
+    for argv, message in [
+        (["sample", "--checkpoint", ckpt, "--label", "4", "--out", str(tmp_path / "x")], "0 … 3; got 4"),
+        (["sample", "--checkpoint", ckpt, "--guidance", "2", "--out", str(tmp_path / "x")], "--guidance needs --label"),
+        (["train", "--out", str(tmp_path / "bad")] + TINY + ["--data.name=checkerboard", "--model.num_classes=3"],
+         "data set 'checkerboard' has no labels"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_label_on_an_unconditional_run_is_refused(run_dir, tmp_path, capsys):
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    assert main(["sample", "--checkpoint", ckpt, "--label", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "needs a class-conditional model" in capsys.readouterr().err

@@ -33,10 +33,14 @@ def weights(out):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_matches_single_process_and_resumes(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--model.num_classes=8", "--cond_dropout=0.3"]],
+                         ids=["unconditional", "conditional"])
+def test_two_process_gloo_matches_single_process_and_resumes(tmp_path, extra):
+    """A conditional run also matches: the label dropout is drawn for the global batch from the loss generator
+    (the same on every rank), and the labels are sharded with the data."""
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-    assert main(["train", "--out", single] + ARGS) == 0
-    torchrun(multi)
+    assert main(["train", "--out", single] + ARGS + extra) == 0
+    torchrun(multi, *extra)
     # Same global batch, same per-example times and noise: the logged losses agree up to float32 reduction
     # order (each rank averages 32 rows, then the two means are averaged), i.e. to ~1e-6 relative.
     ref, got = losses(single), losses(multi)
@@ -49,9 +53,9 @@ def test_two_process_gloo_matches_single_process_and_resumes(tmp_path):
     # Only rank 0 wrote: one line per record, not two.
     assert len([line for line in open(os.path.join(multi, "metrics.jsonl"))]) == 4
     # Resume under torchrun continues the same run: 12 + 6 steps equal 18 steps in one single process.
-    torchrun(multi, "--resume", "--steps=18")
+    torchrun(multi, "--resume", "--steps=18", *extra)
     straight = str(tmp_path / "straight")
-    assert main(["train", "--out", straight] + ARGS + ["--steps=18"]) == 0
+    assert main(["train", "--out", straight] + ARGS + extra + ["--steps=18"]) == 0
     c, d = weights(straight), weights(multi)
     assert d["step"] == 18
     for key in c["model"]:

@@ -20,4 +20,5 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["trainer"].global_step == 31 and namespace["ncsn"].nfe() == 501
+    assert namespace["cond_trainer"].global_step == 30 and namespace["res"].network_evaluations == 40
     assert math.isfinite(namespace["ev"].bpd) and math.isfinite(namespace["bpd"].mean)
