@@ -7,7 +7,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01_new_sde.ipynb", "02_comparing_solvers.ipynb", "03_likelihoods.ipynb", "04_digits.ipynb"]
+EXPECTED = ["01_new_sde.ipynb", "02_comparing_solvers.ipynb", "03_likelihoods.ipynb", "04_digits.ipynb",
+            "05_conditional.ipynb"]
 
 
 def test_all_notebooks_present():
