@@ -60,6 +60,15 @@ def _reduce(per_sample: Tensor, reduce: str) -> Tensor:
     return per_sample
 
 
+def _check_data(sde, x0: Tensor, eps: float) -> None:
+    """x0 a floating-point batch (B, *D) and 0 < eps < T, or a ValueError saying which."""
+    if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
+    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
+        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+
+
 def _shard(shard: Tuple[int, int], batch: int, *tensors):
     """Rows ``rank::world_size`` of each tensor (None stays None): DistributedSampler's strided rule."""
     rank, world = (int(v) for v in shard)
@@ -168,11 +177,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
     """
     weight_fn = weighting if callable(weighting) else WEIGHTINGS.get(weighting)[0]
     check_choice(reduce, REDUCTIONS, "reduce")
-    if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
-        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
-        raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
-    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
-        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+    _check_data(sde, x0, eps)
     batch = x0.shape[0]
     if cond is not None:
         cond = check_labels(cond, batch, getattr(model, "num_classes", None), device=x0.device)
@@ -335,11 +340,7 @@ def noised_class_log_probs(sde, classifier: Callable, x0: Tensor, cond: Tensor, 
                            shard: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor]:
     """The classifier's normalised log p_θ(· | x_t, t), (B, C), at t ~ U(eps, T), x_t = s x0 + σ z, and the
     labels (B,) (this shard's rows): what `classifier_loss` and the trainer's classifier evaluation use."""
-    if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
-        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
-        raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
-    if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
-        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+    _check_data(sde, x0, eps)
     batch = x0.shape[0]
     cond = check_labels(cond, batch, getattr(classifier, "num_classes", None), device=x0.device,
                         null_allowed=False)

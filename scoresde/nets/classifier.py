@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .._utils import as_time
-from .embedding import GaussianFourierEmbedding
+from .embedding import time_embedding
 from .mlp import MLP, _ResidualBlock
 
 Tensor = torch.Tensor
@@ -39,11 +39,7 @@ class Classifier(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
         self.dim, self.num_classes = dim, num_classes
-        self.embedding = nn.Sequential(
-            GaussianFourierEmbedding(time_embedding_dim, fourier_scale),
-            nn.Linear(time_embedding_dim, time_embedding_dim), nn.SiLU(),
-            nn.Linear(time_embedding_dim, time_embedding_dim),
-        )
+        self.embedding = time_embedding(time_embedding_dim, fourier_scale)
         self.input = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList([_ResidualBlock(hidden, time_embedding_dim) for _ in range(depth)])
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden, num_classes))

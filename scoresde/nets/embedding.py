@@ -39,6 +39,12 @@ class GaussianFourierEmbedding(nn.Module):
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+def time_embedding(dim: int, fourier_scale: float) -> nn.Sequential:
+    """γ(t) = W₂ SiLU(W₁ GaussianFourier(t)): the time embedding of width ``dim`` every net here uses."""
+    return nn.Sequential(GaussianFourierEmbedding(dim, fourier_scale), nn.Linear(dim, dim), nn.SiLU(),
+                         nn.Linear(dim, dim))
+
+
 class LabelEmbedding(nn.Module):
     """A learned vector per class, added to the time embedding of a conditional net.
 

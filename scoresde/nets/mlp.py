@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._utils import as_time
-from .embedding import GaussianFourierEmbedding, LabelEmbedding, conditioned
+from .embedding import LabelEmbedding, conditioned, time_embedding
 
 Tensor = torch.Tensor
 
@@ -64,11 +64,7 @@ class MLP(nn.Module):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
         self.dim = dim
-        self.embedding = nn.Sequential(
-            GaussianFourierEmbedding(time_embedding_dim, fourier_scale),
-            nn.Linear(time_embedding_dim, time_embedding_dim), nn.SiLU(),
-            nn.Linear(time_embedding_dim, time_embedding_dim),
-        )
+        self.embedding = time_embedding(time_embedding_dim, fourier_scale)
         self.input = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList([_ResidualBlock(hidden, time_embedding_dim) for _ in range(depth)])
         self.output = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))

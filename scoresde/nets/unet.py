@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._utils import as_time
-from .embedding import GaussianFourierEmbedding, LabelEmbedding, conditioned
+from .embedding import LabelEmbedding, conditioned, time_embedding
 
 Tensor = torch.Tensor
 
@@ -145,11 +145,7 @@ class UNet(nn.Module):
         self.in_channels, self.image_size = in_channels, image_size
         attention_resolutions = set(int(r) for r in attention_resolutions)
 
-        self.embedding = nn.Sequential(
-            GaussianFourierEmbedding(time_embedding_dim, fourier_scale),
-            nn.Linear(time_embedding_dim, time_embedding_dim), nn.SiLU(),
-            nn.Linear(time_embedding_dim, time_embedding_dim),
-        )
+        self.embedding = time_embedding(time_embedding_dim, fourier_scale)
         self.input = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         # Encoder: remember the width of every skip connection it pushes.
