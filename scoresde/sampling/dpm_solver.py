@@ -16,6 +16,13 @@ the monomials u^k/k! are, with e = 1 − e^{−h} (x0 form) or e = e^h − 1 (ε
 
 so one step is x_{t'} = (σ'/σ) x_t + s' (φ_0 m + φ_1 a + φ_2 b) or x_{t'} = (s'/s) x_t − σ' (ψ_0 m + ψ_1 a + ψ_2 b).
 Order 1 (a = b = 0) is DDIM: x_{t'} = s' x̂_0 + σ' ε̂ in both forms.
+
+Second-order steps (a from two points, b = 0) weight a either by the Taylor integral φ_1 = h − (1 − e^{−h})
+(``solver_type="taylor"``) or, as the published DPM-Solver-2 / DPM-Solver++(2M) algorithms and k-diffusion's and
+diffusers' defaults do, by φ_0 h/2 = (1 − e^{−h}) h/2 (``solver_type="midpoint"``, the default: the model is
+taken at the midpoint of the step in λ, m + a h/2, and integrated exactly as a constant). The two agree to
+O(h³) per step, so both are second order; with few steps the midpoint weight is the more accurate
+(docs/benchmarks.md). Third-order steps use the Taylor weights φ_1, φ_2, as DPM-Solver++(3M) and DPM-Solver-3 do.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ Tensor = torch.Tensor
 
 PREDICTIONS = ("x0", "eps")
 ORDERS = (1, 2, 3)
+SOLVER_TYPES = ("midpoint", "taylor")
 
 # Singlestep positions of the intermediate evaluations, as fractions r of the step in λ. Order 2: the
 # midpoint. Order 3: r = 1/3 and 2/3; the last stage uses only m(0) and m(2h/3), which is third order because
@@ -67,6 +75,9 @@ class DPMSolver(Sampler):
         order: 1 (DDIM), 2 or 3.
         multistep: reuse earlier evaluations (True) or take intermediate stages (False).
         prediction: ``"x0"`` (DPM-Solver++) or ``"eps"`` (DPM-Solver).
+        solver_type: the weight of the slope in second-order steps, ``"midpoint"`` (φ_0 h/2, the published
+            DPM-Solver++(2M) and k-diffusion's ``sample_dpmpp_2m``) or ``"taylor"`` (φ_1; see the module
+            docstring). Third-order steps are the same for both.
         grid: ``"log_snr"`` (uniform in λ, the default), ``"uniform"`` or ``"edm"`` (see `time_grid`).
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's denoising step at t = eps.
@@ -76,12 +87,15 @@ class DPMSolver(Sampler):
     label = "dpm-solver"
 
     def __init__(self, steps: int = 20, order: int = 2, multistep: bool = True, prediction: str = "x0",
-                 grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False, rho: float = 7.0):
+                 grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False, rho: float = 7.0,
+                 solver_type: str = "midpoint"):
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
         check_choice(order, ORDERS, "order")
         check_choice(prediction, PREDICTIONS, "prediction")
+        check_choice(solver_type, SOLVER_TYPES, "solver_type")
+        self.solver_type = solver_type
         self.order, self.multistep = int(order), bool(multistep)
         self.prediction, self.denoise = prediction, bool(denoise)
 
@@ -97,8 +111,11 @@ class DPMSolver(Sampler):
         return conversions.score_to_eps(sc, sigma)
 
     def _step(self, x: Tensor, frm: Tuple[float, float, float], to: Tuple[float, float, float], m: Tensor,
-              a: Optional[Tensor] = None, b: Optional[Tensor] = None) -> Tensor:
-        """One exponential-integrator step from (λ, s, σ) = ``frm`` to ``to`` with m + a u + b u²/2."""
+              a: Optional[Tensor] = None, b: Optional[Tensor] = None, taylor: Optional[bool] = None) -> Tensor:
+        """One exponential-integrator step from (λ, s, σ) = ``frm`` to ``to`` with m + a u + b u²/2.
+
+        Without b the slope's weight is the solver type's (``taylor`` overrides it): φ_1 (Taylor) or φ_0 h/2
+        (midpoint); with b, the Taylor weights φ_1, φ_2."""
         lam, s, sigma = frm
         lam_to, s_to, sigma_to = to
         h = lam_to - lam
@@ -112,6 +129,8 @@ class DPMSolver(Sampler):
             w1 = w0 - h
             w2 = w1 - 0.5 * h * h
             lin, coef = s_to / s, -sigma_to
+        if b is None and not (self.solver_type == "taylor" if taylor is None else taylor):
+            w1 = 0.5 * h * w0                       # midpoint: the model at u = h/2, integrated exactly
         out = lin * x + (coef * w0) * m
         if a is not None:
             out = out + (coef * w1) * a
@@ -165,10 +184,10 @@ class DPMSolver(Sampler):
                     x_1 = self._step(x, start, p1, m0)
                     m_1 = self._model(score, x_1, t_1, p1[1], p1[2])
                     a, _ = self._derivatives(m0, [(p1[0] - start[0], m_1)])
-                    x_2 = self._step(x, start, p2, m0, a)
+                    x_2 = self._step(x, start, p2, m0, a, taylor=True)
                     m_2 = self._model(score, x_2, t_2, p2[1], p2[2])
                     a, _ = self._derivatives(m0, [(p2[0] - start[0], m_2)])
-                    x = self._step(x, start, end, m0, a)
+                    x = self._step(x, start, end, m0, a, taylor=True)    # DPM-Solver-3's last stage: φ_1
                 report(i + 1, t_l[i + 1], x)
         return x
 
