@@ -10,7 +10,8 @@ from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
-from .sde import SDE, SDES, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
+                  RectifiedFlowSDE, ReverseSDE, SubVPSDE, VESDE, VPSDE)
 from . import conversions
 from .conversions import denoise as tweedie_denoise
 from .data import dequantize
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians",

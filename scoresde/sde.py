@@ -435,6 +435,175 @@ class SubVPSDE(VPSDE):
         return -torch.expm1(-self.integrated_beta(self._check_time(t)))
 
 
+@SDES.register("edm")
+class EDMSDE(LinearSDE):
+    """EDM's noise process (Karras et al. 2022): s(t) = 1, σ(t) = t, so f = 0 and g(t) = √(2t); T = σ_max.
+
+    Time *is* the noise level, so EDM's σ grids (``grid="edm"``) are grids in t, and an EDM / k-diffusion
+    denoiser D(x, σ) is called at σ = t. ``sigma_min`` is EDM's smallest noise level: end samplers there
+    (``eps=sde.sigma_min``). The prior is N(0, σ_max² I).
+    """
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, grid: int = 1024):
+        if not (0 < sigma_min < sigma_max < math.inf):
+            raise ValueError(f"need finite 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        super().__init__(T=self.sigma_max, grid=grid)
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return (2 * t).clamp_min(0).sqrt()
+
+    def scale(self, t: Tensor) -> Tensor:
+        return torch.ones_like(self._check_time(t))
+
+    def std(self, t: Tensor) -> Tensor:
+        return self._check_time(t).clone()
+
+
+@SDES.register("rectified_flow")
+class RectifiedFlowSDE(LinearSDE):
+    """The linear interpolation path of flow matching / rectified flow: x_t = (1 − t) x_0 + t z.
+
+    s(t) = 1 − t, σ(t) = t, hence f = −1/(1 − t) and g(t)² = dσ²/dt − 2 f σ² = 2t/(1 − t). The path reaches pure
+    noise at t = 1, where f and g diverge, so T stops just below it (default 0.999, s(T) = 10⁻³). The prior is
+    N(0, σ(T)² I). The flow-matching target z − x_0 is the conditional velocity d x_t/dt of this path.
+    """
+
+    def __init__(self, T: float = 0.999, grid: int = 1024):
+        if not 0 < T < 1:
+            raise ValueError(f"T must be in (0, 1) (the path ends in pure noise at t = 1); got {T!r}")
+        super().__init__(T=T, grid=grid)
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return -1 / (1 - t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return (2 * t / (1 - t)).clamp_min(0).sqrt()
+
+    def scale(self, t: Tensor) -> Tensor:
+        return 1 - self._check_time(t)
+
+    def std(self, t: Tensor) -> Tensor:
+        return self._check_time(t).clone()
+
+
+@SDES.register("cosine_vp")
+class CosineVPSDE(LinearSDE):
+    """Nichol & Dhariwal's cosine schedule as a continuous VP SDE: ᾱ(t) = cos²(u(t)) / cos²(u(0)) with
+    u(t) = (t + s_0)/(1 + s_0) · π/2 (s_0 = ``s``, 0.008).
+
+    s(t) = √ᾱ, σ(t)² = 1 − ᾱ, f = ½ d log ᾱ/dt = −(π/2) tan(u)/(1 + s_0) and g² = −2f. ᾱ reaches 0 at t = 1, so T
+    is cut where β(t) = g(t)² reaches ``beta_max`` (default 999, so T ≈ 0.998), keeping σ/s finite.
+    The discrete cosine table is ``DiscreteVPSDE(alphas_cumprod=...)`` of the same ᾱ.
+    """
+
+    def __init__(self, s: float = 0.008, beta_max: float = 999.0, T: Optional[float] = None, grid: int = 1024):
+        if not (0 < s < math.inf and beta_max > 0):
+            raise ValueError(f"need s > 0 and beta_max > 0; got s={s!r}, beta_max={beta_max!r}")
+        self.s = float(s)
+        if T is None:
+            T = math.atan(beta_max * (1 + self.s) / math.pi) * 2 * (1 + self.s) / math.pi - self.s
+        if not 0 < T < 1:
+            raise ValueError(f"T must be in (0, 1) (ᾱ = 0 at t = 1); got {T!r}")
+        self._log_cos0 = math.log(math.cos(self.s / (1 + self.s) * math.pi / 2))
+        super().__init__(T=float(T), grid=grid)
+
+    def _u(self, t: Tensor) -> Tensor:
+        return (t + self.s) / (1 + self.s) * (math.pi / 2)
+
+    def log_alpha_bar(self, t: Tensor) -> Tensor:
+        """log ᾱ(t) = 2 (log cos u(t) − log cos u(0)), shape (B,)."""
+        return 2 * (torch.log(torch.cos(self._u(t))) - self._log_cos0)
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return -(math.pi / 2) / (1 + self.s) * torch.tan(self._u(t))
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return (-2 * self.drift_coef(t)).clamp_min(0).sqrt()
+
+    def scale(self, t: Tensor) -> Tensor:
+        return torch.exp(0.5 * self.log_alpha_bar(self._check_time(t)))
+
+    def std(self, t: Tensor) -> Tensor:
+        return (-torch.expm1(self.log_alpha_bar(self._check_time(t)))).clamp_min(0).sqrt()
+
+
+@SDES.register("discrete_vp")
+class DiscreteVPSDE(LinearSDE):
+    """A discrete N-step VP schedule (DDPM's β table, or its ᾱ) as a continuous-time linear SDE.
+
+    Timestep n = 0 … N − 1 sits at t_n = (n + 1)/N (DPM-Solver's ``NoiseScheduleVP("discrete")`` convention), and
+    log s(t) is piecewise linear in t through (0, 0) and (t_n, ½ log ᾱ_n), so s(t_n)² = ᾱ_n exactly; σ² = 1 − s²,
+    f = d log s/dt (constant between knots) and g² = −2f. T = t_{N−1} = 1. A discrete model is called at its own
+    fractional timestep ``time_to_timestep(t)`` = N t − 1.
+
+    Args:
+        alphas_cumprod: ᾱ_0 … ᾱ_{N−1}, decreasing in (0, 1) (give this or ``betas``).
+        betas: β_0 … β_{N−1} in (0, 1); ᾱ_n = Π_{k ≤ n} (1 − β_k).
+        grid: quadrature panels of the derived marginals (the closed forms above are used).
+    """
+
+    def __init__(self, alphas_cumprod=None, betas=None, grid: int = 1024):
+        if (alphas_cumprod is None) == (betas is None):
+            raise ValueError("give exactly one of alphas_cumprod= and betas=")
+        if betas is not None:
+            betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+            if betas.numel() < 1 or not bool(((betas > 0) & (betas < 1)).all()):
+                raise ValueError("betas must be a non-empty sequence of numbers in (0, 1)")
+            alphas_cumprod = torch.cumprod(1 - betas, 0)
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
+        if abar.numel() < 1 or not bool(((abar > 0) & (abar < 1)).all()) or bool((abar[1:] >= abar[:-1]).any()):
+            raise ValueError("alphas_cumprod must be strictly decreasing numbers in (0, 1)")
+        self.num_timesteps = abar.numel()
+        self.alphas_cumprod = abar
+        n = self.num_timesteps
+        self._knots = torch.cat([torch.zeros(1, dtype=torch.float64), torch.arange(1, n + 1, dtype=torch.float64) / n])
+        self._log_scale = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(abar)])
+        self._slopes = (self._log_scale[1:] - self._log_scale[:-1]) * n
+        self._cache = {}
+        super().__init__(T=1.0, grid=grid)
+
+    def _on(self, device):
+        key = str(device)
+        if key not in self._cache:
+            self._cache[key] = (self._log_scale.to(device), self._slopes.to(device))
+        return self._cache[key]
+
+    def _segment(self, t: Tensor) -> Tensor:
+        return torch.clamp(torch.floor(t.to(torch.float64) * self.num_timesteps), 0, self.num_timesteps - 1).long()
+
+    def time_to_timestep(self, t: Tensor) -> Tensor:
+        """The fractional discrete timestep n = N t − 1 of time t (t_n = (n + 1)/N)."""
+        return t * self.num_timesteps - 1
+
+    def timestep_to_time(self, n: Tensor) -> Tensor:
+        """t_n = (n + 1)/N, for integer or fractional timesteps n."""
+        return (n + 1) / self.num_timesteps
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        _, slopes = self._on(t.device)
+        return slopes[self._segment(t)].to(t.dtype)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return (-2 * self.drift_coef(t)).clamp_min(0).sqrt()
+
+    def _log_s(self, t: Tensor) -> Tensor:
+        log_scale, slopes = self._on(t.device)
+        k = self._segment(t)
+        return log_scale[k] + slopes[k] * (t.to(torch.float64) - k.to(torch.float64) / self.num_timesteps)
+
+    def scale(self, t: Tensor) -> Tensor:
+        t = self._check_time(t)
+        return torch.exp(self._log_s(t)).to(t.dtype)
+
+    def std(self, t: Tensor) -> Tensor:
+        t = self._check_time(t)
+        return (-torch.expm1(2 * self._log_s(t))).clamp_min(0).sqrt().to(t.dtype)
+
+
 class ReverseSDE:
     """Reverse-time SDE dx = [f(x, t) − g(t)² score(x, t)] dt + g(t) dw̄, integrated from T down to ~0.
 
