@@ -10,6 +10,11 @@ E[x_0 | x_t] = (x_t + σ² ∇ log p_t(x_t)) / s ties every prediction to the sc
 with ᾱ = s / √(s² + σ²), σ̄ = σ / √(s² + σ²) and x̄ = x_t / √(s² + σ²) = ᾱ x_0 + σ̄ z (for VP, ᾱ = s, σ̄ = σ);
 the ε identity follows from σ̄ x̄ + ᾱ v = σ̄ ᾱ x_0 + σ̄² z + ᾱ² z − ᾱ σ̄ x_0 = z.
 
+The flow-matching velocity is the conditional speed of the path, u = ṡ x_0 + σ̇ z (z − x_0 for rectified flow,
+s = 1 − t, σ = t). With ṡ = f s and σ̇ = f σ + g²/(2σ) its regression E[u | x_t] is the probability-flow drift:
+
+    u = E[ṡ x_0 + σ̇ z | x_t] = f x_t − ½ g² score            score = 2 (f x_t − u) / g²
+
 The intermediate-state denoiser generalises Tweedie to u < t: with the forward kernel x_t = a x_u + b z
 (``sde.transition(u, t)``), p_t = p_u ∗ N(0, b²) after scaling by a, so
 
@@ -67,6 +72,16 @@ def score_to_v(x: Tensor, score: Tensor, s, sigma) -> Tensor:
     return (s / norm) * score_to_eps(score, sigma) - (sigma / norm) * score_to_x0(x, score, s, sigma)
 
 
+def score_to_velocity(x: Tensor, score: Tensor, f, g2) -> Tensor:
+    """The flow-matching velocity u = f x − ½ g² score (f = drift_coef(t), g2 = diffusion(t)²)."""
+    return f * x - 0.5 * g2 * score
+
+
+def velocity_to_score(x: Tensor, u: Tensor, f, g2) -> Tensor:
+    """score = 2 (f x − u) / g²."""
+    return 2 * (f * x - u) / g2
+
+
 def to_intermediate(x: Tensor, score: Tensor, a, b) -> Tensor:
     """E[X_u | X_t = x] = (x + b² score) / a for the kernel x_t = a x_u + b z."""
     return (x + b * b * score) / a
@@ -83,6 +98,20 @@ def scale_std(sde, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
     t64 = as_time(t, x).to(torch.float64)
     s, sigma = sde.scale(t64).to(x.dtype), sde.std(t64).to(x.dtype)
     return expand_like(s, x), expand_like(sigma, x)
+
+
+def rates(sde, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """f(t) and g(t)², computed in float64 and returned in x's dtype, shaped (B, 1, …, 1) (the SDE must have
+    ``drift_coef``, as every `scoresde.LinearSDE` has)."""
+    from .sde import diffusion_values
+
+    if not hasattr(sde, "drift_coef"):
+        raise TypeError(f"{type(sde).__name__} has no drift_coef(t) (f of dx = f x dt + g dw), which the velocity "
+                        f"parameterization needs: subclass scoresde.LinearSDE")
+    t64 = as_time(t, x).to(torch.float64)
+    f = torch.as_tensor(sde.drift_coef(t64), dtype=torch.float64, device=x.device).expand(t64.shape)
+    g2 = diffusion_values(sde, t64).to(torch.float64) ** 2
+    return expand_like(f.to(x.dtype), x), expand_like(g2.to(x.dtype), x)
 
 
 def denoise(sde, score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:

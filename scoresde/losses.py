@@ -38,6 +38,13 @@ def likelihood_weighting(sde, t: Tensor) -> Tensor:
     return diffusion_values(sde, t) ** 2
 
 
+@WEIGHTINGS.register("flow_matching")
+def flow_matching_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = g(t)⁴/4: the flow-matching MSE ‖û − (ṡ x_0 + σ̇ z)‖² of the velocity û = f x − ½ g² score, since
+    û − u = −½ g² (score + z/σ) (on `scoresde.RectifiedFlowSDE`, the regression of z − x_0)."""
+    return diffusion_values(sde, t) ** 4 / 4
+
+
 @WEIGHTINGS.register("none")
 def unit_weighting(sde, t: Tensor) -> Tensor:
     """λ(t) = 1: the plain score error ‖score + z/σ‖²."""

@@ -29,10 +29,13 @@ class Parameterization:
     """What a network predicts. Subclasses set ``name`` and implement `c_out` and `to_score`.
 
     All arguments are tensors that broadcast against each other ((B,) for ``c_out``; shaped like x or
-    (B, 1, …, 1) for ``to_score``).
+    (B, 1, …, 1) for ``to_score``). A subclass with ``uses_rates = True`` also receives ``rates=(f, g²)``, the
+    SDE's drift coefficient and squared diffusion at t, in both methods.
     """
 
     name = "parameterization"
+    #: Whether `c_out` and `to_score` take ``rates=(f(t), g(t)²)`` as well.
+    uses_rates = False
 
     def c_out(self, s: Tensor, sigma: Tensor, sigma_data: float) -> Tensor:
         """Scale of the prediction, chosen so that prediction / c_out has unit variance (the net's target)."""
@@ -98,6 +101,24 @@ class VelocityPrediction(Parameterization):
         return conversions.v_to_score(x, prediction, s, sigma)
 
 
+@PARAMETERIZATIONS.register("velocity")
+class FlowVelocityPrediction(Parameterization):
+    """The flow-matching velocity u = E[ṡ x_0 + σ̇ z | x_t] = f x_t − ½ g² score (z − x_0 for rectified flow);
+    c_out = √(ṡ² σ_d² + σ̇²) with ṡ = f s and σ̇ = f σ + g²/(2σ) (the target's variance per element)."""
+
+    name = "velocity"
+    uses_rates = True
+
+    def c_out(self, s, sigma, sigma_data, rates=None):
+        f, g2 = (r.reshape(-1) for r in rates)
+        s_dot, sigma_dot = f * s, f * sigma + 0.5 * g2 / sigma
+        return torch.sqrt(s_dot * s_dot * sigma_data ** 2 + sigma_dot * sigma_dot)
+
+    def to_score(self, prediction, x, s, sigma, rates=None):
+        f, g2 = rates
+        return conversions.velocity_to_score(x, prediction, f, g2)
+
+
 class Preconditioning(NamedTuple):
     """Per-sample coefficients, each of shape (B,): the net computes F(c_in x, c_noise) and the
     parameterization's prediction is c_out F."""
@@ -142,7 +163,8 @@ class ScoreModel(nn.Module):
             ``num_classes``, called ``net(x, t, cond)``) makes the model conditional: ``model(x, t, cond)``.
         sde: a linear SDE, used only through ``scale(t)`` and ``std(t)``.
         parameterization: a name in `PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
-            `Parameterization` object.
+            `Parameterization` object; "velocity" is flow matching's u = f x − ½ g² score (z − x_0 on
+            `scoresde.RectifiedFlowSDE`).
         preconditioning: apply c_in, c_noise and c_out as above.
         sigma_data: σ_d, the data's per-element standard deviation assumed by the preconditioning.
     """
@@ -158,6 +180,9 @@ class ScoreModel(nn.Module):
             self.prediction = parameterization
         else:
             self.prediction = PARAMETERIZATIONS.build(parameterization)
+        if self.prediction.uses_rates and not hasattr(sde, "drift_coef"):
+            raise TypeError(f"parameterization {self.prediction.name!r} needs the SDE's drift_coef(t) (f of "
+                            f"dx = f x dt + g dw); {type(sde).__name__} has none: subclass scoresde.LinearSDE")
         if not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
             raise ValueError(f"sigma_data must be a positive number; got {sigma_data!r}")
         self.net, self.sde = net, sde
@@ -208,7 +233,8 @@ class ScoreModel(nn.Module):
             s, sigma = (v.reshape(-1) for v in conversions.scale_std(self.sde, t, x))
         c_in = torch.rsqrt(s * s * self.sigma_data ** 2 + sigma * sigma)
         c_noise = 0.25 * (torch.log(sigma) - torch.log(s))
-        return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data), c_noise)
+        extra = {"rates": conversions.rates(self.sde, t, x)} if self.prediction.uses_rates else {}
+        return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data, **extra), c_noise)
 
     # -- the network and the conversions ---------------------------------------------------------------
     def net_output(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
@@ -230,7 +256,8 @@ class ScoreModel(nn.Module):
         prediction = expand_like(c.c_out, x) * output
         with validated_times():
             s, sigma = conversions.scale_std(self.sde, t, x)
-        return self.prediction.to_score(prediction, x, s, sigma)
+            extra = {"rates": conversions.rates(self.sde, t, x)} if self.prediction.uses_rates else {}
+        return self.prediction.to_score(prediction, x, s, sigma, **extra)
 
     def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
         """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,) in (0, T]; for a conditional network

@@ -215,7 +215,7 @@ def test_losses_backpropagate_to_parameters():
 def test_invalid_arguments_raise():
     sde, x0 = sd.VPSDE(), torch.randn(4, 2)
     score = lambda x, t: -x  # noqa: E731
-    with pytest.raises(ValueError, match="'sigma2', 'likelihood', 'none'"):
+    with pytest.raises(ValueError, match="'sigma2', 'likelihood', 'flow_matching', 'none'"):
         sd.dsm_loss(sde, score, x0, weighting="l2")
     with pytest.raises(ValueError, match="'mean', 'sum', 'none'"):
         sd.dsm_loss(sde, score, x0, reduce="avg")

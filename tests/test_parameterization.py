@@ -44,14 +44,25 @@ def _posterior_mean(gmm, sde, x, t):
     return (r[..., None] * comp).sum(1)
 
 
+def _speeds(sde, t, h=1e-6):
+    """(ṡ, σ̇) by central differences of scale and std: independent of drift_coef and diffusion (at t = T the
+    difference is taken at T − h, an O(h) = 1e-6 relative offset)."""
+    hi = torch.clamp(t + h, max=sde.T)
+    lo = hi - 2 * h
+    return ((sde.scale(hi) - sde.scale(lo)) / (2 * h), (sde.std(hi) - sde.std(lo)) / (2 * h))
+
+
 def _targets(gmm, sde, x, t):
-    """Exact ε, score, x0 and v at (x, t) built from their definitions in shared/MATH.md."""
+    """Exact ε, score, x0, v and the flow velocity u = E[ṡ x_0 + σ̇ z | x_t] at (x, t), built from their
+    definitions in shared/MATH.md."""
     s, sigma = sde.scale(t)[:, None], sde.std(t)[:, None]
     x0 = _posterior_mean(gmm, sde, x, t)
     eps = (x - s * x0) / sigma                                                  # E[z | x_t]
     norm = torch.sqrt(s * s + sigma * sigma)
     v = (s / norm) * eps - (sigma / norm) * x0
-    return {"eps": eps, "score": gmm.score_t(sde, x, t), "x0": x0, "v": v}
+    s_dot, sigma_dot = (r[:, None] for r in _speeds(sde, t))
+    velocity = s_dot * x0 + sigma_dot * eps
+    return {"eps": eps, "score": gmm.score_t(sde, x, t), "x0": x0, "v": v, "velocity": velocity}
 
 
 def _expected_coefficients(sde, t, parameterization, sigma_data):
@@ -59,6 +70,9 @@ def _expected_coefficients(sde, t, parameterization, sigma_data):
     s, sigma = sde.scale(t), sde.std(t)
     c_in = 1 / torch.sqrt(s * s * sigma_data**2 + sigma * sigma)
     c_noise = -sde.log_snr(t) / 8
+    if parameterization == "velocity":             # Var(ṡ x_0 + σ̇ z) per element
+        s_dot, sigma_dot = _speeds(sde, t)
+        return c_in, torch.sqrt(s_dot**2 * sigma_data**2 + sigma_dot**2), c_noise
     c_out = {"eps": torch.ones_like(s), "score": 1 / sigma, "x0": torch.full_like(s, sigma_data),
              "v": torch.sqrt((s * s + sigma_data**2 * sigma * sigma) / (s * s + sigma * sigma))}[parameterization]
     return c_in, c_out, c_noise
@@ -79,7 +93,7 @@ class OracleNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
-@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v"])
+@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v", "velocity"])
 @pytest.mark.parametrize("preconditioning", [True, False])
 def test_exact_net_gives_oracle_score_and_denoiser(sde, parameterization, preconditioning):
     gmm = _mixture()
@@ -95,17 +109,20 @@ def test_exact_net_gives_oracle_score_and_denoiser(sde, parameterization, precon
         c_in, c_out, c_noise = torch.ones_like(t), torch.ones_like(t), t
     net = OracleNet(targets[parameterization], x, c_in, c_out, c_noise)
     model = sd.ScoreModel(net, sde, parameterization, preconditioning=preconditioning, sigma_data=sigma_data)
-    # float64 throughout: the only errors are rounding, amplified at most by 1/σ² ≈ 1e6 at t = 1e-3 (VP).
-    torch.testing.assert_close(model(x, t), targets["score"], rtol=1e-7, atol=1e-7)
-    torch.testing.assert_close(model.denoise(x, t), targets["x0"], rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(model.denoise(x, t), gmm.denoiser(sde)(x, t), rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(model.eps(x, t), targets["eps"], rtol=1e-7, atol=1e-9)
+    # float64 throughout: the only errors are rounding, amplified at most by 1/σ² ≈ 1e6 at t = 1e-3 (VP). The
+    # velocity target uses finite-difference speeds (absolute error ~1e-11), which the conversion amplifies by
+    # 2/g(t)² (1e5 for sub-VP at t = 1e-3, where g² ≈ 2β²t): 1e-5 there.
+    tol = 1e-5 if parameterization == "velocity" else 1e-7
+    torch.testing.assert_close(model(x, t), targets["score"], rtol=tol, atol=tol)
+    torch.testing.assert_close(model.denoise(x, t), targets["x0"], rtol=tol, atol=tol / 100)
+    torch.testing.assert_close(model.denoise(x, t), gmm.denoiser(sde)(x, t), rtol=tol, atol=tol / 100)
+    torch.testing.assert_close(model.eps(x, t), targets["eps"], rtol=tol, atol=tol / 100)
     c = model.coefficients(x, t)
-    torch.testing.assert_close(c.c_out, c_out, rtol=1e-10, atol=0)
+    torch.testing.assert_close(c.c_out, c_out, rtol=1e-6 if parameterization == "velocity" else 1e-10, atol=0)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
-@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v"])
+@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v", "velocity"])
 def test_preconditioning_gives_unit_variance_input_and_target(sde, parameterization):
     # For data N(0, σ_d² I): Var(c_in x_t) = 1 and the net's regression target (prediction / c_out) has unit
     # variance. Monte Carlo over n = 40000 draws: the standard error of a sample variance of a unit Gaussian is
@@ -120,7 +137,9 @@ def test_preconditioning_gives_unit_variance_input_and_target(sde, parameterizat
         s, sigma = sde.scale(t), sde.std(t)
         x_t = s * x0 + sigma * z
         norm = torch.sqrt(s * s + sigma * sigma)
-        raw = {"eps": z, "score": -z / sigma, "x0": x0, "v": (s / norm) * z - (sigma / norm) * x0}[parameterization]
+        s_dot, sigma_dot = _speeds(sde, t)
+        raw = {"eps": z, "score": -z / sigma, "x0": x0, "v": (s / norm) * z - (sigma / norm) * x0,
+               "velocity": s_dot * x0 + sigma_dot * z}[parameterization]
         c = model.coefficients(x_t[:1], t)     # per-sample coefficients of one sample at time t, shape (1,)
         assert abs(float((c.c_in * x_t).var()) - 1) < 0.04
         assert abs(float((raw / c.c_out).var()) - 1) < 0.04
@@ -169,3 +188,27 @@ def test_invalid_arguments_raise():
         model(torch.randn(4, 2), torch.rand(4))
     with pytest.raises(ValueError, match="shape"):
         sd.ScoreModel(torch.nn.Identity(), sd.VPSDE())(torch.randn(4, 2), torch.rand(3))
+
+
+def test_velocity_on_rectified_flow_is_z_minus_x0_and_its_loss_is_weighted_dsm():
+    """On s = 1 − t, σ = t the velocity target is z − x_0; the flow-matching MSE ‖û − (z − x_0)‖² of a model equals
+    dsm_loss with the "flow_matching" weighting λ = g⁴/4 on the same draws (û − u = −½ g² (score + z/σ))."""
+    sde = sd.RectifiedFlowSDE()
+    gmm = _mixture()
+    x0 = gmm.sample(256, torch.Generator().manual_seed(0))
+    score = gmm.score(sde)
+    gen = torch.Generator().manual_seed(4)
+    t = 1e-5 + (sde.T - 1e-5) * torch.rand(256, generator=gen, dtype=F64)          # dsm_loss draws t, then z
+    z = torch.randn(x0.shape, generator=gen, dtype=F64)
+    x_t = (1 - t)[:, None] * x0 + t[:, None] * z
+    f, g2 = -1 / (1 - t)[:, None], (2 * t / (1 - t))[:, None]
+    u_hat = sd.conversions.score_to_velocity(x_t, score(x_t, t), f, g2)
+    fm = (u_hat - (z - x0)).pow(2).sum(1)
+    dsm = sd.dsm_loss(sde, score, x0, weighting="flow_matching", generator=torch.Generator().manual_seed(4),
+                      reduce="none")
+    torch.testing.assert_close(dsm, fm, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sd.conversions.velocity_to_score(x_t, u_hat, f, g2), score(x_t, t))
+    with pytest.raises(TypeError, match="drift_coef"):
+        class NoCoefficients:
+            T = 1.0
+        sd.conversions.rates(NoCoefficients(), t, x_t)

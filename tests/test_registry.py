@@ -48,13 +48,13 @@ def test_import_path_names_a_users_class_without_registering(monkeypatch):
 
 
 @pytest.mark.parametrize("registry, names", [
-    (sd.SDES, {"vp", "subvp", "ve"}),
+    (sd.SDES, {"vp", "subvp", "ve", "edm", "rectified_flow", "cosine_vp", "discrete_vp"}),
     (sd.NETS, {"mlp", "unet"}),
     (sd.SAMPLERS, {"euler_maruyama", "reverse_sde", "probability_flow", "pc", "heun", "dpm_solver", "ddim"}),
-    (sd.PARAMETERIZATIONS, {"eps", "score", "x0", "v"}),
+    (sd.PARAMETERIZATIONS, {"eps", "score", "x0", "v", "velocity"}),
     (sd.DATASETS, {"eight_gaussians", "rings", "checkerboard", "swiss_roll", "moons", "digits", "array",
                    "image_folder"}),
-    (sd.WEIGHTINGS, {"sigma2", "likelihood", "none"}),
+    (sd.WEIGHTINGS, {"sigma2", "likelihood", "flow_matching", "none"}),
 ])
 def test_every_family_has_its_registry(registry, names):
     assert set(registry.names()) == names
