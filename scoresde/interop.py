@@ -1,0 +1,66 @@
+"""Models from other libraries as scores of any linear SDE: EDM / k-diffusion denoisers and flow-matching velocities.
+
+    score = sd.from_denoiser(denoiser, sde)    # D(x̃, σ̃) ≈ E[x_0 | x_0 + σ̃ n = x̃] (EDM, k-diffusion)
+    score = sd.from_velocity(velocity, sde)    # u(x, t) ≈ E[ṡ x_0 + σ̇ z | x_t] (flow matching on this path)
+
+Any linear SDE is EDM's process in its own variables: with x_t = s x_0 + σ z, the rescaled state x̃ = x_t/s is
+x_0 + σ̃ z with σ̃ = σ/s. So an EDM denoiser D(x̃, σ̃) = E[x_0 | x̃] gives Tweedie's score on this SDE,
+
+    score(x, t) = (s D(x/s, σ/s) − x) / σ²,
+
+and a velocity field of the same path (s, σ) gives score = 2 (f x − u)/g² (`scoresde.conversions`). The returned
+scores are plain ``score(x, t)``: every sampler and the likelihood take them. Class labels pass through: give
+``cond`` and the model is called ``model(..., cond)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from . import conversions
+from ._utils import ScoreFn, as_time, check_same_shape
+from .sde import require_linear
+
+Tensor = torch.Tensor
+
+
+def _call(model: Callable, x: Tensor, level: Tensor, cond) -> Tensor:
+    out = model(x, level) if cond is None else model(x, level, cond)
+    return check_same_shape(out, x, what="model")
+
+
+def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:
+    """The score on ``sde`` of an EDM-style denoiser ``denoiser(x̃, σ̃)`` (x̃ of x's shape, σ̃ of shape (B,)).
+
+    ``denoiser`` is called at x̃ = x/s(t), σ̃ = σ(t)/s(t), in x's dtype; on `scoresde.EDMSDE` (s = 1, σ = t) that is
+    D(x, t) itself. ``cond``: labels passed as a third argument (a conditional denoiser).
+    """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be a callable D(x, sigma); got {type(denoiser).__name__}")
+    require_linear(sde, "from_denoiser")
+
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        t = as_time(t, x)
+        s, sigma = conversions.scale_std(sde, t, x)
+        level = (sigma / s).reshape(-1)
+        return conversions.x0_to_score(x, _call(denoiser, x / s, level, cond), s, sigma)
+
+    return score
+
+
+def from_velocity(velocity: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:
+    """The score on ``sde`` of a flow-matching velocity field ``velocity(x, t)`` ≈ E[ṡ x_0 + σ̇ z | x_t] of the
+    same path (s, σ) — on `scoresde.RectifiedFlowSDE` the usual target z − x_0 (flow_matching's and rectified
+    flow's convention with noise at t = 1). ``cond``: labels passed as a third argument.
+    """
+    if not callable(velocity):
+        raise TypeError(f"velocity must be a callable u(x, t); got {type(velocity).__name__}")
+    require_linear(sde, "from_velocity")
+
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        t = as_time(t, x)
+        f, g2 = conversions.rates(sde, t, x)
+        return conversions.velocity_to_score(x, _call(velocity, x, t, cond), f, g2)
+
+    return score
