@@ -15,6 +15,9 @@ and each class c, n samples are drawn; per class, then averaged over the 4 class
 
 - precision: the fraction of samples x whose exact-classifier class argmax_c' p_t(c' | x) at t = 1e-5
   (``gmm.classifier(sde)``) is c;
+- on-mode: the fraction of samples within 3 component standard deviations (0.3) of one of the class's two
+  means (for exact draws 1 − e^{−4.5} = 0.989): precision in the sense of "on the data", which the class
+  precision above does not test (a point between two modes still has a most likely class);
 - log p(x | c): the mean exact conditional log-density ``gmm.conditional(c).log_prob(x)`` of the samples. A
   perfect sampler gives −H(x | c), estimated from 10⁵ oracle draws per class and printed as the "truth" row;
   guidance that sharpens the modes pushes it above that value (less diversity), samples off the class's modes
@@ -44,7 +47,8 @@ For each w, ``--per-class`` images per digit are sampled, clipped to [−1, 1], 
   the same for the real training images (a crude diversity measure: guidance lowers it);
 - NFE, network evaluations and wall time of sampling all 500 images.
 
-A sample grid (one row per digit) is saved per w under benchmarks/results/guidance_digits_w<w>.png.
+Figures per w under benchmarks/results/: guidance_digits_seed<seed>_w<w>.png (10 samples per digit, one row
+per digit) and guidance_2d_seed<seed>_w<w>.png (2-D samples over the exact conditional score's).
 """
 from __future__ import annotations
 
@@ -97,25 +101,30 @@ def training_line(trainer) -> str:
 
 # -- part 1: eight Gaussians, four classes -------------------------------------------------------------------
 def metrics_2d(gmm, components, sde, xs):
-    """Per-class precision, mean log p(x | c), coverage (see the module docstring), each a list over classes."""
+    """Per-class precision, on-mode share, mean log p(x | c), coverage (see the module docstring), each a list
+    over classes."""
     t = torch.tensor(1e-5, dtype=torch.float64)
-    precision, log_density, coverage = [], [], []
+    precision, on_mode, log_density, coverage = [], [], [], []
     for c, x in enumerate(xs):
         x = x.double()
         predicted = gmm.classifier(sde)(x, t.expand(len(x))).argmax(1)
         precision.append(float((predicted == c).double().mean()))
+        mine = gmm.labels == c
+        z = (x[:, None, :] - gmm.means[mine][None]) / gmm.stds[mine][None]     # (n, 2, 2) standardized offsets
+        on_mode.append(float((z.norm(dim=2).min(1).values < 3).double().mean()))
         log_density.append(float(gmm.conditional(c).log_prob(x).mean()))
         component = components.classifier(sde)(x, t.expand(len(x))).argmax(1)
         mine = (gmm.labels == c).nonzero().flatten().tolist()          # the class's two components
         shares = [float((component == k).double().mean()) for k in mine]
         coverage.append(min(shares) / (1.0 / len(mine)))
-    return precision, log_density, coverage
+    return precision, on_mode, log_density, coverage
 
 
 def row_2d(label, w, gmm, components, sde, xs, nfe, evals, wall):
-    precision, log_density, coverage = metrics_2d(gmm, components, sde, xs)
+    precision, on_mode, log_density, coverage = metrics_2d(gmm, components, sde, xs)
     mean = lambda v: sum(v) / len(v)
-    return (f"| {label} | {w} | {mean(precision):.4f} | {min(precision):.4f} | {mean(log_density):.3f} | "
+    return (f"| {label} | {w} | {mean(precision):.4f} | {min(precision):.4f} | {mean(on_mode):.4f} | "
+            f"{mean(log_density):.3f} | "
             f"{mean(coverage):.3f} | {min(coverage):.3f} | {nfe} | {evals} | {wall:.2f} |")
 
 
@@ -150,17 +159,18 @@ def part_2d(args):
     truth_mean = sum(t for t, _ in truth) / K
     truth_se = math.sqrt(sum(s * s for _, s in truth)) / K
 
-    # oracle samples, exact scores: the per-metric values of perfect draws (also at the sampler's resolution)
+    # i.i.d. draws of each class's law: the metrics of perfect samples
     g = torch.Generator().manual_seed(seed + 54321)
     oracle_xs = [gmm.conditional(c).sample(n, g) for c in range(K)]
 
-    rows_model, rows_oracle, rows_cg = [], [], []
+    rows_model, rows_oracle, rows_cg, model_xs = [], [], [], {}
     model.eval()
     with trainer.ema.average_parameters():
         for w in WEIGHTS:
             xs, nfe, evals, secs = sample_classes(
                 sde, lambda c: sd.classifier_free_guidance(model, c, scale=w), K, n, shape, sampler, sample_seed)
             rows_model.append(row_2d("trained model, CFG", w, gmm, components, sde, xs, nfe, evals, secs))
+            model_xs[w] = xs
         if not args.no_classifier_guidance:
             unconditional = sd.conditional_score(model, K)          # the null label ∅
             for gamma in (1.0, 2.0):
@@ -177,35 +187,36 @@ def part_2d(args):
         label = "exact conditional score" if w == 0 else "exact scores, CFG"
         rows_oracle.append(row_2d(label, w, gmm, components, sde, xs, nfe, evals, secs))
         if w == 0:
-            grid_x = xs
+            exact_xs = xs
 
     os.makedirs(RESULTS, exist_ok=True)
-    png = None
-    with trainer.ema.average_parameters(), torch.no_grad():
-        xs, *_ = sample_classes(sde, lambda c: sd.classifier_free_guidance(model, c, scale=2.0), K, 500, shape,
-                                sampler, sample_seed)
-        png = sd.plot.save_samples(torch.cat(xs), os.path.join(RESULTS, "guidance_2d_w2.png"),
-                                   reference=torch.cat(grid_x[:K])[:2000],
-                                   title="CFG w = 2, all 4 classes (black: exact conditional score)")
+    reference = torch.cat([x[:500] for x in exact_xs])
+    pngs = []
+    for w, xs in model_xs.items():
+        path = os.path.join(RESULTS, f"{args.prefix}guidance_2d_seed{seed}_w{w:g}.png")
+        pngs.append(sd.plot.save_samples(torch.cat([x[:500] for x in xs]), path, reference=reference,
+                                         title=f"trained model, CFG w = {w:g}, 4 classes (black: exact conditional "
+                                               f"score)"))
 
-    print(f"## Part 1: eight Gaussians, 4 classes (c = components c and c + 4)\n")
+    print("## Part 1: eight Gaussians, 4 classes (c = components c and c + 4)\n")
     print(f"Model: ScoreModel(MLP(2, hidden 128, depth 3, num_classes 4)), eps parameterization, VP SDE; "
           f"Trainer {steps} steps (batch 512, lr 2e-3, warm-up 100, ×0.1 from step {int(0.8 * steps)}, "
           f"likelihood weighting + importance sampling, label dropout 0.1, EMA 0.999): {training_line(trainer)}, "
           f"{cpu:.0f} CPU s, {wall:.0f} wall s.")
     print(f"Sampler: DPM-Solver++ 2M, {args.steps} steps + Tweedie denoising (eps 1e-3); {n} samples per class, "
           f"the same prior draws for every row; EMA weights. Truth: {args.n_truth} oracle draws per class.\n")
-    print("| score | w | precision | worst-class precision | mean log p(x \\| c) | coverage | worst coverage | "
-          "NFE per class | network evals (all classes) | sampling wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    prec, logd, cov = metrics_2d(gmm, components, sde, oracle_xs)
-    print(f"| truth: i.i.d. draws of p(x \\| c) | – | {sum(prec) / K:.4f} | {min(prec):.4f} | "
+    print("| score | w | precision | worst-class precision | on-mode (< 3σ) | mean log p(x \\| c) | coverage | "
+          "worst coverage | NFE per class | network evals (all classes) | sampling wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    prec, on_mode, logd, cov = metrics_2d(gmm, components, sde, oracle_xs)
+    print(f"| truth: i.i.d. draws of p(x \\| c) | – | {sum(prec) / K:.4f} | {min(prec):.4f} | {sum(on_mode) / K:.4f} | "
           f"{truth_mean:.3f} ± {truth_se:.3f} (−H(x \\| c)) | {sum(cov) / K:.3f} | {min(cov):.3f} | – | – | – |")
     for row in rows_oracle[:1] + rows_model + rows_cg + rows_oracle[1:]:
         print(row)
-    print(f"\nThe truth row's precision and coverage are those of {n} i.i.d. draws per class (their sampling "
-          f"noise: coverage of a fair split of n = {n} has standard deviation ≈ {2 * math.sqrt(0.25 / n):.3f}). "
-          f"Scatter of CFG w = 2 samples: {png}\n")
+    print(f"\nThe truth row is {n} i.i.d. draws per class (its log-density: {args.n_truth}): even an exactly fair "
+          f"sampler has coverage 1 − √(2/(πn)) ≈ {1 - math.sqrt(2 / (math.pi * n)):.3f} on average at n = {n}, "
+          f"with a spread of about {0.6 / math.sqrt(n):.3f}. "
+          f"Scatters (500 points per class): {', '.join(pngs)}\n")
 
 
 # -- part 2: digits ------------------------------------------------------------------------------------------
@@ -295,10 +306,10 @@ def part_digits(args):
             rows.append(f"| {w} | {sum(acc) / K:.3f} | {acc[worst]:.2f} (digit {worst}) | "
                         f"{pairwise_distance(xs):.2f} | {nfe} | {evals} | {secs:.1f} |")
             shown = torch.cat([x[:min(10, len(x))] for x in xs])
-            path = os.path.join(RESULTS, f"guidance_digits_w{w:g}.png")
+            path = os.path.join(RESULTS, f"{args.prefix}guidance_digits_seed{seed}_w{w:g}.png")
             pngs.append(sd.plot.save_samples(shown, path, title=f"CFG w = {w:g} (row = digit 0 … 9)"))
 
-    print(f"## Part 2: digits 8×8, conditional U-Net\n")
+    print("## Part 2: digits 8×8, conditional U-Net\n")
     budget = (f"{args.digits_steps} steps" if args.digits_steps else f"{args.cpu_seconds:.0f} CPU s budget")
     print(f"Model: ScoreModel(UNet(channels {args.channels}, mults (1, 2), attention at 4×4, dropout {args.dropout}, "
           f"fourier_scale {args.fourier_scale}, num_classes 10), {n_params / 1e3:.0f}k parameters), "
@@ -353,13 +364,14 @@ def main():
     if args.quick:
         args.cpu_seconds, args.steps_2d, args.n_2d, args.n_truth = 8.0, 300, 200, 5000
         args.per_class, args.steps = 10, 20
+    args.prefix = "quick_" if args.quick else ""          # a smoke run does not overwrite the real figures
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    print(f"# Guidance benchmark\n")
+    print("# Guidance benchmark\n")
     print(f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s).")
-    print(f"Settings: {', '.join(f'{k}={v}' for k, v in vars(args).items())}\n")
+    print(f"Settings: {', '.join(f'{k}={v}' for k, v in vars(args).items() if k != 'prefix')}\n")
     t0, c0 = time.perf_counter(), time.process_time()
     if args.part in ("2d", "all"):
         part_2d(args)
