@@ -1,5 +1,6 @@
 """Models from other libraries as scores of any linear SDE: EDM / k-diffusion denoisers and flow-matching velocities.
 
+    sde, score = sd.from_diffusers(unet, scheduler)   # a diffusers UNet2DModel with its DDPM β table
     score = sd.from_denoiser(denoiser, sde)    # D(x̃, σ̃) ≈ E[x_0 | x_0 + σ̃ n = x̃] (EDM, k-diffusion)
     score = sd.from_velocity(velocity, sde)    # u(x, t) ≈ E[ṡ x_0 + σ̇ z | x_t] (flow matching on this path)
 
@@ -28,6 +29,54 @@ Tensor = torch.Tensor
 def _call(model: Callable, x: Tensor, level: Tensor, cond) -> Tensor:
     out = model(x, level) if cond is None else model(x, level, cond)
     return check_same_shape(out, x, what="model")
+
+
+#: diffusers' ``prediction_type`` → what the network predicts.
+DIFFUSERS_PREDICTIONS = ("epsilon", "v_prediction", "sample")
+
+
+def from_diffusers(unet: Callable, scheduler, cond: Optional[Tensor] = None):
+    """A diffusers model as ``(sde, score)``: the scheduler's ᾱ table as a `scoresde.DiscreteVPSDE`, and the
+    network as its score.
+
+    The network is called like diffusers does, ``unet(x, timestep, class_labels=cond)`` (its ``.sample`` is used
+    when it returns an output object), at the fractional timestep n = N t − 1 of our time t (timestep n sits at
+    t_n = (n + 1)/N), in x's dtype. Its output is read by ``scheduler.config.prediction_type``: "epsilon"
+    (score = −ε/σ), "v_prediction" (v = √ᾱ ε − √(1 − ᾱ) x_0, the "v" of `scoresde.conversions` on VP) or "sample"
+    (x_0). Nothing of diffusers is imported here: any callable with that signature and any object with
+    ``alphas_cumprod`` and ``config.prediction_type`` work.
+
+    To run a diffusers sampler's steps, sample on the times ``(scheduler.timesteps + 1) / N``; see
+    docs/migration.md for which of our samplers reproduces which scheduler.
+    """
+    from .sde import DiscreteVPSDE
+
+    if not callable(unet):
+        raise TypeError(f"unet must be a callable unet(x, timestep, class_labels=...); got {type(unet).__name__}")
+    table = getattr(scheduler, "alphas_cumprod", None)
+    config = getattr(scheduler, "config", None)
+    prediction = getattr(config, "prediction_type", None) if config is not None else None
+    if table is None or prediction is None:
+        raise TypeError(f"scheduler must be a diffusers DDPM-family scheduler with alphas_cumprod and "
+                        f"config.prediction_type; got {type(scheduler).__name__}")
+    if prediction not in DIFFUSERS_PREDICTIONS:
+        raise ValueError(f"unsupported prediction_type {prediction!r}; supported: "
+                         f"{', '.join(repr(p) for p in DIFFUSERS_PREDICTIONS)}")
+    sde = DiscreteVPSDE(alphas_cumprod=torch.as_tensor(table).detach().to("cpu", torch.float64))
+
+    def score(x: Tensor, t: Tensor) -> Tensor:
+        t = as_time(t, x)
+        timestep = sde.time_to_timestep(t.to(torch.float64)).to(x.dtype)
+        out = unet(x, timestep) if cond is None else unet(x, timestep, class_labels=cond)
+        out = check_same_shape(getattr(out, "sample", out[0] if isinstance(out, tuple) else out), x, what="unet")
+        s, sigma = conversions.scale_std(sde, t, x)
+        if prediction == "epsilon":
+            return conversions.eps_to_score(out, sigma)
+        if prediction == "v_prediction":
+            return conversions.v_to_score(x, out, s, sigma)
+        return conversions.x0_to_score(x, out, s, sigma)
+
+    return sde, score
 
 
 def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:

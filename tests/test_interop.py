@@ -78,3 +78,76 @@ def test_labels_pass_through_and_errors():
         sd.from_velocity(3, sde)
     with pytest.raises(ValueError, match="must return a tensor of x.s shape"):
         sd.from_denoiser(lambda x, sigma: x[:, :1], sde)(x, t)
+
+
+# -- diffusers: the same model, the same steps, the same result ------------------------------------------------
+def tiny_unet(num_class_embeds=None):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+                                 num_class_embeds=num_class_embeds)
+    return unet.double().eval()
+
+
+def run_scheduler(unet, scheduler, x):
+    for timestep in scheduler.timesteps:
+        with torch.no_grad():
+            out = unet(x, timestep).sample
+        x = scheduler.step(out, timestep, x).prev_sample
+    return x
+
+
+def our_times(scheduler):
+    return (scheduler.timesteps.to(F64) + 1) / scheduler.config.num_train_timesteps
+
+
+def test_ddim_scheduler_is_our_order_one_solver_with_final_denoising():
+    """diffusers DDIMScheduler (η = 0, no clipping, ᾱ_final = 1) for K steps = DPMSolver(order=1) on the times
+    (timesteps + 1)/N: K − 1 DDIM steps, then the last step to ᾱ = 1, which is Tweedie's x̂_0 (denoise=True)."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet()
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True)
+    scheduler.set_timesteps(10)
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=F64)
+    theirs = run_scheduler(unet, scheduler, x_T.clone())
+    sde, score = sd.from_diffusers(unet, scheduler)
+    res = sd.DPMSolver(order=1, denoise=True).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler))
+    assert res.nfe == 10
+    torch.testing.assert_close(res.x, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_dpm_solver_multistep_scheduler_is_our_dpm_solver_pp_2m(prediction_type):
+    """diffusers DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, lower_order_final: the last step to
+    σ = 0 is first order, i.e. x̂_0) = DPMSolver(order=2, denoise=True) on the times (timesteps + 1)/N, for each
+    prediction type the adapter reads."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet()
+    scheduler = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++",
+                                                      solver_order=2, prediction_type=prediction_type)
+    scheduler.set_timesteps(10)
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(2), dtype=F64)
+    theirs = run_scheduler(unet, scheduler, x_T.clone())
+    sde, score = sd.from_diffusers(unet, scheduler)
+    res = sd.DPMSolver(order=2, denoise=True).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler))
+    torch.testing.assert_close(res.x, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_diffusers_model_likelihood_labels_and_errors():
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet(num_class_embeds=3)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000)
+    sde, score = sd.from_diffusers(unet, scheduler, cond=torch.tensor([0, 2]))
+    x = torch.rand((2, 1, 8, 8), generator=torch.Generator().manual_seed(3), dtype=F64) * 2 - 1
+    res = sd.log_likelihood(sde, score, x, rtol=1e-3, atol=1e-3)        # none of the peers offers this
+    assert res.log_prob.shape == (2,) and bool(torch.isfinite(res.log_prob).all())
+    t = torch.full((2,), 0.5, dtype=F64)
+    other = sd.from_diffusers(unet, scheduler, cond=torch.tensor([1, 1]))[1]
+    assert not torch.allclose(score(x, t), other(x, t))                  # the labels reach the network
+    scheduler.register_to_config(prediction_type="flow")
+    with pytest.raises(ValueError, match="unsupported prediction_type 'flow'"):
+        sd.from_diffusers(unet, scheduler)
+    with pytest.raises(TypeError, match="alphas_cumprod"):
+        sd.from_diffusers(unet, object())
