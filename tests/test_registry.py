@@ -62,8 +62,10 @@ def test_every_family_has_its_registry(registry, names):
 
 def test_registry_entries_are_the_public_classes():
     assert sd.SDES.get("vp")[0] is sd.VPSDE and sd.NETS.get("unet")[0] is sd.nets.UNet
-    assert sd.SAMPLERS.get("ddim") == (sd.DPMSolver, {"order": 1})
-    assert sd.SAMPLERS.build("ddim", steps=4).order == 1
+    assert sd.SAMPLERS.get("ddim")[0] is sd.DDIMSampler
+    fixed = sd.Registry("sampler")
+    fixed.register("ddim", sd.DPMSolver, order=1)              # a name with fixed keyword arguments
+    assert fixed.get("ddim") == (sd.DPMSolver, {"order": 1}) and fixed.build("ddim", steps=4).order == 1
     assert sd.PARAMETERIZATIONS.build("v").name == "v"
 
 

@@ -1,4 +1,4 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver.
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η.
 
 Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
 line read; a user's sampler is one subclass of `Sampler` and one ``SAMPLERS.register`` line.
@@ -10,8 +10,9 @@ from .probability_flow import ProbabilityFlowSampler
 from .pc import PCSampler
 from .heun import HeunSampler
 from .dpm_solver import DPMSolver
+from .ddim import DDIMSampler
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver"]
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler"]

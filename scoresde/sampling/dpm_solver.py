@@ -207,5 +207,3 @@ class DPMSolver(Sampler):
         k = len(r)
         return [[(float(times[i * k + j]), pts[i * k + j]) for j in range(k)] for i in range(len(points) - 1)]
 
-
-SAMPLERS.register("ddim", DPMSolver, order=1)
