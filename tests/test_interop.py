@@ -193,3 +193,32 @@ def test_stochastic_ddim_and_ddpm_schedulers_with_the_same_noise():
     ours = sd.DDIMSampler(eta=1.0, denoise=True).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(ddpm),
                                                         generator=torch.Generator().manual_seed(8))
     assert_relative(ours.x, x)
+
+
+def test_dpm_solver_pp_3m_differs_from_diffusers_only_by_its_halved_second_derivative_term():
+    """Order 3 with diffusers' lower_order_final default (with fewer than 15 steps the last step is first order,
+    the one before second order): DPMSolver(order=3, denoise=True, lower_order_final=True).
+
+    By design the two differ in one coefficient. diffusers (and the official DPM-Solver code) apply
+    −α_t((e^{−h} − 1 + h)/h² − ½) D2 with D2 = (D1_0 − D1_1)/(r0 + r1) ≈ h² m''/2, i.e. φ_2 m''/2, where the
+    exact integral of the quadratic Taylor term is φ_2 m'' (φ_2 = h²/2 − h + 1 − e^{−h}); so their 3M integrates
+    a quadratic model inexactly (local error O(h³), tests/test_sampling_dpm.py checks ours is exact). With that
+    term halved, ours reproduces theirs to float32 rounding; as it is, it differs by more than rounding."""
+    diffusers = pytest.importorskip("diffusers")
+
+    class HalvedSecondDerivative(sd.DPMSolver):
+        def _step(self, x, frm, to, m, a=None, b=None, taylor=None):
+            return super()._step(x, frm, to, m, a, None if b is None else 0.5 * b, taylor)
+
+    unet = tiny_unet()
+    scheduler = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++",
+                                                      solver_order=3)
+    scheduler.set_timesteps(10)
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(4), dtype=F64)
+    theirs = run_scheduler(unet, scheduler, x_T.clone())
+    sde, score = sd.from_diffusers(unet, scheduler)
+    options = dict(order=3, denoise=True, lower_order_final=True)
+    halved = HalvedSecondDerivative(**options).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler)).x
+    assert_relative(halved, theirs)
+    ours = sd.DPMSolver(**options).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler)).x
+    assert float((ours - theirs).norm() / theirs.norm()) > 1e-4

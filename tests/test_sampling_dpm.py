@@ -291,3 +291,30 @@ def test_dpm_solver_bad_input():
         sd.DPMSolver(eps=2.0).sample(sd.VPSDE(), sd.eight_gaussians().score(sd.VPSDE()), (4, 2))
     with pytest.raises(ValueError, match=r"score\(x, t\) must return a tensor of x's shape \(4, 2\)"):
         sd.DPMSolver(steps=2).sample(sd.VPSDE(), lambda x, t: x.sum(1), (4, 2))
+
+
+def test_third_order_step_integrates_a_quadratic_model_exactly():
+    """x0 form, one step of h with the model m(λ + u) = c0 + c1 u + c2 u²/2 known at u = 0, −h0, −h0 − h1 (the
+    multistep history): the step must equal σ'/σ x + s' ∫_0^h e^{u−h} m(u) du exactly (closed form below), the
+    property diffusers' and the official DPM-Solver 3M (halved u² term) lack (tests/test_interop.py)."""
+    solver = sd.DPMSolver(order=3)
+    c0, c1, c2, h, h0, h1 = 0.7, -1.3, 2.1, 0.6, 0.5, 0.4
+    model = lambda u: torch.tensor([c0 + c1 * u + c2 * u * u / 2], dtype=F64)
+    a, b = solver._derivatives(model(0.0), [(-h0, model(-h0)), (-h0 - h1, model(-h0 - h1))])
+    x = torch.tensor([0.3], dtype=F64)
+    frm, to = (0.0, 0.8, 0.6), (h, 0.9, 0.6 * math.exp(-h) * 0.9 / 0.8)
+    out = solver._step(x, frm, to, model(0.0), a, b)
+    e = math.exp(-h)
+    integral = c0 * (1 - e) + c1 * (h - 1 + e) + c2 * (h * h / 2 - h + 1 - e)
+    expected = (to[2] / frm[2]) * 0.3 + to[1] * integral
+    assert abs(float(out) - expected) < 1e-13
+
+
+def test_lower_order_final_orders():
+    """diffusers' rule: with fewer than 15 steps (the final denoising counted), the last step is first order and
+    the one before at most second order; off by default, and no change with 15 steps or more."""
+    orders = lambda s, n: [s._step_order(i, n) for i in range(n)]
+    assert orders(sd.DPMSolver(order=3, lower_order_final=True), 6) == [1, 2, 3, 3, 2, 1]
+    assert orders(sd.DPMSolver(order=3, lower_order_final=True, denoise=True), 6) == [1, 2, 3, 3, 3, 2]
+    assert orders(sd.DPMSolver(order=3), 6) == [1, 2, 3, 3, 3, 3]
+    assert orders(sd.DPMSolver(order=3, lower_order_final=True), 15)[-2:] == [3, 3]

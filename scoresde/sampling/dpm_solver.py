@@ -78,6 +78,9 @@ class DPMSolver(Sampler):
         solver_type: the weight of the slope in second-order steps, ``"midpoint"`` (φ_0 h/2, the published
             DPM-Solver++(2M) and k-diffusion's ``sample_dpmpp_2m``) or ``"taylor"`` (φ_1; see the module
             docstring). Third-order steps are the same for both.
+        lower_order_final: multistep only, diffusers' default rule: with fewer than 15 steps in all (the final
+            denoising counted as one, as diffusers' last step to σ = 0), the last step is first order and the one
+            before it at most second order. Off by default.
         grid: ``"log_snr"`` (uniform in λ, the default), ``"uniform"`` or ``"edm"`` (see `time_grid`).
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's denoising step at t = eps.
@@ -88,7 +91,7 @@ class DPMSolver(Sampler):
 
     def __init__(self, steps: int = 20, order: int = 2, multistep: bool = True, prediction: str = "x0",
                  grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False, rho: float = 7.0,
-                 solver_type: str = "midpoint"):
+                 solver_type: str = "midpoint", lower_order_final: bool = False):
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
@@ -96,6 +99,7 @@ class DPMSolver(Sampler):
         check_choice(prediction, PREDICTIONS, "prediction")
         check_choice(solver_type, SOLVER_TYPES, "solver_type")
         self.solver_type = solver_type
+        self.lower_order_final = bool(lower_order_final)
         self.order, self.multistep = int(order), bool(multistep)
         self.prediction, self.denoise = prediction, bool(denoise)
 
@@ -138,6 +142,18 @@ class DPMSolver(Sampler):
             out = out + (coef * w2) * b
         return out
 
+    def _step_order(self, i: int, n: int) -> int:
+        """The order of multistep step i of n: the warm-up min(order, i + 1), lowered at the end by
+        ``lower_order_final`` (the final denoising, when on, is diffusers' last step)."""
+        k = min(self.order, i + 1)
+        if self.lower_order_final and n + int(self.denoise) < 15:
+            from_end = n - 1 - i + int(self.denoise)         # 0: diffusers' last step, 1: the one before
+            if from_end == 0:
+                k = 1
+            elif from_end == 1:
+                k = min(k, 2)
+        return k
+
     @staticmethod
     def _derivatives(m0: Tensor, others: List[Tuple[float, Tensor]]):
         """Fit m(u) = m0 + a u + b u²/2 through (δ_j, m_j); returns (a, b) (None where not fitted)."""
@@ -162,7 +178,8 @@ class DPMSolver(Sampler):
                 lam = points[i][0]
                 m = self._model(score, x, t_l[i], points[i][1], points[i][2])
                 history = [(lam, m)] + history[: self.order - 1]
-                a, b = self._derivatives(m, [(l_j - lam, m_j) for l_j, m_j in history[1:]])
+                k = self._step_order(i, n)
+                a, b = self._derivatives(m, [(l_j - lam, m_j) for l_j, m_j in history[1:k]])
                 x = self._step(x, points[i], points[i + 1], m, a, b)
                 report(i + 1, t_l[i + 1], x)
         else:
