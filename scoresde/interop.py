@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 
 from . import conversions
 from ._utils import ScoreFn, as_time, check_same_shape
@@ -44,7 +45,8 @@ def from_diffusers(unet: Callable, scheduler, cond: Optional[Tensor] = None):
     t_n = (n + 1)/N), in x's dtype. Its output is read by ``scheduler.config.prediction_type``: "epsilon"
     (score = −ε/σ), "v_prediction" (v = √ᾱ ε − √(1 − ᾱ) x_0, the "v" of `scoresde.conversions` on VP) or "sample"
     (x_0). Nothing of diffusers is imported here: any callable with that signature and any object with
-    ``alphas_cumprod`` and ``config.prediction_type`` work.
+    ``alphas_cumprod`` and ``config.prediction_type`` work. The score is a `DiffusersScore` module holding the
+    network, so it also trains with `scoresde.Trainer` (an ``nn.Module`` network).
 
     To run a diffusers sampler's steps, sample on the times ``(scheduler.timesteps + 1) / N``; see
     docs/migration.md for which of our samplers reproduces which scheduler.
@@ -63,20 +65,29 @@ def from_diffusers(unet: Callable, scheduler, cond: Optional[Tensor] = None):
         raise ValueError(f"unsupported prediction_type {prediction!r}; supported: "
                          f"{', '.join(repr(p) for p in DIFFUSERS_PREDICTIONS)}")
     sde = DiscreteVPSDE(alphas_cumprod=torch.as_tensor(table).detach().to("cpu", torch.float64))
+    return sde, DiffusersScore(unet, sde, prediction, cond)
 
-    def score(x: Tensor, t: Tensor) -> Tensor:
+
+class DiffusersScore(nn.Module):
+    """The score of a diffusers network on a `scoresde.DiscreteVPSDE` (see `from_diffusers`); an ``nn.Module``
+    holding the network, so `scoresde.Trainer` and `scoresde.dsm_loss` can train it like a `scoresde.ScoreModel`."""
+
+    def __init__(self, unet: Callable, sde, prediction: str, cond: Optional[Tensor] = None):
+        super().__init__()
+        self.unet, self.sde, self.prediction, self.cond = unet, sde, prediction, cond
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
         t = as_time(t, x)
-        timestep = sde.time_to_timestep(t.to(torch.float64)).to(x.dtype)
-        out = unet(x, timestep) if cond is None else unet(x, timestep, class_labels=cond)
+        timestep = self.sde.time_to_timestep(t.to(torch.float64)).to(x.dtype)
+        cond = self.cond
+        out = self.unet(x, timestep) if cond is None else self.unet(x, timestep, class_labels=cond)
         out = check_same_shape(getattr(out, "sample", out[0] if isinstance(out, tuple) else out), x, what="unet")
-        s, sigma = conversions.scale_std(sde, t, x)
-        if prediction == "epsilon":
+        s, sigma = conversions.scale_std(self.sde, t, x)
+        if self.prediction == "epsilon":
             return conversions.eps_to_score(out, sigma)
-        if prediction == "v_prediction":
+        if self.prediction == "v_prediction":
             return conversions.v_to_score(x, out, s, sigma)
         return conversions.x0_to_score(x, out, s, sigma)
-
-    return sde, score
 
 
 def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:

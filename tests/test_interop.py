@@ -222,3 +222,23 @@ def test_dpm_solver_pp_3m_differs_from_diffusers_only_by_its_halved_second_deriv
     assert_relative(halved, theirs)
     ours = sd.DPMSolver(**options).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler)).x
     assert float((ours - theirs).norm() / theirs.norm()) > 1e-4
+
+
+def test_a_diffusers_unet_trains_with_our_trainer():
+    """The adapted score is an nn.Module holding the UNet: dsm_loss back-propagates into the UNet's weights and
+    the Trainer lowers the loss on digits (a few steps; the loss is measured on one fixed batch and seed)."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet().float().train()
+    sde, score = sd.from_diffusers(unet, diffusers.DDPMScheduler(num_train_timesteps=1000))
+    assert isinstance(score, torch.nn.Module) and sum(p.numel() for p in score.parameters()) > 0
+    data = sd.data.load("digits")
+    x0 = data.x[:64]
+
+    def fixed_loss():
+        return float(sd.dsm_loss(sde, score, x0, generator=torch.Generator().manual_seed(0)))
+
+    before = fixed_loss()
+    trainer = sd.Trainer(score, sde, data, sd.TrainConfig(steps=60, batch_size=64, progress=False, lr=2e-3,
+                                                          checkpoint_every=0))
+    trainer.train()
+    assert fixed_loss() < before
