@@ -242,3 +242,11 @@ def test_a_diffusers_unet_trains_with_our_trainer():
                                                           checkpoint_every=0))
     trainer.train()
     assert fixed_loss() < before
+
+
+def test_importing_scoresde_does_not_import_diffusers():
+    import subprocess
+    import sys
+
+    code = "import sys, scoresde; sys.exit(1 if 'diffusers' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -292,3 +292,14 @@ def test_samplers_reproduce_the_oracle_on_the_new_sdes(name):
                     sd.ReverseSDESampler(steps=300, backend="native", eps=eps, grid=grid)):
         res = sampler.sample(sde, gmm.score(sde), (1000, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
         assert_oracle_law(res.x, gmm, key="8g")
+
+
+def test_continuous_cosine_matches_the_discrete_cosine_table():
+    """Nichol & Dhariwal's discrete table (sd.ddpm_betas(N, "cosine")) as DiscreteVPSDE and the continuous
+    CosineVPSDE agree at the timesteps t_n = (n + 1)/N up to T (before the table's β clipping at 0.999)."""
+    betas = sd.ddpm_betas(1000, "cosine")
+    discrete, continuous = sd.DiscreteVPSDE(betas=betas), sd.CosineVPSDE()
+    t = (torch.arange(1000, dtype=F64) + 1) / 1000
+    t = t[t <= continuous.T]
+    torch.testing.assert_close(continuous.scale(t), discrete.scale(t), rtol=1e-12, atol=0)
+    torch.testing.assert_close(continuous.std(t), discrete.std(t), rtol=1e-10, atol=0)
