@@ -235,7 +235,8 @@ def test_a_diffusers_unet_trains_with_our_trainer():
     x0 = data.x[:64]
 
     def fixed_loss():
-        return float(sd.dsm_loss(sde, score, x0, generator=torch.Generator().manual_seed(0)))
+        with torch.no_grad():
+            return float(sd.dsm_loss(sde, score, x0, generator=torch.Generator().manual_seed(0)))
 
     before = fixed_loss()
     trainer = sd.Trainer(score, sde, data, sd.TrainConfig(steps=60, batch_size=64, progress=False, lr=2e-3,
@@ -250,3 +251,32 @@ def test_importing_scoresde_does_not_import_diffusers():
 
     code = "import sys, scoresde; sys.exit(1 if 'diffusers' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["euler", "heun"])
+def test_euler_and_heun_discrete_schedulers(kind):
+    """EulerDiscreteScheduler / HeunDiscreteScheduler (their default σ's: the table's at the timesteps, which are
+    integers for N = 1000 and K = 10) = our HeunSampler(order=1) / HeunSampler(final_correction=True), both with
+    denoise=True, on the times (timesteps + 1)/N. Their state is x/s (EDM's variables) with a final step to σ = 0
+    (our denoising); ours starts from s(t_0) times their x_T."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet()
+    cls = diffusers.EulerDiscreteScheduler if kind == "euler" else diffusers.HeunDiscreteScheduler
+    scheduler = cls(num_train_timesteps=1000)
+    scheduler.set_timesteps(10)
+    times = torch.unique(scheduler.timesteps.to(F64)).flip(0)
+    assert torch.equal(times, times.round())                            # integer timesteps: no interpolation
+    z = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(5), dtype=F64)
+    x = z * scheduler.init_noise_sigma
+    for timestep in scheduler.timesteps:
+        with torch.no_grad():
+            out = unet(scheduler.scale_model_input(x, timestep), timestep).sample
+        x = scheduler.step(out, timestep, x).prev_sample
+    sde, score = sd.from_diffusers(unet, scheduler)
+    ours_times = (times + 1) / 1000
+    sampler = (sd.HeunSampler(order=1, denoise=True) if kind == "euler"
+               else sd.HeunSampler(final_correction=True, denoise=True))
+    x_T = float(sde.scale(ours_times[:1])) * z * scheduler.init_noise_sigma
+    res = sampler.sample(sde, score, z.shape, x_T=x_T, times=ours_times)
+    assert res.nfe == len(scheduler.timesteps)
+    assert_relative(res.x, x)

@@ -53,14 +53,23 @@ class HeunSampler(Sampler):
         eps: the final time, 0 < eps < T.
         grid: ``"edm"`` (ρ-spacing in σ̃), ``"log_snr"`` or ``"uniform"`` (see `time_grid`).
         denoise: finish with Tweedie's denoising step at t = eps (one more score evaluation).
+        order: 2 (Heun, the default) or 1 (Euler steps in σ̃ only: k-diffusion's ``sample_euler``, diffusers'
+            ``EulerDiscreteScheduler``; NFE = N).
+        final_correction: also correct the last step (NFE 2N). EDM skips the correction only on a step to
+            σ̃ = 0; with ``denoise=True`` that step is the final denoising, so ``final_correction=True`` with
+            ``denoise=True`` is EDM's and diffusers' ``HeunDiscreteScheduler``'s rule exactly (k-diffusion's
+            ``sample_heun`` on a grid ending in σ = 0).
     """
 
     label = "heun"
 
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = math.inf, s_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm",
-                 denoise: bool = False):
+                 denoise: bool = False, order: int = 2, final_correction: bool = False):
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
+        if isinstance(order, bool) or order not in (1, 2):
+            raise ValueError(f"order must be 1 (Euler) or 2 (Heun); got {order!r}")
+        self.order, self.final_correction = int(order), bool(final_correction)
         if not (churn >= 0 and math.isfinite(churn)):
             raise ValueError(f"churn must be a finite number >= 0; got {churn!r}")
         if not (0 <= s_tmin <= s_tmax):
@@ -71,9 +80,12 @@ class HeunSampler(Sampler):
         self.denoise = bool(denoise)
 
     def nfe(self, times=None) -> int:
-        """The number of score evaluations one call of `sample` makes: 2N − 1 (+1 with denoise)."""
+        """The number of score evaluations one call of `sample` makes: 2N − 1 (2N with ``final_correction``; N
+        with ``order=1``), +1 with denoise."""
         n = self.steps if times is None else len(times) - 1
-        return 2 * n - 1 + int(self.denoise)
+        if self.order == 1:
+            return n + int(self.denoise)
+        return 2 * n - 1 + int(self.final_correction) + int(self.denoise)
 
     def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
         n = len(t) - 1
@@ -106,7 +118,7 @@ class HeunSampler(Sampler):
                 xh = xh + noise_std * randn_like(xh, generator)
             d = (xh - denoised(xh, t_hat_l[i], s_hat_l[i], level)) / level
             x_next = xh + (level_next - level) * d
-            if i < n - 1:
+            if self.order == 2 and (i < n - 1 or self.final_correction):
                 d_next = (x_next - denoised(x_next, t_l[i + 1], s_l[i + 1], level_next)) / level_next
                 x_next = xh + (level_next - level) * 0.5 * (d + d_next)
             xh = x_next
