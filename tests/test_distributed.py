@@ -19,7 +19,8 @@ def torchrun(out, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "scoresde", "train", "--out", out] + ARGS + list(extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Head and tail of stderr: a rank's own error message comes before torchrun's summary.
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n[...]\n" + proc.stderr[-3000:]
     return proc
 
 

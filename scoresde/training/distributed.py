@@ -5,6 +5,7 @@ of them and gets a single-process context that does nothing.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -57,6 +58,7 @@ class DistributedContext:
             backend, device = "gloo", "cpu" if device is None or str(device).startswith("cuda") else device
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
+            atexit.register(_destroy_at_exit)
         return cls(rank=rank, world_size=world, local_rank=local, device=device, backend=backend)
 
     def close(self) -> None:
@@ -67,3 +69,16 @@ class DistributedContext:
             if dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
+
+
+def _destroy_at_exit() -> None:
+    """Tear down a process group still alive at interpreter exit (a rank that stopped on an error skips `close`):
+    exiting with live gloo threads aborts the process (SIGABRT, "terminate called without an active exception")
+    and hides its own exit status and message."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
