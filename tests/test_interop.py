@@ -106,6 +106,17 @@ def run_scheduler(unet, scheduler, x):
     return x
 
 
+def run_sigma_scheduler(unet, scheduler, z):
+    """A σ-space scheduler's loop (Euler, Heun) from z times its initial σ: the state is x/s, the network sees
+    scale_model_input(x)."""
+    x = z * scheduler.init_noise_sigma
+    for timestep in scheduler.timesteps:
+        with torch.no_grad():
+            out = unet(scheduler.scale_model_input(x, timestep), timestep).sample
+        x = scheduler.step(out, timestep, x).prev_sample
+    return x
+
+
 def our_times(scheduler):
     return (scheduler.timesteps.to(F64) + 1) / scheduler.config.num_train_timesteps
 
@@ -267,11 +278,7 @@ def test_euler_and_heun_discrete_schedulers(kind):
     times = torch.unique(scheduler.timesteps.to(F64)).flip(0)
     assert torch.equal(times, times.round())                            # integer timesteps: no interpolation
     z = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(5), dtype=F64)
-    x = z * scheduler.init_noise_sigma
-    for timestep in scheduler.timesteps:
-        with torch.no_grad():
-            out = unet(scheduler.scale_model_input(x, timestep), timestep).sample
-        x = scheduler.step(out, timestep, x).prev_sample
+    x = run_sigma_scheduler(unet, scheduler, z)
     sde, score = sd.from_diffusers(unet, scheduler)
     ours_times = (times + 1) / 1000
     sampler = (sd.HeunSampler(order=1, denoise=True) if kind == "euler"
@@ -291,11 +298,7 @@ def test_karras_sigmas_on_fractional_timesteps():
     scheduler = diffusers.EulerDiscreteScheduler(num_train_timesteps=1000, use_karras_sigmas=True)
     scheduler.set_timesteps(10)
     z = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(6), dtype=F64)
-    x = z * scheduler.init_noise_sigma
-    for timestep in scheduler.timesteps:
-        with torch.no_grad():
-            out = unet(scheduler.scale_model_input(x, timestep), timestep).sample
-        x = scheduler.step(out, timestep, x).prev_sample
+    x = run_sigma_scheduler(unet, scheduler, z)
     sde, score = sd.from_diffusers(unet, scheduler)
     times = sde.time_from_log_snr(-2 * torch.log(scheduler.sigmas[:-1].to(F64)))      # σ/s(t) = their σ
     assert float((sde.time_to_timestep(times) - scheduler.timesteps.to(F64)).abs().max()) < 0.01

@@ -432,3 +432,14 @@ def test_a_trained_conditional_model_matches_each_class():
         res = sd.log_likelihood(sde, sd.conditional_score(model, 8), x, divergence="exact", rtol=1e-5, atol=1e-5)
         gap = -res.log_prob + gmm.log_prob(x)
         assert float(gap.mean()) > -4 * float(gap.std()) / math.sqrt(len(gap))
+
+
+def test_conditional_evaluation_takes_float64_eval_data():
+    """The per-label evaluation casts held-out points to the model's dtype, like the unconditional one."""
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, num_classes=8), sde)
+    data = sd.data.load("eight_gaussians", n=64)
+    test = sd.data.load("eight_gaussians", split="test", n=16, dtype=torch.float64)
+    metrics = sd.Trainer(model, sde, data, _quiet(steps=1, num_eval=16, eval_rtol=1e-3, eval_atol=1e-3),
+                         eval_data=test).evaluate()
+    assert math.isfinite(metrics["nll"])

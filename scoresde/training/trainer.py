@@ -524,9 +524,7 @@ class Trainer:
                 if self.uses_labels and self.num_classes is None:
                     return self._evaluate_classifier(generator)
                 labelled = self.num_classes is not None and self.eval_data.labels is not None
-                score = self.model if labelled else self._score()
-                if labelled and self.eval_data.x.dtype != self.dtype:
-                    raise ValueError(f"eval_data has dtype {self.eval_data.x.dtype}; the model's is {self.dtype}")
+                score = self.model if labelled else self._score()      # points are cast to the model's dtype
                 return evaluate_likelihood(self.sde, score, self.eval_data, n=c.num_eval, labels=labelled,
                                            generator=generator, device=self.device, dtype=self.dtype,
                                            eps=c.eps, rtol=c.eval_rtol, atol=c.eval_atol).metrics()
