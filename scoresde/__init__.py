@@ -31,7 +31,7 @@ from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInt
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
-from .sampling import DDIMSampler, DPMSolver, HeunSampler
+from .sampling import DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler
 from ._registry import Registry
 from .runs import Run, load
 from ._adapters import ODE_SOLVERS
@@ -51,6 +51,6 @@ __all__ = [
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
-    "HeunSampler", "DPMSolver", "DDIMSampler",
+    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE",
     "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]

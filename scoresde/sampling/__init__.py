@@ -1,4 +1,4 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η.
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++.
 
 Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
 line read; a user's sampler is one subclass of `Sampler` and one ``SAMPLERS.register`` line.
@@ -11,8 +11,9 @@ from .pc import PCSampler
 from .heun import HeunSampler
 from .dpm_solver import DPMSolver
 from .ddim import DDIMSampler
+from .dpm_solver_sde import DPMSolverSDE
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler"]
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE"]

@@ -1,0 +1,80 @@
+"""SDE-DPM-Solver++ (Lu et al. 2022b, §4): the stochastic DPM-Solver++ of orders 1 and 2 (k-diffusion's
+``sample_dpmpp_2m_sde``, diffusers' ``sde-dpmsolver++``) for any linear SDE.
+
+In EDM's variables x̃ = x/s, σ̃ = σ/s, λ = −log σ̃ = log(s/σ), a step from t to t' (h = λ' − λ > 0) with the data
+prediction D = x̂_0 and the stochasticity η ∈ [0, 1] is
+
+    x̃' = (σ̃'/σ̃) e^{−ηh} x̃ + (1 − e^{−(1+η)h}) (D + (1/(2r)) (D − D_prev)) + σ̃' √(1 − e^{−2ηh}) z,
+
+with r = h_prev/h (the bracket's second term, the midpoint correction, only at order 2 from the second step on).
+Back in x = s x̃ the first term is (σ'/σ) e^{−ηh} x and the noise term σ' √(1 − e^{−2ηh}) z. η = 1 is the
+reverse SDE's exact variation-of-constants solution with a piecewise-constant D; η = 0 is DPM-Solver++(2M) (the
+probability-flow ODE), which `DPMSolver` is.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import conversions
+from .._utils import check_choice
+from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from .grids import TimeGrid, check_steps
+
+Tensor = torch.Tensor
+
+
+@SAMPLERS.register("dpm_solver_sde")
+class DPMSolverSDE(Sampler):
+    """SDE-DPM-Solver++ of order 1 or 2 (multistep), NFE = N (+ 1 with ``denoise``).
+
+    Each step with η > 0 draws one standard normal of x's shape from the generator. At η = 0 it equals
+    ``DPMSolver(order, prediction="x0", solver_type="midpoint")`` to rounding.
+
+    Args:
+        steps: N, the number of grid intervals.
+        order: 1 or 2.
+        eta: η ∈ [0, 1]: 1 the reverse SDE, 0 the probability-flow ODE.
+        s_noise: multiplier of the injected noise (k-diffusion's ``s_noise``; 1 samples the SDE).
+        grid: ``"log_snr"`` (default), ``"uniform"`` or ``"edm"`` (see `time_grid`).
+        eps: the final time, 0 < eps < T.
+        denoise: finish with Tweedie's E[x_0 | x_eps] (k-diffusion's last step to σ = 0).
+        rho: EDM's ρ, only for ``grid="edm"``.
+    """
+
+    label = "dpm-solver-sde"
+
+    def __init__(self, steps: int = 50, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,
+                 grid: str = "log_snr", eps: float = 1e-3, denoise: bool = True, rho: float = 7.0):
+        self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
+        if isinstance(order, bool):
+            raise ValueError(f"unknown order {order!r}; valid choices: 1, 2")
+        check_choice(order, (1, 2), "order")
+        for name, value in (("eta", eta), ("s_noise", s_noise)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+        if eta > 1:
+            raise ValueError(f"eta must be in [0, 1] (1: the reverse SDE); got {eta!r}")
+        self.order, self.eta, self.s_noise, self.denoise = int(order), float(eta), float(s_noise), bool(denoise)
+
+    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        s, sigma = sde.scale(t), sde.std(t)
+        lam = (torch.log(s) - torch.log(sigma)).tolist()
+        s, sigma, t_l = s.tolist(), sigma.tolist(), t.tolist()
+        previous, h_previous = None, None
+        for i in range(len(t_l) - 1):
+            sc = score(x, batch_time(t_l[i], x))
+            d = conversions.score_to_x0(x, sc, s[i], sigma[i])
+            h = lam[i + 1] - lam[i]
+            eta_h = self.eta * h
+            weight = -math.expm1(-h - eta_h)                            # 1 − e^{−(1+η)h}
+            update = d
+            if self.order == 2 and previous is not None:
+                update = d + (h / (2 * h_previous)) * (d - previous)      # D + (1/(2r)) (D − D_prev)
+            x = (sigma[i + 1] / sigma[i]) * math.exp(-eta_h) * x + s[i + 1] * weight * update
+            if eta_h > 0:
+                x = x + (self.s_noise * sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta_h))) * randn_like(x, generator)
+            previous, h_previous = d, h
+            report(i + 1, t_l[i + 1], x)
+        return x
