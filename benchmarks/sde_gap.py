@@ -3,14 +3,24 @@ its expectation under the data (200,000 oracle draws), ± its standard error; VP
 
     .venv/bin/python benchmarks/sde_gap.py
 """
-import os
-import sys
+import math
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import math, torch, scoresde as sd
-from helpers import mixture_16d_diagonal
+import torch
+
+import scoresde as sd
+
+F64 = torch.float64
+
+
+def mixture_16d_diagonal() -> sd.GaussianMixture:
+    """Four well-separated 16-D components with unequal weights and per-dimension stds (tests/helpers.py's)."""
+    g = torch.Generator().manual_seed(16)
+    means = 2.0 * torch.randn((4, 16), generator=g, dtype=F64)
+    stds = 0.2 + 0.3 * torch.rand((4, 16), generator=g, dtype=F64)
+    return sd.GaussianMixture(means, stds, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64))
+
+
 torch.set_num_threads(1)
-F64=torch.float64
 for dim, gmm in ((2, sd.eight_gaussians()), (16, mixture_16d_diagonal())):
     sde=sd.VPSDE(); n=20000
     truth=gmm.log_prob(gmm.sample(200000, torch.Generator().manual_seed(9)))
