@@ -9,19 +9,12 @@ import torch
 
 import scoresde as sd
 
+from dpm_weights import mixture_16d             # the 16-D mixture of tests/helpers.py (this folder is on sys.path)
+
 F64 = torch.float64
 
-
-def mixture_16d_diagonal() -> sd.GaussianMixture:
-    """Four well-separated 16-D components with unequal weights and per-dimension stds (tests/helpers.py's)."""
-    g = torch.Generator().manual_seed(16)
-    means = 2.0 * torch.randn((4, 16), generator=g, dtype=F64)
-    stds = 0.2 + 0.3 * torch.rand((4, 16), generator=g, dtype=F64)
-    return sd.GaussianMixture(means, stds, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64))
-
-
 torch.set_num_threads(1)
-for dim, gmm in ((2, sd.eight_gaussians()), (16, mixture_16d_diagonal())):
+for dim, gmm in ((2, sd.eight_gaussians()), (16, mixture_16d())):
     sde=sd.VPSDE(); n=20000
     truth=gmm.log_prob(gmm.sample(200000, torch.Generator().manual_seed(9)))
     for nfe in (20, 50):

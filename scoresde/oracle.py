@@ -139,17 +139,21 @@ class GaussianMixture:
 
     def score_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
         """∇_x log p_t(x), shape of x: the responsibility-weighted sum of the component scores."""
+        return self._score_over(sde, x, t)
+
+    def _score_over(self, sde, x: Tensor, t: Tensor, excluded: Optional[Tensor] = None) -> Tensor:
+        """The responsibility-weighted component scores, leaving out the components ``excluded`` (B, K) marks:
+        the score of the mixture of the remaining ones (all of them: ∇ log p_t)."""
         t = as_time(t, x)
         flat = self._flatten(x)
         m, v = self.marginal(sde, t.to(self.dtype))
         m, v = m.to(flat), v.to(flat)
-        if m.dim() == 2:
-            m, v = m[None], v[None]
         diff = flat[:, None, :] - m                                  # (B, K, D)
         log_comp = self._log_components(diff, v)                      # (B, K)
+        if excluded is not None:
+            log_comp = log_comp.masked_fill(excluded, -math.inf)
         resp = torch.softmax(log_comp, dim=1)                         # (B, K)
-        score = -(resp[..., None] * diff / v).sum(1)
-        return score.reshape(x.shape)
+        return (-(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
 
     def score(self, sde) -> ScoreFn:
         """The exact score function ``(x, t) -> ∇_x log p_t(x)`` of the mixture under ``sde``."""
@@ -179,16 +183,8 @@ class GaussianMixture:
         the unconditional score ∇_x log p_t(x) for that row."""
         num_classes = self._require_labels("conditional_score")
         cond = check_labels(cond, x.shape[0], num_classes, device=x.device, null_allowed=True)
-        t = as_time(t, x)
-        flat = self._flatten(x)
-        m, v = self.marginal(sde, t.to(self.dtype))
-        m, v = m.to(flat), v.to(flat)
-        diff = flat[:, None, :] - m                                                  # (B, K, D)
-        log_comp = self._log_components(diff, v)                                     # (B, K)
         outside = (self.labels[None, :] != cond[:, None]) & (cond[:, None] < num_classes)
-        log_comp = log_comp.masked_fill(outside, -math.inf)
-        resp = torch.softmax(log_comp, dim=1)
-        return (-(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
+        return self._score_over(sde, x, t, excluded=outside)
 
     def conditional_score(self, sde):
         """The exact conditional score ``(x, t, cond) -> ∇_x log p_t(x | c)`` under ``sde``; ``cond`` is (B,) long
