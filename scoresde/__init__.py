@@ -10,6 +10,7 @@ from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .oracle import GaussianMixture, eight_gaussians
+from .measurement import LinearMeasurement, Mask
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
                   RectifiedFlowSDE, ReverseSDE, SubVPSDE, VESDE, VPSDE)
 from . import conversions
@@ -43,7 +44,7 @@ __all__ = [
     "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
-    "GaussianMixture", "eight_gaussians",
+    "GaussianMixture", "eight_gaussians", "LinearMeasurement", "Mask",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",

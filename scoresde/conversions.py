@@ -25,6 +25,7 @@ tensors that broadcast against x (use `scale_std` for per-sample (B,) values).
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -126,3 +127,23 @@ def denoise_to(sde, score: ScoreFn, x: Tensor, t: Tensor, u: Tensor) -> Tensor:
     t, u = as_time(t, x), as_time(u, x)
     a, b = sde.transition(u.to(torch.float64), t.to(torch.float64))
     return to_intermediate(x, score(x, t), expand_like(a.to(x.dtype), x), expand_like(b.to(x.dtype), x))
+
+
+def time_at_noise_level(sde, noise_level: float) -> float:
+    """The time t* with σ(t*)/s(t*) = ``noise_level`` (x_{t*}/s(t*) = x_0 + noise_level · z), by inverting log SNR.
+
+    It must lie in (0, T]: the noise level must be positive and at most σ(T)/s(T).
+    """
+    level = float(noise_level)
+    if not (math.isfinite(level) and level > 0):
+        raise ValueError(f"the noise level must be a finite number > 0; got {noise_level!r}")
+    top = float(sde.std(torch.tensor([sde.T], dtype=torch.float64)) / sde.scale(torch.tensor([sde.T],
+                                                                                           dtype=torch.float64)))
+    if level > top * (1 + 1e-9):
+        raise ValueError(f"the noise level {level:g} is above the SDE's largest, σ(T)/s(T) = {top:.4g}")
+    if level >= top:
+        return float(sde.T)
+    t = float(sde.time_from_log_snr(torch.tensor([-2 * math.log(level)], dtype=torch.float64))[0])
+    if not 0 < t <= sde.T:
+        raise ValueError(f"the noise level {level:g} maps to t = {t:.3g}, outside (0, T={sde.T}]")
+    return t

@@ -1,11 +1,20 @@
 """The oracle: a Gaussian mixture pushed through any linear SDE stays a Gaussian mixture.
 
-With components N(μ_k, diag(c_k²)) and weights w_k, the marginal at time t of a LinearSDE with scale s(t)
-and std σ(t) is
+With components N(μ_k, Σ_k) and weights w_k, the marginal at time t of a LinearSDE with scale s(t) and std σ(t) is
 
-    p_t(x) = Σ_k w_k N(x; s μ_k, diag(s² c_k² + σ²)),
+    p_t(x) = Σ_k w_k N(x; s μ_k, s² Σ_k + σ² I),
 
-so its density and score are exact at every t. Every sampler, likelihood and loss is tested against it.
+so its density and score are exact at every t. Every sampler, likelihood and loss is tested against it. Σ_k is
+diagonal (``stds``) or full (``covariances``); a full one is stored as its eigen-decomposition Σ_k = U_k Λ_k U_kᵀ,
+so s² Σ_k + σ² I = U_k (s² Λ_k + σ²) U_kᵀ and every formula is the diagonal one in the rotated coordinates U_kᵀ x.
+
+Under a linear-Gaussian measurement y = A x₀ + n, n ~ N(0, R), the posterior is again a mixture (`posterior`):
+
+    S_k = A Σ_k Aᵀ + R,   G_k = Σ_k Aᵀ S_k⁻¹,   m_k = μ_k + G_k (y − A μ_k),   C_k = Σ_k − G_k A Σ_k,
+    w'_k ∝ w_k N(y; A μ_k, S_k),
+
+the Kalman form of C_k = (Σ_k⁻¹ + Aᵀ R⁻¹ A)⁻¹, m_k = C_k (Σ_k⁻¹ μ_k + Aᵀ R⁻¹ y), which also holds for R = 0 (a
+noiseless mask conditions each Gaussian on the observed entries; C_k is then singular).
 
 With ``labels`` (component k belongs to class c(k)) every class's law stays a mixture too, and the noisy
 classifier is exact:
@@ -30,24 +39,32 @@ Tensor = torch.Tensor
 
 
 class GaussianMixture:
-    """Mixture of K diagonal Gaussians in D dimensions.
+    """Mixture of K Gaussians in D dimensions, with diagonal or full covariances.
 
     Args:
         means: (K, D) component means.
         stds: (K,) isotropic or (K, D) diagonal component standard deviations, all > 0.
         weights: (K,) non-negative mixture weights (normalised here); uniform when omitted.
         labels: optional (K,) integer class of each component, every class 0 … C − 1 used at least once.
+        covariances: instead of ``stds``, (K, D, D) symmetric positive semi-definite covariances (a singular one,
+            as a noiseless posterior has, is fine at t > 0; ``log_prob`` at t = 0 then refuses).
         dtype: parameters are stored in this dtype (float64 by default, for sharp checks).
 
     Data may have shape (B, D) or (B, *S) with prod(S) = D; it is flattened internally.
     """
 
-    def __init__(self, means, stds, weights=None, labels=None, dtype=torch.float64, device=None):
+    def __init__(self, means, stds=None, weights=None, labels=None, covariances=None, dtype=torch.float64,
+                 device=None):
         means = torch.as_tensor(means, dtype=dtype, device=device)
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D); got {tuple(means.shape)}")
         K, D = means.shape
         _check_finite_rows(means, "means")
+        self._basis = None
+        if (stds is None) == (covariances is None):
+            raise ValueError("give exactly one of stds ((K,) or (K, D)) and covariances ((K, D, D))")
+        if covariances is not None:
+            self._basis, stds = _eigen(covariances, K, D, dtype, means.device)
         stds = torch.as_tensor(stds, dtype=dtype, device=means.device)
         if stds.dim() == 0:
             stds = stds.expand(K)
@@ -56,7 +73,7 @@ class GaussianMixture:
         if stds.shape != (K, D):
             raise ValueError(f"stds must have shape (K,) = ({K},) or (K, D) = ({K}, {D}); got {tuple(stds.shape)}")
         _check_finite_rows(stds, "stds")
-        if not bool((stds > 0).all()):
+        if self._basis is None and not bool((stds > 0).all()):
             raise ValueError("stds must be positive")
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=dtype, device=means.device)
@@ -81,15 +98,39 @@ class GaussianMixture:
         return self.means.device
 
     @property
+    def covariances(self) -> Tensor:
+        """Σ_k as (K, D, D) matrices (diagonal ones too)."""
+        var = self.stds ** 2
+        if self._basis is None:
+            return torch.diag_embed(var)
+        return self._basis @ (var[..., None] * self._basis.transpose(1, 2))
+
+    @property
+    def full(self) -> bool:
+        """Whether the covariances are full (stored rotated) rather than diagonal."""
+        return self._basis is not None
+
+    def _parameters(self, keep=None, **changes) -> dict:
+        """Keyword arguments rebuilding this mixture (components ``keep`` only), with ``changes``."""
+        keep = slice(None) if keep is None else keep
+        args = dict(means=self.means[keep], weights=self.weights[keep], dtype=self.dtype, device=self.device)
+        if self._basis is None:
+            args["stds"] = self.stds[keep]
+        else:
+            args["covariances"] = self.covariances[keep]
+        args.update(changes)
+        return args
+
+    @property
     def dtype(self):
         return self.means.dtype
 
     def to(self, device=None, dtype=None) -> "GaussianMixture":
         """A copy with parameters on ``device`` / in ``dtype``."""
         dtype = dtype or self.dtype
-        return GaussianMixture(self.means.to(device=device, dtype=dtype), self.stds.to(device=device, dtype=dtype),
-                               self.weights.to(device=device, dtype=dtype), labels=self.labels, dtype=dtype,
-                               device=device)
+        args = self._parameters(labels=self.labels, dtype=dtype, device=device)
+        return GaussianMixture(**{k: v.to(device=device, dtype=dtype) if torch.is_tensor(v) and v.is_floating_point()
+                                  else v for k, v in args.items()})
 
     # -- sampling and density at t = 0 --------------------------------------------------------------
     def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False):
@@ -97,7 +138,10 @@ class GaussianMixture:
         classes, (n,) long (the same draws: the component is drawn first either way)."""
         k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)
         z = torch.randn((int(n), self.dim), generator=generator, device=self.device, dtype=self.dtype)
-        x = self.means[k] + self.stds[k] * z
+        offset = self.stds[k] * z
+        if self._basis is not None:
+            offset = (self._basis[k] @ offset[..., None])[..., 0]
+        x = self.means[k] + offset
         if not return_labels:
             return x
         self._require_labels("sample(return_labels=True)")
@@ -106,11 +150,13 @@ class GaussianMixture:
     def conditional(self, c: int) -> "GaussianMixture":
         """The law of class c: the mixture of its components, weights renormalised (unlabelled)."""
         keep = self.labels == self._check_class(c)
-        return GaussianMixture(self.means[keep], self.stds[keep], self.weights[keep], dtype=self.dtype,
-                               device=self.device)
+        return GaussianMixture(**self._parameters(keep))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p_0(x), shape (B,)."""
+        if not bool((self.stds > 0).all()):
+            raise ValueError("a component covariance is singular, so p_0 has no density (a noiseless posterior "
+                             "is concentrated on A x = y): use log_prob_t at t > 0")
         flat = self._flatten(x)
         return self._log_prob(flat, self.means.to(flat), self.stds.to(flat) ** 2)
 
@@ -121,7 +167,8 @@ class GaussianMixture:
 
     # -- pushed through a linear SDE -----------------------------------------------------------------
     def marginal(self, sde, t: Tensor):
-        """Component means (B, K, D) and variances (B, K, D) of p_t; ``sde`` is any LinearSDE, t is (B,)."""
+        """Component means (B, K, D) and variances (B, K, D) of p_t; ``sde`` is any LinearSDE, t is (B,). For full
+        covariances the variances are along each component's principal axes (the columns of U_k)."""
         s = sde.scale(t).to(self.dtype)
         sigma = sde.std(t).to(self.dtype)
         means = self.means.to(t.device)
@@ -148,12 +195,12 @@ class GaussianMixture:
         flat = self._flatten(x)
         m, v = self.marginal(sde, t.to(self.dtype))
         m, v = m.to(flat), v.to(flat)
-        diff = flat[:, None, :] - m                                  # (B, K, D)
+        diff = self._rotate(flat[:, None, :] - m)                   # (B, K, D), principal axes
         log_comp = self._log_components(diff, v)                      # (B, K)
         if excluded is not None:
             log_comp = log_comp.masked_fill(excluded, -math.inf)
         resp = torch.softmax(log_comp, dim=1)                         # (B, K)
-        return (-(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
+        return (-self._unrotate(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
 
     def score(self, sde) -> ScoreFn:
         """The exact score function ``(x, t) -> ∇_x log p_t(x)`` of the mixture under ``sde``."""
@@ -205,6 +252,52 @@ class GaussianMixture:
 
         return exact_denoiser
 
+    # -- inverse problems ------------------------------------------------------------------------------
+    def posterior(self, measurement) -> "GaussianMixture":
+        """The exact posterior p(x₀ | y) under a `scoresde.LinearMeasurement` with one shared observation: a
+        mixture with full covariances (the module docstring gives the formulas), labels kept.
+
+        A noiseless measurement gives singular covariances (C_k A ᵀ = 0): its score at t > 0 and its samples
+        are exact, its density at t = 0 does not exist.
+        """
+        if getattr(measurement, "batched", None) is None:
+            raise TypeError(f"posterior needs a scoresde.LinearMeasurement; got {type(measurement).__name__}")
+        if measurement.batched:
+            raise ValueError("posterior needs one observation y shared by the batch; this measurement has one y per "
+                             "sample (build one measurement per observation)")
+        if measurement.dim != self.dim:
+            raise ValueError(f"the measurement acts on {measurement.dim} entries; the mixture has D = {self.dim}")
+        A, y = measurement.dense(dtype=self.dtype, device=self.device)
+        R = measurement.noise_covariance(dtype=self.dtype, device=self.device)
+        cov = self.covariances                                            # (K, D, D)
+        cov_at = cov @ A.T                                                # Σ_k Aᵀ, (K, D, m)
+        S = A @ cov_at + R                                                # (K, m, m)
+        S = (S + S.transpose(1, 2)) / 2
+        chol, info = torch.linalg.cholesky_ex(S)
+        if bool((info != 0).any()):
+            raise ValueError("A Σ_k Aᵀ + R is singular for some component (a noiseless measurement with dependent "
+                             "rows of A): give noise_std > 0 or independent rows")
+        gain = torch.cholesky_solve(cov_at.transpose(1, 2), chol).transpose(1, 2)     # G_k = Σ_k Aᵀ S_k⁻¹
+        innovation = y[None] - self.means @ A.T                           # (K, m)
+        means = self.means + (gain @ innovation[..., None])[..., 0]
+        post = cov - gain @ cov_at.transpose(1, 2)
+        post = (post + post.transpose(1, 2)) / 2
+        white = torch.linalg.solve_triangular(chol, innovation[..., None], upper=False)[..., 0]
+        log_evidence = (-0.5 * (white * white).sum(-1) - torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+                        - 0.5 * A.shape[0] * math.log(2 * math.pi))
+        log_w = torch.log(self.weights) + log_evidence
+        weights = torch.softmax(torch.where(self.weights > 0, log_w, torch.full_like(log_w, -math.inf)), dim=0)
+        return GaussianMixture(means, weights=weights, covariances=post, labels=self.labels, dtype=self.dtype,
+                               device=self.device)
+
+    def log_evidence(self, measurement) -> float:
+        """log p(y) = log Σ_k w_k N(y; A μ_k, A Σ_k Aᵀ + R) for one shared observation."""
+        A, y = measurement.dense(dtype=self.dtype, device=self.device)
+        R = measurement.noise_covariance(dtype=self.dtype, device=self.device)
+        S = A @ self.covariances @ A.T + R
+        dist = torch.distributions.MultivariateNormal(self.means @ A.T, covariance_matrix=(S + S.transpose(1, 2)) / 2)
+        return float(torch.logsumexp(torch.log(self.weights) + dist.log_prob(y), dim=0))
+
     # -- internals -----------------------------------------------------------------------------------
     def _require_labels(self, what: str):
         if self.labels is None:
@@ -231,7 +324,7 @@ class GaussianMixture:
         t = as_time(t, x)
         flat = self._flatten(x)
         m, v = self.marginal(sde, t.to(self.dtype))
-        return self._log_components(flat[:, None, :] - m.to(flat), v.to(flat))
+        return self._log_components(self._rotate(flat[:, None, :] - m.to(flat)), v.to(flat))
 
     def _flatten(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x[0].numel() != self.dim:
@@ -239,16 +332,49 @@ class GaussianMixture:
                              f"sample); got {tuple(x.shape)}")
         return x.reshape(x.shape[0], self.dim)
 
+    def _rotate(self, diff: Tensor) -> Tensor:
+        """Offsets (B, K, D) in each component's principal axes, U_kᵀ diff (unchanged when diagonal)."""
+        if self._basis is None:
+            return diff
+        return torch.einsum("bkd,kde->bke", diff, self._basis.to(diff))
+
+    def _unrotate(self, v: Tensor) -> Tensor:
+        """U_k v: back from principal axes to the data's coordinates."""
+        if self._basis is None:
+            return v
+        return torch.einsum("kde,bke->bkd", self._basis.to(v), v)
+
     def _log_components(self, diff: Tensor, var: Tensor) -> Tensor:
-        """log w_k + log N(diff; 0, diag(var)) for diff (B, K, D) and var broadcastable to it: (B, K)."""
+        """log w_k + log N(diff; 0, diag(var)) for rotated diff (B, K, D) and var broadcastable to it: (B, K)."""
         log_w = torch.log(self.weights.to(diff))
         quad = (diff * diff / var).sum(-1)
         log_det = torch.log(var).sum(-1)
         return log_w - 0.5 * (quad + log_det + self.dim * math.log(2 * math.pi))
 
     def _log_prob(self, flat: Tensor, means: Tensor, var: Tensor) -> Tensor:
-        diff = flat[:, None, :] - (means if means.dim() == 3 else means[None])
+        diff = self._rotate(flat[:, None, :] - (means if means.dim() == 3 else means[None]))
         return torch.logsumexp(self._log_components(diff, var if var.dim() == 3 else var[None]), dim=1)
+
+
+def _eigen(covariances, K: int, D: int, dtype, device):
+    """(U, √λ) of symmetric positive semi-definite (K, D, D) covariances: U (K, D, D) orthonormal, √λ (K, D)."""
+    cov = torch.as_tensor(covariances, dtype=dtype, device=device)
+    if cov.shape != (K, D, D):
+        raise ValueError(f"covariances must have shape (K, D, D) = ({K}, {D}, {D}); got {tuple(cov.shape)}")
+    _check_finite_rows(cov, "covariances")
+    scale = cov.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(dtype).tiny)
+    asym = (cov - cov.transpose(1, 2)).abs().amax(dim=(1, 2))
+    if bool((asym > 1e-8 * scale).any()):
+        k = int((asym > 1e-8 * scale).nonzero()[0, 0])
+        raise ValueError(f"covariances must be symmetric; component {k} is not")
+    lam, U = torch.linalg.eigh((cov + cov.transpose(1, 2)) / 2)
+    low = lam.amin(dim=1) < -1e-9 * scale
+    if bool(low.any()):
+        k = int(low.nonzero()[0, 0])
+        raise ValueError(f"covariances must be positive semi-definite; component {k} has eigenvalue "
+                         f"{float(lam[k].min()):.3g}")
+    lam = torch.where(lam > 1e-12 * scale[:, None], lam, torch.zeros_like(lam))
+    return U, lam.sqrt()
 
 
 def _check_finite_rows(values: Tensor, name: str) -> None:

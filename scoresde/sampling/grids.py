@@ -21,7 +21,7 @@ GRIDS = ("uniform", "log_snr", "edm")
 
 
 def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: float = 7.0,
-              device=None) -> torch.Tensor:
+              device=None, start: Optional[float] = None) -> torch.Tensor:
     """Times t_0 = T > t_1 > … > t_N = eps (float64, shape (steps + 1,)).
 
     Args:
@@ -30,18 +30,23 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         kind: one of ``"uniform"``, ``"log_snr"``, ``"edm"``.
         eps: the final time, 0 < eps < T.
         rho: EDM's ρ (only for ``"edm"``).
+        start: the first time instead of T (eps < start ≤ T), for runs that start part-way, as the prior step of
+            split Gibbs does.
     """
     check_choice(kind, GRIDS, "time grid")
     check_steps(steps)
+    first = sde.T if start is None else float(start)
     if not (0 < eps < sde.T):
         raise ValueError(f"eps must lie in (0, T={sde.T}); got {eps}")
+    if not (eps < first <= sde.T):
+        raise ValueError(f"start must lie in (eps={eps}, T={sde.T}]; got {first}")
     n = int(steps)
     i = torch.linspace(0, 1, n + 1, dtype=torch.float64, device=device)
     if kind == "uniform":
-        t = sde.T + i * (eps - sde.T)
-        t[-1] = eps
+        t = first + i * (eps - first)
+        t[0], t[-1] = first, eps
         return t
-    ends = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
+    ends = torch.tensor([first, eps], dtype=torch.float64, device=device)
     lam_T, lam_eps = sde.log_snr(ends).tolist()
     if kind == "log_snr":
         lam = lam_T + i * (lam_eps - lam_T)
@@ -51,7 +56,7 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         sig = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         lam = -2 * torch.log(sig)
     t = sde.time_from_log_snr(lam)
-    t[0], t[-1] = sde.T, eps
+    t[0], t[-1] = first, eps
     return t
 
 
@@ -87,13 +92,15 @@ class TimeGrid:
         object.__setattr__(self, "eps", float(self.eps))
         object.__setattr__(self, "rho", float(self.rho))
 
-    def times(self, sde, device=None) -> torch.Tensor:
-        """The decreasing float64 times (see `time_grid`); (T, eps) when ``steps`` is None."""
+    def times(self, sde, device=None, start: Optional[float] = None) -> torch.Tensor:
+        """The decreasing float64 times (see `time_grid`) from ``start`` (default T); (start, eps) when ``steps``
+        is None."""
         if self.steps is None:
-            if not 0 < self.eps < sde.T:
-                raise ValueError(f"eps must lie in (0, T={sde.T}); got {self.eps}")
-            return torch.tensor([sde.T, self.eps], dtype=torch.float64, device=device)
-        return time_grid(sde, self.steps, self.kind, self.eps, self.rho, device=device)
+            first = sde.T if start is None else float(start)
+            if not 0 < self.eps < first <= sde.T:
+                raise ValueError(f"eps must lie in (0, start={first}) and start in (0, T={sde.T}]; got eps={self.eps}")
+            return torch.tensor([first, self.eps], dtype=torch.float64, device=device)
+        return time_grid(sde, self.steps, self.kind, self.eps, self.rho, device=device, start=start)
 
 
 def check_times(times, sde, device=None) -> torch.Tensor:
