@@ -5,6 +5,9 @@
     gmm = sd.GaussianMixture(means, stds, weights)
     score = gmm.score(sde)            # exact ∇ log p_t
     guided = sd.classifier_free_guidance(model, cond=3, scale=2.0)   # conditional models: a score(x, t) too
+    meas = sd.LinearMeasurement(A, y, noise_std=0.1)                 # inverse problems: exact posterior ...
+    exact = gmm.posterior(meas)
+    res = sd.solve_inverse("split_gibbs", sde, score, meas, (256, 2)) # ... against every method
 """
 from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
@@ -24,6 +27,8 @@ from .losses import WEIGHTINGS, classifier_loss, dsm_loss, score_matching_loss, 
 from . import guidance
 from .interop import from_denoiser, from_diffusers, from_velocity
 from .guidance import classifier_free_guidance, classifier_guidance, conditional_score
+from . import inverse
+from .inverse import INVERSE_METHODS, RedResult, dps_score, pigdm_score, red, solve_inverse, tweedie_moment_score
 from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
 from .data import DATASETS
@@ -32,7 +37,7 @@ from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInt
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
-from .sampling import DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler
+from .sampling import DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler
 from ._registry import Registry
 from .runs import Run, load
 from ._adapters import ODE_SOLVERS
@@ -52,6 +57,7 @@ __all__ = [
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
-    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE",
+    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "InpaintingSampler", "SplitGibbsSampler",
+    "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",
     "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]

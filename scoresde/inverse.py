@@ -250,3 +250,94 @@ def red(sde, score: ScoreFn, measurement, noise_level: float, shape: Optional[Se
                 converged = True
                 break
     return RedResult(x=x, nfe=k, iterations=k, converged=converged, update=update)
+
+
+# -- one entry point ----------------------------------------------------------------------------------------
+#: Inverse-problem methods by name, for ``solve_inverse``, the command line and the benchmark: each entry is
+#: ``f(sde, score, measurement, shape, generator=None, **options) -> SampleResult``.
+INVERSE_METHODS = Registry("inverse-problem method")
+
+
+def _guided_sampler(sampler, steps: int):
+    from .sampling import DDIMSampler, Sampler
+
+    if sampler is None:
+        return DDIMSampler(steps=steps, eta=1.0)
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a scoresde Sampler; got {type(sampler).__name__}")
+    return sampler
+
+
+@INVERSE_METHODS.register("dps")
+def _dps(sde, score, measurement, shape, generator=None, steps: int = 200, scale: float = 1.0,
+         normalized: bool = False, sampler=None):
+    """DPS guidance on DDPM ancestral steps (DDIM η = 1) unless ``sampler`` is given."""
+    guided = dps_score(sde, score, measurement, scale=scale, normalized=normalized)
+    return _guided_sampler(sampler, steps).sample(sde, guided, shape, generator)
+
+
+@INVERSE_METHODS.register("pigdm")
+def _pigdm(sde, score, measurement, shape, generator=None, steps: int = 200, scale: float = 1.0,
+           data_std: float = 1.0, sampler=None):
+    """ΠGDM guidance on DDPM ancestral steps unless ``sampler`` is given."""
+    guided = pigdm_score(sde, score, measurement, scale=scale, data_std=data_std)
+    return _guided_sampler(sampler, steps).sample(sde, guided, shape, generator)
+
+
+@INVERSE_METHODS.register("tweedie_moment")
+def _tweedie_moment(sde, score, measurement, shape, generator=None, steps: int = 200, scale: float = 1.0,
+                    sampler=None):
+    """Tweedie-moment guidance on DDPM ancestral steps unless ``sampler`` is given."""
+    guided = tweedie_moment_score(sde, score, measurement, scale=scale)
+    return _guided_sampler(sampler, steps).sample(sde, guided, shape, generator)
+
+
+@INVERSE_METHODS.register("replacement")
+def _replacement(sde, score, measurement, shape, generator=None, steps: int = 200, eta: float = 1.0):
+    """Replacement inpainting (a Mask measurement)."""
+    from .sampling import InpaintingSampler
+
+    return InpaintingSampler(measurement, steps=steps, eta=eta).sample(sde, score, shape, generator)
+
+
+@INVERSE_METHODS.register("repaint")
+def _repaint(sde, score, measurement, shape, generator=None, steps: int = 50, resamplings: int = 10,
+             jump_length: int = 10, eta: float = 1.0):
+    """RePaint (a Mask measurement)."""
+    from .sampling import InpaintingSampler
+
+    return InpaintingSampler(measurement, steps=steps, resamplings=resamplings, jump_length=jump_length,
+                             eta=eta).sample(sde, score, shape, generator)
+
+
+@INVERSE_METHODS.register("split_gibbs")
+def _split_gibbs(sde, score, measurement, shape, generator=None, steps: int = 30, rho: float = 1.0,
+                 rho_min: Optional[float] = 0.05, iterations: int = 20, initial: str = "prior"):
+    """Split Gibbs with SDE-DPM-Solver++(2M) prior steps of ``steps`` intervals, ρ annealed to ``rho_min``."""
+    from .sampling import DPMSolverSDE, SplitGibbsSampler
+
+    return SplitGibbsSampler(measurement, rho=rho, rho_min=rho_min, iterations=iterations,
+                             sampler=DPMSolverSDE(steps=steps), initial=initial).sample(sde, score, shape, generator)
+
+
+@INVERSE_METHODS.register("red")
+def _red(sde, score, measurement, shape, generator=None, noise_level: float = 0.1, lam: float = 1.0,
+         iterations: int = 100, method: str = "fixed_point"):
+    """RED's point estimate from zero (every row the same unless y is per sample)."""
+    from .sampling import SampleResult
+
+    res = red(sde, score, measurement, noise_level, shape=shape, lam=lam, iterations=iterations, method=method,
+              dtype=measurement.y.dtype, device=measurement.y.device)
+    return SampleResult(x=res.x, nfe=res.nfe)
+
+
+def solve_inverse(method: str, sde, score: ScoreFn, measurement, shape: Sequence[int],
+                  generator: Optional[torch.Generator] = None, **options):
+    """Run the inverse-problem method ``method`` (a name in `INVERSE_METHODS`) and return its SampleResult.
+
+        res = sd.solve_inverse("split_gibbs", sde, score, meas, (256, 2), generator, rho=1.0, rho_min=0.05)
+
+    ``options`` are the method's own (``steps``, ``scale``, ``rho``, …); unknown ones raise an error listing them.
+    """
+    _check_measurement(measurement, "solve_inverse")
+    return INVERSE_METHODS.build(method, sde, score, measurement, tuple(int(s) for s in shape), generator, **options)

@@ -1,4 +1,5 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++.
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++,
+and the inverse-problem samplers (replacement / RePaint inpainting, split Gibbs).
 
 Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
 line read; a user's sampler is one subclass of `Sampler` and one ``SAMPLERS.register`` line.
@@ -12,8 +13,11 @@ from .heun import HeunSampler
 from .dpm_solver import DPMSolver
 from .ddim import DDIMSampler
 from .dpm_solver_sde import DPMSolverSDE
+from .inpainting import InpaintingSampler
+from .split_gibbs import SplitGibbsSampler
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE"]
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE",
+           "InpaintingSampler", "SplitGibbsSampler"]

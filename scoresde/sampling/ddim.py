@@ -54,13 +54,21 @@ class DDIMSampler(Sampler):
         t_l = t.tolist()
         for i in range(len(t) - 1):
             sc = score(x, batch_time(t_l[i], x))
-            x0 = conversions.score_to_x0(x, sc, s[i], sigma[i])
-            eps_hat = (x - s[i] * x0) / sigma[i]
-            a = s[i] / s[i + 1]
-            b2 = max(sigma[i] ** 2 - (a * sigma[i + 1]) ** 2, 0.0)
-            c = min(self.eta * sigma[i + 1] * math.sqrt(b2) / sigma[i], sigma[i + 1])
-            x = s[i + 1] * x0 + math.sqrt(max(sigma[i + 1] ** 2 - c * c, 0.0)) * eps_hat
-            if c > 0:
-                x = x + c * randn_like(x, generator)
+            x = ddim_step(x, sc, (s[i], sigma[i]), (s[i + 1], sigma[i + 1]), self.eta, generator)
             report(i + 1, t_l[i + 1], x)
         return x
+
+
+def ddim_step(x: Tensor, score: Tensor, here, there, eta: float, generator) -> Tensor:
+    """One DDIM-η step from (s, σ) = ``here`` to (s', σ') = ``there`` given score(x, t) (the module's formula)."""
+    s, sigma = here
+    s_next, sigma_next = there
+    x0 = conversions.score_to_x0(x, score, s, sigma)
+    eps_hat = (x - s * x0) / sigma
+    a = s / s_next
+    b2 = max(sigma ** 2 - (a * sigma_next) ** 2, 0.0)
+    c = min(eta * sigma_next * math.sqrt(b2) / sigma, sigma_next)
+    x = s_next * x0 + math.sqrt(max(sigma_next ** 2 - c * c, 0.0)) * eps_hat
+    if c > 0:
+        x = x + c * randn_like(x, generator)
+    return x
