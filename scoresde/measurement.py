@@ -33,7 +33,7 @@ class Mask:
     """An inpainting operator: observe the entries where ``mask`` is True (A x = x restricted to them).
 
     Args:
-        mask: boolean (or 0/1) tensor of one sample's shape (*D); (1, *D) is accepted too.
+        mask: boolean (or 0/1) tensor of one sample's shape (*D), e.g. (1, 8, 8) for a one-channel image.
     """
 
     def __init__(self, mask):
@@ -42,8 +42,6 @@ class Mask:
             if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
                 raise ValueError("mask must be boolean or hold only 0 and 1")
             mask = mask != 0
-        if mask.dim() >= 2 and mask.shape[0] == 1:
-            mask = mask[0]
         if mask.dim() == 0:
             raise ValueError("mask must have one sample's shape (*D), e.g. (2,) or (1, 8, 8); got a scalar")
         if not bool(mask.any()):
