@@ -1,8 +1,9 @@
-"""The ``scoresde`` command: train, sample, likelihood, compare, demo.
+"""The ``scoresde`` command: train, sample, likelihood, inpaint, compare, demo.
 
     scoresde train --out runs/8g --steps=2000 --sde.name=subvp
     scoresde sample --checkpoint runs/8g/checkpoint.pt --sampler heun --steps=18 --n 2000
     scoresde likelihood --checkpoint runs/8g/checkpoint.pt --n 500
+    scoresde inpaint --checkpoint runs/digits/checkpoint.pt --mask random:0.5 --method repaint --steps=50
     scoresde compare --oracle eight_gaussians --samplers heun:steps=18 dpm_solver:steps=20,order=3
     scoresde demo
 
@@ -301,6 +302,170 @@ def cmd_likelihood(args, overrides) -> int:
     return 0
 
 
+#: What `scoresde.solve_inverse` passes every method itself: not options.
+_INVERSE_ARGUMENTS = ("sde", "score", "measurement", "shape", "generator")
+
+
+def _inverse_method_options(name: str):
+    from .inverse import INVERSE_METHODS
+
+    return [p for p in INVERSE_METHODS.parameters(name) if p not in _INVERSE_ARGUMENTS]
+
+
+def _inverse_options(method: str, overrides) -> Dict[str, Any]:
+    """The method options given as --key=value, checked against the method's own; ``--sampler=heun:steps=18``
+    (for dps, pigdm, tweedie_moment) builds that sampler."""
+    from .inverse import INVERSE_METHODS
+
+    INVERSE_METHODS.get(method)                            # an unknown name fails before the checkpoint loads
+    options = {k.replace("-", "_"): v for k, v in overrides}
+    if method in INVERSE_METHODS:
+        valid = _inverse_method_options(method)
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for inverse-problem method {method!r}; "
+                              f"valid options: {', '.join(valid)}")
+    if isinstance(options.get("sampler"), str):
+        _, name, sampler_options = _parse_sampler_spec(options["sampler"])
+        options["sampler"] = build_sampler(name, sampler_options)
+    return options
+
+
+def cmd_inpaint(args, overrides) -> int:
+    import numpy as np
+
+    from .guidance import conditional_score
+    from .inverse import solve_inverse
+    from .measurement import LinearMeasurement, Mask
+
+    device = _device(args.device)
+    _output_folder(args.out)
+    options = _inverse_options(args.method, overrides)
+    if args.n < 1:
+        raise ConfigError(f"--n must be a positive integer; got {args.n}")
+    if not (math.isfinite(args.noise_std) and args.noise_std >= 0):
+        raise ConfigError(f"--noise-std must be a finite number >= 0; got {args.noise_std}")
+    run = load(args.checkpoint, device=device, ema=not args.no_ema)
+    sde, model, cfg, shape = run.sde, run.model, run.config, run.sample_shape
+    if args.data is not None:
+        cfg.set("data.name", args.data)
+    dataset = build_data(cfg, "test")
+    if tuple(dataset.shape) != tuple(shape):
+        raise ConfigError(f"data has per-sample shape {tuple(dataset.shape)} but the model was trained on {shape}")
+    num_classes = getattr(model, "num_classes", None)
+    label = _label_choice(args.label, num_classes)
+    if label is not None and dataset.labels is None:
+        raise ConfigError(f"--label needs labelled data; {cfg.data['name']!r} has no labels")
+    x, labels = dataset.x, None if label is None else dataset.labels
+    if label is not None and label != "all":              # the points of one class under that class
+        x, labels = x[labels == label], labels[labels == label]
+        if x.shape[0] == 0:
+            raise ConfigError(f"no test points of class {label} in {cfg.data['name']!r}")
+    n = min(args.n, x.shape[0])                            # the first n test points
+    true = x[:n].to(device)
+    labels = None if labels is None else labels[:n].to(device)
+    if label == "all":                                     # each point under its own label
+        score = conditional_score(model, labels)
+    elif label is not None:
+        score = conditional_score(model, label)
+    elif num_classes is not None:
+        score = conditional_score(model, num_classes)      # the null label: the prior p(x)
+    else:
+        score = model
+    data_gen = torch.Generator().manual_seed(args.seed)    # the random mask and the observation noise
+    mask = Mask.from_spec(args.mask, shape, generator=data_gen)
+    noise = torch.randn(true.shape, generator=data_gen, dtype=true.dtype).to(device)
+    keep = mask.mask.to(device)[None]
+    observed = (true + args.noise_std * noise) * keep     # y = mask ⊙ (x + σ_y n), one per sample
+    measurement = LinearMeasurement(mask, observed, noise_std=float(args.noise_std))
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    res = solve_inverse(args.method, sde, score, measurement, (n,) + tuple(shape), gen, **options)
+    wall = time.perf_counter() - start
+    sampled = res.x.detach()
+    hidden = ~keep.expand_as(true)
+    mse = float(((sampled - true)[hidden] ** 2).mean()) if bool(hidden.any()) else math.nan
+    os.makedirs(args.out, exist_ok=True)
+    npz = os.path.join(args.out, "inpaint.npz")
+    arrays = {"true": true.cpu().numpy(), "observed": observed.cpu().numpy(), "sampled": sampled.cpu().numpy(),
+              "mask": mask.mask.cpu().numpy(), "nfe": res.nfe}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    np.savez(npz, **arrays)
+    png = os.path.join(args.out, "inpaint.png")
+    noisy = f", noise_std {args.noise_std:g}" if args.noise_std > 0 else ""
+    title = f"{args.method}, mask {args.mask} ({mask.observed} of {measurement.dim} observed{noisy}), NFE {res.nfe}"
+    try:
+        _save_inpainting(png, true, observed, sampled, mask.mask, title, dataset.data_range)
+    except ValueError:  # no picture for this shape (only 2-D points and images have one)
+        png = "no figure for samples of shape " + str(tuple(shape))
+    passes = f", {res.network_evaluations} network evaluations" if res.network_evaluations != res.nfe else ""
+    what = "" if label is None else (", each under its own label" if label == "all" else f", class {label}")
+    error = "n/a (everything observed)" if math.isnan(mse) else f"{mse:.4g}"
+    print(f"{n} test samples of {cfg.data['name']}{what} inpainted with {args.method} (mask {args.mask}: "
+          f"{mask.observed} of {measurement.dim} entries observed{noisy}; NFE {res.nfe}{passes}, {wall:.2f} s); "
+          f"MSE on the unobserved entries {error}: {npz}, {png}")
+    return 0
+
+
+def _save_inpainting(path: str, true, observed, sampled, mask, title: str, data_range) -> None:
+    """observed / sampled / true: three image rows (unobserved pixels blue), or three scatter panels of 2-D points
+    (an observed coordinate drawn as a line); a ValueError for other shapes."""
+    from .plot import figure, image_grid
+
+    true, observed, sampled = (v.detach().cpu().to(torch.float64) for v in (true, observed, sampled))
+    mask = mask.cpu()
+    rows = (("observed", observed), ("sampled", sampled), ("true", true))
+    if true.dim() == 4:
+        shown = min(true.shape[0], 32)
+        nrow = min(shown, 16)
+        lo, hi = data_range if data_range is not None else (float(true.min()), float(true.max()))
+        hidden = image_grid(mask.to(torch.float64).expand((shown,) + tuple(mask.shape)), nrow=nrow,
+                            data_range=(0.0, 1.0)).amin(dim=-1) < 0.5          # the padding (1) is not hidden
+        grids = []
+        for name, x in rows:
+            grid = image_grid(x[:shown], nrow=nrow, data_range=(lo, hi))
+            grid = grid[..., :3] if grid.shape[-1] >= 3 else grid[..., :1].expand(grid.shape[:2] + (3,))
+            if name == "observed":
+                grid = grid.clone()
+                grid[hidden] = torch.tensor([0.25, 0.45, 0.85], dtype=grid.dtype)
+            grids.append((name, grid))
+        height, width = grids[0][1].shape[:2]
+        fig_width = max(4.0, 0.45 * nrow)
+        fig = figure((fig_width, 3 * fig_width * height / width + 1.2))
+        for k, (name, grid) in enumerate(grids):
+            ax = fig.add_subplot(3, 1, k + 1)
+            ax.imshow(grid.numpy(), interpolation="nearest")
+            ax.set_axis_off()
+            ax.set_title(name if k else f"{title}\n{name}", fontsize=9)
+    elif true.dim() == 2 and true.shape[1] == 2:
+        both = torch.cat([true, sampled])
+        lo, hi = both.min(dim=0).values, both.max(dim=0).values
+        pad = 0.1 * (hi - lo).clamp_min(1e-6)
+        colors = [f"C{i % 10}" for i in range(true.shape[0])]
+        fig = figure((11.0, 4.0))
+        first = None
+        for k, (name, x) in enumerate(rows):
+            ax = fig.add_subplot(1, 3, k + 1, sharex=first, sharey=first)
+            first = first or ax
+            if name == "observed" and not bool(mask.all()):       # one coordinate known: a line per sample
+                for i in range(x.shape[0]):
+                    line = ax.axvline if bool(mask[0]) else ax.axhline
+                    line(float(x[i, 0] if bool(mask[0]) else x[i, 1]), color=colors[i], alpha=0.5, lw=1)
+            else:
+                ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=12, c=colors)
+            ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+            ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("x₁")
+        first.set_ylabel("x₂")
+        fig.suptitle(title, fontsize=9)
+    else:
+        raise ValueError(f"no inpainting figure for samples of shape {tuple(true.shape[1:])}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def cmd_compare(args, overrides) -> int:
     from .compare import compare_samplers
     from .data import load as load_data
@@ -360,6 +525,7 @@ def _names(registry) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; the lists of valid names in the help come from the registries."""
     from .data import DATASETS
+    from .inverse import INVERSE_METHODS
     from .likelihood import DIVERGENCES
     from .nets import NETS
     from .parameterization import PARAMETERIZATIONS
@@ -373,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
                                      epilog="Config overrides: --section.key=value or --key=value (see scoresde.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,compare,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,inpaint,compare,demo}")
 
     p = sub.add_parser("train", parents=[common], help="train a score model by denoising score matching",
                        description=textwrap.fill(
@@ -430,6 +596,34 @@ def build_parser() -> argparse.ArgumentParser:
                                    "point under its own label); default: −log p(x) with the null label")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.set_defaults(fn=cmd_likelihood)
+
+    methods = "; ".join(f"{name} ({', '.join(_inverse_method_options(name))})" for name in INVERSE_METHODS)
+    p = sub.add_parser("inpaint", parents=[common], help="fill in masked test data from a checkpoint (inverse problem)",
+                       description=textwrap.fill(
+                                   "Inpaint the first --n test points of the run's data: observe y = mask ⊙ x (+ "
+                                   "noise) and sample x given y with an inverse-problem method (sd.solve_inverse). "
+                                   "Method options as --key=value, e.g. --steps=50 --resamplings=5; dps, pigdm and "
+                                   "tweedie_moment also take --sampler=NAME:key=value,... . Methods and their "
+                                   f"options: {methods}.", 100),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it)")
+    p.add_argument("--mask", default="top",
+                   help="top / left (the top / left half of an image, the first half of a vector), random:p (each "
+                        "entry observed with probability p, drawn with --seed), first:k (the first k entries); "
+                        "default: top")
+    p.add_argument("--method", default="repaint", help=f"one of {_names(INVERSE_METHODS)}; default: repaint")
+    p.add_argument("--noise-std", type=float, default=0.0,
+                   help="σ_y: Gaussian noise added to the observation (dps needs > 0, or --normalized=true); "
+                        "default: 0")
+    p.add_argument("--n", type=int, default=8, help="number of test points inpainted (the first n); default: 8")
+    p.add_argument("--data", help="data set name or path (default: the training data set); its test split is used")
+    p.add_argument("--out", default="inpaint", help="folder for inpaint.npz and inpaint.png; default: inpaint")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask, the noise and the sampler; default: 0")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--label", help="conditional models: a class index (its test points, sampled given that class) "
+                                   "or 'all' (each point under its own label); default: the null label, p(x)")
+    p.set_defaults(fn=cmd_inpaint)
 
     p = sub.add_parser("compare", parents=[common], help="distance/NLL against NFE for a list of samplers",
                        description="Compare samplers, e.g. --samplers heun:steps=18 dpm_solver:steps=20,order=3. "

@@ -122,6 +122,14 @@ def test_conditional_train_sample_likelihood(tmp_path, capsys):
         assert main(argv + (["--label", label] if label else [])) == 0
         text = capsys.readouterr().out
         assert expected in text and "true cross-entropy" in text
+    for label in ("1", "all"):                              # inpainting given the class, or each point's own
+        out_i = str(tmp_path / f"inpaint{label}")
+        assert main(["inpaint", "--checkpoint", ckpt, "--label", label, "--method", "replacement", "--steps=3",
+                     "--n", "12", "--out", out_i, "--device", "cpu"]) == 0
+        saved = np.load(os.path.join(out_i, "inpaint.npz"))
+        assert saved["sampled"].shape == (12, 2) and np.isfinite(saved["sampled"]).all()
+        assert (saved["labels"] == 1).all() if label == "1" else len(set(saved["labels"].tolist())) > 1
+        assert (", class 1 inpainted" if label == "1" else ", each under its own label") in capsys.readouterr().out
     for argv, message in [
         (["sample", "--checkpoint", ckpt, "--label", "4", "--out", str(tmp_path / "x")], "0 … 3; got 4"),
         (["sample", "--checkpoint", ckpt, "--guidance", "2", "--out", str(tmp_path / "x")], "--guidance needs --label"),
@@ -137,3 +145,93 @@ def test_label_on_an_unconditional_run_is_refused(run_dir, tmp_path, capsys):
     ckpt = os.path.join(run_dir, "checkpoint.pt")
     assert main(["sample", "--checkpoint", ckpt, "--label", "1", "--out", str(tmp_path / "x")]) == 2
     assert "needs a class-conditional model" in capsys.readouterr().err
+
+
+# -- inpaint ---------------------------------------------------------------------------------------------------
+def test_inpaint_points_writes_npz_and_png_and_keeps_the_observation(run_dir, tmp_path, capsys):
+    import torch
+
+    import scoresde as sd
+
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    out = str(tmp_path / "replacement")
+    assert main(["inpaint", "--checkpoint", ckpt, "--method", "replacement", "--steps=5", "--n", "20", "--out", out,
+                 "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "20 test samples of eight_gaussians inpainted with replacement (mask top: 1 of 2 entries observed" in text
+    assert "NFE 5" in text and "MSE on the unobserved entries" in text
+    assert os.path.isfile(os.path.join(out, "inpaint.png"))
+    saved = np.load(os.path.join(out, "inpaint.npz"))
+    true, observed, sampled, mask = saved["true"], saved["observed"], saved["sampled"], saved["mask"]
+    assert true.shape == observed.shape == sampled.shape == (20, 2) and mask.tolist() == [True, False]
+    assert int(saved["nfe"]) == 5 and np.isfinite(sampled).all()
+    assert np.array_equal(observed[:, mask], true[:, mask]) and (observed[:, ~mask] == 0).all()   # noiseless y
+    assert np.array_equal(sampled[:, mask], observed[:, mask])          # replacement keeps y exactly
+    mse = float(((sampled - true)[:, ~mask] ** 2).mean())
+    assert f"MSE on the unobserved entries {mse:.4g}" in text
+
+    # RePaint with a random mask: the NFE the sampler says, y kept exactly.
+    out = str(tmp_path / "repaint")
+    assert main(["inpaint", "--checkpoint", ckpt, "--mask", "random:0.5", "--seed", "3", "--steps=6",
+                 "--resamplings=2", "--jump_length=2", "--n", "10", "--out", out, "--device", "cpu"]) == 0
+    saved = np.load(os.path.join(out, "inpaint.npz"))
+    mask = saved["mask"]
+    expected = sd.sampling.InpaintingSampler(sd.LinearMeasurement(sd.Mask(torch.as_tensor(mask)), torch.zeros(2)),
+                                             steps=6, resamplings=2, jump_length=2).nfe()
+    assert int(saved["nfe"]) == expected > 6 and mask.any()
+    assert np.array_equal(saved["sampled"][:, mask], saved["observed"][:, mask])
+
+    # A noisy observation: y = mask ⊙ (x + σ_y n), no longer the truth; split Gibbs takes it.
+    out = str(tmp_path / "noisy")
+    assert main(["inpaint", "--checkpoint", ckpt, "--method", "split_gibbs", "--noise-std", "0.1", "--steps=3",
+                 "--iterations=2", "--n", "6", "--out", out, "--device", "cpu"]) == 0
+    saved = np.load(os.path.join(out, "inpaint.npz"))
+    mask, gap = saved["mask"], saved["observed"] - saved["true"]
+    assert 0 < np.abs(gap[:, mask]).max() < 0.6 and (saved["observed"][:, ~mask] == 0).all()
+    assert np.isfinite(saved["sampled"]).all() and "noise_std 0.1" in capsys.readouterr().out
+
+
+def test_inpaint_images_draws_observed_sampled_true(tmp_path, capsys):
+    run = str(tmp_path / "digits")
+    assert main(["train", "--out", run, "--steps=5", "--batch_size=32", "--data.name=digits", "--model.hidden=32",
+                 "--model.depth=1", "--progress=false", "--eval_every=0", "--device=cpu"]) == 0
+    out = str(tmp_path / "inpaint")
+    assert main(["inpaint", "--checkpoint", os.path.join(run, "checkpoint.pt"), "--mask", "left", "--method",
+                 "replacement", "--steps=3", "--n", "4", "--out", out, "--device", "cpu"]) == 0
+    saved = np.load(os.path.join(out, "inpaint.npz"))
+    mask = saved["mask"]
+    assert saved["sampled"].shape == (4, 1, 8, 8) and mask.shape == (1, 8, 8)
+    assert mask[..., :4].all() and not mask[..., 4:].any()             # the left half of each image observed
+    assert np.array_equal(saved["sampled"][:, mask], saved["true"][:, mask])
+    assert os.path.getsize(os.path.join(out, "inpaint.png")) > 1000
+    assert "4 test samples of digits inpainted with replacement (mask left: 32 of 64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "inpaint_me"], "unknown inverse-problem method 'inpaint_me'; valid choices: 'dps', 'pigdm'"),
+    (["--mask", "bottom"], "unknown mask 'bottom'; valid choices: 'top', 'left', 'random:p'"),
+    (["--mask", "first:3"], "'first:k' with 1 <= k <= 2"),
+    (["--mask", "random:1.5"], "'random:p' with 0 < p <= 1"),
+    (["--method", "dps"], "it needs noise_std > 0; got noise_std = 0"),
+    (["--method", "replacement", "--stepz=3"], "valid options: steps, eta"),
+    (["--noise-std", "-1"], "--noise-std must be a finite number >= 0"),
+    (["--n", "0"], "--n must be a positive integer"),
+])
+def test_inpaint_errors_are_one_line(run_dir, tmp_path, argv, message, capsys):
+    argv = ["inpaint", "--checkpoint", os.path.join(run_dir, "checkpoint.pt"), "--steps=2", "--n", "4",
+            "--out", str(tmp_path / "x"), "--device", "cpu"] + argv
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_inpaint_help_lists_the_methods_and_their_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["inpaint", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "repaint (steps, resamplings, jump_length, eta)" in text
+    assert "dps (steps, scale, normalized, sampler)" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "inpaint" in capsys.readouterr().out
