@@ -212,7 +212,7 @@ def test_inpaint_images_draws_observed_sampled_true(tmp_path, capsys):
     (["--mask", "bottom"], "unknown mask 'bottom'; valid choices: 'top', 'left', 'random:p'"),
     (["--mask", "first:3"], "'first:k' with 1 <= k <= 2"),
     (["--mask", "random:1.5"], "'random:p' with 0 < p <= 1"),
-    (["--method", "dps"], "it needs noise_std > 0; got noise_std = 0"),
+    (["--method", "dps", "--normalized=false"], "it needs noise_std > 0; got noise_std = 0"),
     (["--method", "replacement", "--stepz=3"], "valid options: steps, eta"),
     (["--noise-std", "-1"], "--noise-std must be a finite number >= 0"),
     (["--n", "0"], "--n must be a positive integer"),

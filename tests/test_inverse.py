@@ -73,7 +73,7 @@ def test_pigdm_is_not_exact_for_a_correlated_prior_but_tweedie_is():
 
 def test_dps_is_the_gradient_of_the_gaussian_residual_through_the_denoiser():
     """For a Gaussian prior x̂₀ = M x + c is affine (M = ∂x̂₀/∂x from the closed form), so DPS is
-    score + ζ Mᵀ Aᵀ (y − A x̂₀)/σ_y², and the normalized form score + ζ Mᵀ Aᵀ r/‖r‖."""
+    score + ζ Mᵀ Aᵀ (y − A x̂₀)/σ_y², and the normalized form score + ζ Mᵀ Aᵀ r/(‖r‖ σ²)."""
     sde, prior, meas = sd.VPSDE(), _gaussian(full=True), _problems()["matrix"]
     A, y = meas.dense()
     x, t = _points(T=sde.T)
@@ -87,7 +87,7 @@ def test_dps_is_the_gradient_of_the_gaussian_residual_through_the_denoiser():
             M = s[i] * cov @ torch.linalg.inv(s[i] ** 2 * cov + sigma[i] ** 2 * torch.eye(4, dtype=F64))
             x0 = mu + M @ (x[i] - s[i] * mu)
             r = y - A @ x0
-            guidance = M.T @ A.T @ (r / meas.noise_std ** 2 if not normalized else r / r.norm())
+            guidance = M.T @ A.T @ (r / meas.noise_std ** 2 if not normalized else r / (r.norm() * sigma[i] ** 2))
             torch.testing.assert_close(got[i], score(x[i:i + 1], t[i:i + 1])[0] + zeta * guidance, rtol=1e-9,
                                        atol=1e-9)
 
@@ -155,8 +155,8 @@ def test_red_without_noise_satisfies_the_data_exactly():
 def test_bad_input_gets_a_clear_error():
     sde, prior, meas = sd.VPSDE(), _gaussian(full=True), _problems()["matrix_noiseless"]
     with pytest.raises(ValueError, match="noise_std > 0"):
-        sd.dps_score(sde, prior.score(sde), meas)
-    sd.dps_score(sde, prior.score(sde), meas, normalized=True)          # the paper's form needs no σ_y
+        sd.dps_score(sde, prior.score(sde), meas, normalized=False)
+    sd.dps_score(sde, prior.score(sde), meas)          # the paper's normalized form needs no σ_y
     with pytest.raises(TypeError, match="LinearMeasurement"):
         sd.pigdm_score(sde, prior.score(sde), torch.ones(2, 4))
     with pytest.raises(ValueError, match="scale must be"):
