@@ -35,6 +35,7 @@ from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_fini
                      validated_times)
 from .data import Dataset, check_quantization, dequantize
 from .guidance import conditional_score
+from .sde import NoiseLevelFlow, choose_time_variable
 
 Tensor = torch.Tensor
 
@@ -99,9 +100,10 @@ class _AugmentedDynamics:
     AUTO_VJP_ELEMENTS = 2**21
 
     def __init__(self, sde, score: ScoreFn, divergence: str, probes: Optional[Tensor],
-                 vjp_batch: Optional[int] = None, watch: Optional[FiniteWatch] = None):
+                 vjp_batch: Optional[int] = None, watch: Optional[FiniteWatch] = None, time_variable: str = "t"):
         self.watch, self.nfe = watch, 0
-        self.flow = sde.probability_flow(self._differentiable(score))
+        checked = self._differentiable(score)
+        self.flow = sde.probability_flow(checked) if time_variable == "t" else NoiseLevelFlow(sde, checked)
         self.divergence, self.probes = divergence, probes
         self.vjp_batch = vjp_batch
         self.batched = vjp_batch != 1
@@ -230,6 +232,7 @@ def log_likelihood(
     step_size: Optional[float] = None,
     vjp_batch: Optional[int] = None,
     max_nfe: int = DEFAULT_MAX_NFE,
+    time_variable: str = "auto",
 ) -> LikelihoodResult:
     """log p_eps(x) in nats by integrating the probability-flow ODE from eps to T.
 
@@ -268,6 +271,11 @@ def log_likelihood(
             grows with it. None chooses it so that vjp_batch · x.numel() ≤ 2²¹; 1 runs them one at a time.
             A score with an operation vmap cannot batch falls back to one at a time automatically.
         max_nfe: an adaptive solve that needs more evaluations stops with a RuntimeError.
+        time_variable: ``"t"`` integrates F in t; ``"sigma"`` (a LinearSDE) integrates the same ODE in EDM's
+            variables x̃ = x/s, σ̃ = σ/s (`scoresde.sde.NoiseLevelFlow`), from σ̃(eps) to σ̃(T), where an
+            ε-network's field dx̃/dσ̃ = ε̂ is bounded; the result is the same density, with
+            log p_eps(x) = log p_T(s_T x̃_T) + D log(s_T/s_eps) + ∫ ∇·(dx̃/dσ̃) dσ̃. ``"auto"`` (default): σ̃
+            for a network (an nn.Module) on a linear SDE, t otherwise (`scoresde.sde.choose_time_variable`).
 
     Returns:
         `LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
@@ -292,6 +300,7 @@ def log_likelihood(
     T = float(sde.T)
     if not (isinstance(eps, (int, float)) and 0 <= eps < T):
         raise ValueError(f"eps must be a number with 0 <= eps < T = {T}; got {eps!r}")
+    time_variable = choose_time_variable(time_variable, sde, score)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("log_likelihood needs autograd for the divergence and cannot run under "
                            "torch.inference_mode(); call it under torch.no_grad() or with no context instead")
@@ -303,16 +312,26 @@ def log_likelihood(
     n_acc = 1 if probes is None else n_probes
     acc0 = torch.zeros(x.shape[0], n_acc, device=x.device, dtype=x.dtype)
     watch = FiniteWatch("log_likelihood", live_steps=False)
-    dynamics = _AugmentedDynamics(sde, score, divergence, probes, vjp_batch, watch)
+    dynamics = _AugmentedDynamics(sde, score, divergence, probes, vjp_batch, watch, time_variable)
+    start, span, jacobian = x, [float(eps), T], 0.0
+    if time_variable == "sigma":
+        ends = torch.tensor([float(eps), T], dtype=torch.float64)
+        s_ends, sigma_ends = sde.scale(ends), sde.std(ends)
+        span = (sigma_ends / s_ends).tolist()
+        start = x / float(s_ends[0])
+        jacobian = x[0].numel() * math.log(float(s_ends[1] / s_ends[0]))    # D log(s_T / s_eps)
     try:
-        with validated_times():                 # the solver's times are clamped to [eps, T]
-            (xs, accs), nfe = integrate_ode(dynamics, (x, acc0), [float(eps), T], method=solver, rtol=rtol,
+        with validated_times():                 # the solver's times are clamped to the span
+            (xs, accs), nfe = integrate_ode(dynamics, (start, acc0), span, method=solver, rtol=rtol,
                                             atol=atol, step_size=step_size, max_nfe=max_nfe)
         watch.result(torch.cat([xs[-1].reshape(x.shape[0], -1), accs[-1]], 1), T)
     except Exception as err:
         watch.flush(cause=err)
         raise
     z, acc = xs[-1], accs[-1]
+    if time_variable == "sigma":
+        z = z * float(s_ends[1])
+        acc = acc + jacobian
     delta = acc.mean(1)
     prior = sde.prior_log_prob(z).to(x.dtype)
     if prior.shape != (x.shape[0],):

@@ -386,6 +386,11 @@ class VESDE(LinearSDE):
         t = self._check_time(t)
         return self.sigma_min * torch.expm1(2 * self._log_ratio * t / self.T).clamp_min(0).sqrt()
 
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: σ_min² (e^{2 r t/T} − 1) = e^{−λ}, r = log(σ_max/σ_min)."""
+        lam = check_time_vector(log_snr, "log_snr").to(torch.float64)
+        return torch.log1p(torch.exp(-lam) / self.sigma_min ** 2) * (self.T / (2 * self._log_ratio))
+
 
 @SDES.register("vp")
 class VPSDE(LinearSDE):
@@ -420,6 +425,19 @@ class VPSDE(LinearSDE):
     def std(self, t: Tensor) -> Tensor:
         return (-torch.expm1(-self.integrated_beta(self._check_time(t)))).clamp_min(0).sqrt()
 
+    def time_from_integrated_beta(self, integrated: Tensor) -> Tensor:
+        """The t with B(t) = ``integrated``: the positive root of β_min t + (β_max − β_min) t²/(2T) = B."""
+        delta = self.beta_max - self.beta_min
+        if delta == 0:
+            return integrated / self.beta_min
+        # t = 2B / (β_min + √(β_min² + 2ΔB/T)), the root written without cancellation
+        return 2 * integrated / (self.beta_min + torch.sqrt(self.beta_min ** 2 + 2 * delta * integrated / self.T))
+
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: SNR = 1/(e^B − 1), so B = log(1 + e^{−λ}) = softplus(−λ)."""
+        lam = check_time_vector(log_snr, "log_snr").to(torch.float64)
+        return self.time_from_integrated_beta(torch.nn.functional.softplus(-lam))
+
 
 @SDES.register("subvp")
 class SubVPSDE(VPSDE):
@@ -433,6 +451,11 @@ class SubVPSDE(VPSDE):
 
     def std(self, t: Tensor) -> Tensor:
         return -torch.expm1(-self.integrated_beta(self._check_time(t)))
+
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: σ/s = (1 − e^{−B}) e^{B/2} = 2 sinh(B/2) = e^{−λ/2}, so B = 2 asinh(e^{−λ/2}/2)."""
+        lam = check_time_vector(log_snr, "log_snr").to(torch.float64)
+        return self.time_from_integrated_beta(2 * torch.asinh(torch.exp(-lam / 2) / 2))
 
 
 @SDES.register("edm")
@@ -462,6 +485,10 @@ class EDMSDE(LinearSDE):
     def std(self, t: Tensor) -> Tensor:
         return self._check_time(t).clone()
 
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: t = σ = e^{−λ/2}."""
+        return torch.exp(-check_time_vector(log_snr, "log_snr").to(torch.float64) / 2)
+
 
 @SDES.register("rectified_flow")
 class RectifiedFlowSDE(LinearSDE):
@@ -488,6 +515,10 @@ class RectifiedFlowSDE(LinearSDE):
 
     def std(self, t: Tensor) -> Tensor:
         return self._check_time(t).clone()
+
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: σ/s = t/(1 − t) = e^{−λ/2}, so t = sigmoid(−λ/2)."""
+        return torch.sigmoid(-check_time_vector(log_snr, "log_snr").to(torch.float64) / 2)
 
 
 @SDES.register("cosine_vp")
@@ -529,6 +560,12 @@ class CosineVPSDE(LinearSDE):
 
     def std(self, t: Tensor) -> Tensor:
         return (-torch.expm1(self.log_alpha_bar(self._check_time(t)))).clamp_min(0).sqrt()
+
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: ᾱ = sigmoid(λ), cos u = √ᾱ cos u(0), t = u (1 + s_0) 2/π − s_0."""
+        lam = check_time_vector(log_snr, "log_snr").to(torch.float64)
+        root = torch.exp(0.5 * torch.nn.functional.logsigmoid(lam) + self._log_cos0)
+        return torch.arccos(root.clamp(max=1.0)) * (2 * (1 + self.s) / math.pi) - self.s
 
 
 @SDES.register("discrete_vp")
@@ -658,6 +695,51 @@ class ProbabilityFlowODE:
         with validated_times():
             return integrate_ode(lambda y, t: self.drift(y, t), x, times, method=method, rtol=rtol, atol=atol,
                                  step_size=step_size)
+
+
+class NoiseLevelFlow:
+    """The probability-flow ODE of a linear SDE in EDM's variables x̃ = x/s(t) and σ̃ = σ(t)/s(t):
+
+        dx̃/dσ̃ = −σ̃ s(t) score(s(t) x̃, t) = ε̂(x, t),      t = t(σ̃) (``time_from_log_snr(−2 log σ̃)``),
+
+    (from d(x/s)/dt = −½ (g²/s) score and dσ̃/dt = g²/(2 s σ)). An ε-network's field is bounded here, so adaptive
+    solvers take far fewer steps than in t (Karras et al. 2022, §3). A density changes by the Jacobian of
+    x = s x̃: log p_t(x) = log p̃_σ̃(x̃) − D log s(t), where p̃ evolves with the divergence of this field.
+    """
+
+    def __init__(self, sde, score: ScoreFn):
+        self.sde, self.score = sde, score
+
+    def time(self, noise_level: Tensor) -> Tensor:
+        """t(σ̃) in [0, T], shape (B,), in σ̃'s dtype."""
+        lam = -2 * torch.log(noise_level.to(torch.float64))
+        return self.sde.time_from_log_snr(lam).clamp(0, self.sde.T).to(noise_level.dtype)
+
+    def drift(self, x: Tensor, noise_level: Tensor) -> Tensor:
+        """dx̃/dσ̃ at x̃ = ``x`` (B, *D) and σ̃ = ``noise_level`` (B,)."""
+        t = self.time(noise_level)
+        s = expand_like(self.sde.scale(t).to(x.dtype), x)
+        out = check_same_shape(self.score(s * x, t), x)
+        return -expand_like(noise_level.to(x.dtype), x) * s * out
+
+
+#: The time variables of the probability-flow ODE: t itself, or EDM's noise level σ̃ = σ/s (`NoiseLevelFlow`).
+TIME_VARIABLES = ("auto", "t", "sigma")
+
+
+def choose_time_variable(time_variable: str, sde, score) -> str:
+    """Resolve ``"auto"``: ``"sigma"`` for a network (a torch.nn.Module, e.g. `scoresde.ScoreModel`) on a linear
+    SDE, ``"t"`` otherwise. Measured (docs/benchmarks.md): with a trained 2-D model dopri5 at 1e-5 needed 128
+    evaluations in σ̃ against 164 in t, at a tenth of the error; with the exact mixture score σ̃ needed 40 % more."""
+    from ._utils import check_choice
+
+    check_choice(time_variable, TIME_VARIABLES, "time variable")
+    if time_variable == "auto":
+        network = isinstance(getattr(score, "score", score), torch.nn.Module) or isinstance(score, torch.nn.Module)
+        return "sigma" if network and is_linear(sde) else "t"
+    if time_variable == "sigma":
+        require_linear(sde, "the probability-flow ODE in sigma (time_variable='sigma')")
+    return time_variable
 
 
 def _check_solve_times(times: Sequence[float], T: float, who: str) -> None:

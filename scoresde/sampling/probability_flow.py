@@ -20,6 +20,7 @@ import torch
 
 from .._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, check_max_nfe, integrate_ode
 from .._utils import FiniteWatch, check_choice, check_finite, validated_times
+from ..sde import TIME_VARIABLES, NoiseLevelFlow, choose_time_variable
 from ._base import SAMPLERS, CountedScore, SampleResult, Sampler
 from .grids import TimeGrid, check_steps
 
@@ -45,6 +46,9 @@ class ProbabilityFlowSampler(Sampler):
             which keeps the map x_T → x_eps invertible (``encode``).
         rho: EDM's ρ, only for ``grid="edm"``.
         max_nfe: an adaptive solve that needs more score evaluations stops with a RuntimeError.
+        time_variable: ``"t"``, ``"sigma"`` (the same ODE in x̃ = x/s against σ̃ = σ/s, `scoresde.sde.NoiseLevelFlow`;
+            a fixed-step solver then steps between the noise levels of its time grid) or ``"auto"`` (default:
+            σ̃ for a network on a linear SDE, t otherwise).
 
     With ``trajectory``/``callback``/``progress``, states are reported at the grid times (fixed steps) or at
     ``steps or 100`` uniform times (adaptive; torchdiffeq interpolates), after the solve.
@@ -56,8 +60,10 @@ class ProbabilityFlowSampler(Sampler):
 
     def __init__(self, solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  steps: Optional[int] = None, eps: float = 1e-3, grid: str = "uniform", denoise: bool = False,
-                 rho: float = 7.0, max_nfe: int = DEFAULT_MAX_NFE):
+                 rho: float = 7.0, max_nfe: int = DEFAULT_MAX_NFE, time_variable: str = "auto"):
         check_choice(solver, ODE_SOLVERS.names(), "torchdiffeq solver")
+        check_choice(time_variable, TIME_VARIABLES, "time variable")
+        self.time_variable = time_variable
         self.solver = solver
         if not self.adaptive and steps is None:
             raise ValueError(f"steps must be a positive integer (fixed-step solver {solver!r} needs steps); got None")
@@ -113,17 +119,27 @@ class ProbabilityFlowSampler(Sampler):
 
     def _integrate(self, sde, score, x: Tensor, times: Tensor, report) -> Tensor:
         """Integrate the PF ODE over ``times`` (monotone, either direction), reporting at every time."""
-        flow = sde.probability_flow(score)
         listening = report is not None and report.active
+        variable = choose_time_variable(self.time_variable, sde, score)
+        if variable == "sigma":             # x̃ = x/s against σ̃ = σ/s
+            flow = NoiseLevelFlow(sde, score)
+            scales = sde.scale(times)
+            axis = sde.std(times) / scales
+            x = x / float(scales[0])
+        else:
+            flow, axis = sde.probability_flow(score), times
         if self.adaptive:
-            out = times if listening else times[[0, -1]]
+            out = axis if listening else axis[[0, -1]]
             xs, _ = integrate_ode(flow.drift, x, out.tolist(), method=self.solver, rtol=self.rtol, atol=self.atol,
                                   max_nfe=self.max_nfe)
         else:
             # One solver step per grid interval.
-            grid = times.to(x.dtype)
+            grid = axis.to(x.dtype)
             xs, _ = integrate_ode(flow.drift, x, grid.tolist() if listening else grid[[0, -1]].tolist(),
                                   method=self.solver, grid=grid)
+        if variable == "sigma":
+            picked = scales if listening else scales[[0, -1]]
+            xs = [state * float(scale) for state, scale in zip(xs, picked.tolist())]
         if listening:
             for k in range(1, len(times)):
                 report(k, float(times[k]), xs[k])
