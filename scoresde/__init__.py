@@ -37,7 +37,8 @@ from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInt
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
-from .sampling import DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler
+from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler,
+                       UniPCSampler)
 from ._registry import Registry
 from .runs import Run, load
 from ._adapters import ODE_SOLVERS
@@ -57,7 +58,7 @@ __all__ = [
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
-    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "InpaintingSampler", "SplitGibbsSampler",
+    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "InpaintingSampler", "SplitGibbsSampler",
     "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",
     "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]

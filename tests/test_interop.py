@@ -153,6 +153,25 @@ def test_dpm_solver_multistep_scheduler_is_our_dpm_solver_pp_2m(prediction_type)
     assert_relative(res.x, theirs)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_multistep_scheduler_is_our_unipc(order):
+    """diffusers UniPCMultistepScheduler (predict_x0, bh2, lower_order_final, the last step to σ = 0) =
+    UniPCSampler(order, lower_order_final=True, denoise=True) on the times (timesteps + 1)/N. (diffusers' "bh1"
+    returns NaN here: its last step to σ = 0 divides by B(h) = −h = −∞; ours has no such step.)"""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tiny_unet()
+    scheduler = diffusers.UniPCMultistepScheduler(num_train_timesteps=1000, solver_order=order, solver_type="bh2",
+                                                  predict_x0=True)
+    scheduler.set_timesteps(10)
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(2), dtype=F64)
+    theirs = run_scheduler(unet, scheduler, x_T.clone())
+    sde, score = sd.from_diffusers(unet, scheduler)
+    res = sd.UniPCSampler(order=order, lower_order_final=True, denoise=True).sample(
+        sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler))
+    assert res.nfe == 10
+    assert_relative(res.x, theirs)
+
+
 def test_diffusers_model_likelihood_labels_and_errors():
     diffusers = pytest.importorskip("diffusers")
     unet = tiny_unet(num_class_embeds=3)

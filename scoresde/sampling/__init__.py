@@ -13,11 +13,12 @@ from .heun import HeunSampler
 from .dpm_solver import DPMSolver
 from .ddim import DDIMSampler
 from .dpm_solver_sde import DPMSolverSDE
+from .unipc import UniPCSampler
 from .inpainting import InpaintingSampler
 from .split_gibbs import SplitGibbsSampler
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler",
            "InpaintingSampler", "SplitGibbsSampler"]
