@@ -14,11 +14,12 @@ from .dpm_solver import DPMSolver
 from .ddim import DDIMSampler
 from .dpm_solver_sde import DPMSolverSDE
 from .unipc import UniPCSampler
+from .lms import LMSSampler
 from .inpainting import InpaintingSampler
 from .split_gibbs import SplitGibbsSampler
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler",
            "InpaintingSampler", "SplitGibbsSampler"]

@@ -1,0 +1,82 @@
+"""Linear multistep (Adams–Bashforth) sampling of the probability-flow ODE in EDM's variables, for any linear SDE
+(k-diffusion's ``sample_lms``, diffusers' ``LMSDiscreteScheduler``).
+
+With x̃ = x/s and σ̃ = σ/s the ODE is dx̃/dσ̃ = ε̂ (`scoresde.sde.NoiseLevelFlow`). On the grid σ̃_0 > … > σ̃_N a
+step of order k integrates the Lagrange polynomial through the last k derivatives exactly,
+
+    x̃_{i+1} = x̃_i + Σ_{j<k} c_{ij} ε̂_{i−j},    c_{ij} = ∫_{σ̃_i}^{σ̃_{i+1}} Π_{l≠j} (τ − σ̃_{i−l})/(σ̃_{i−j} − σ̃_{i−l}) dτ,
+
+the variable-step Adams–Bashforth method of order k (the first k − 1 steps warm up with the orders available).
+One evaluation per step, NFE = N.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import torch
+
+from .._utils import check_choice
+from ._base import SAMPLERS, Sampler, batch_time
+from .grids import TimeGrid, check_steps
+
+Tensor = torch.Tensor
+
+
+def adams_coefficients(nodes: List[float], start: float, end: float) -> List[float]:
+    """∫_start^end ℓ_j(τ) dτ for the Lagrange basis ℓ_j of ``nodes`` (nodes[0] = start, then earlier nodes),
+    computed in the scaled variable u = (τ − start)/(end − start) for conditioning."""
+    h = end - start
+    u = [(node - start) / h for node in nodes]
+    out = []
+    for j, u_j in enumerate(u):
+        poly = np.poly1d([1.0])
+        for l, u_l in enumerate(u):
+            if l != j:
+                poly = poly * np.poly1d([1.0, -u_l]) / (u_j - u_l)
+        antiderivative = np.polyint(poly)
+        out.append(float(h * (antiderivative(1.0) - antiderivative(0.0))))
+    return out
+
+
+@SAMPLERS.register("lms")
+class LMSSampler(Sampler):
+    """Variable-step Adams–Bashforth of order 1–4 on dx̃/dσ̃ = ε̂, NFE = N (+ 1 with ``denoise``).
+
+    Order 1 is Euler in σ̃ (EDM's first-order sampler, `HeunSampler(order=1)`). In 16-D at 50 evaluations order 4
+    on the uniform-t grid was the most accurate peer sampler (the samplers issue's measurement).
+
+    Args:
+        steps: N, the number of grid intervals.
+        order: 1, 2, 3 or 4.
+        grid: ``"log_snr"`` (default), ``"uniform"`` or ``"edm"``.
+        eps: the final time, 0 < eps < T.
+        denoise: finish with Tweedie's E[x_0 | x_eps].
+        rho: EDM's ρ, only for ``grid="edm"``.
+    """
+
+    label = "lms"
+
+    def __init__(self, steps: int = 20, order: int = 4, grid: str = "log_snr", eps: float = 1e-3,
+                 denoise: bool = False, rho: float = 7.0):
+        self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
+        if isinstance(order, bool):
+            raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3, 4")
+        check_choice(order, (1, 2, 3, 4), "order")
+        self.order, self.denoise = int(order), bool(denoise)
+
+    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        s, sigma = sde.scale(t), sde.std(t)
+        level = (sigma / s).tolist()
+        s, sigma, t_l = s.tolist(), sigma.tolist(), t.tolist()
+        x_tilde = x / s[0]
+        derivatives: List[Tensor] = []                 # ε̂_i, ε̂_{i−1}, …
+        for i in range(len(t_l) - 1):
+            state = s[i] * x_tilde
+            eps_hat = -sigma[i] * score(state, batch_time(t_l[i], state))
+            derivatives = [eps_hat] + derivatives[: self.order - 1]
+            nodes = level[i::-1][: len(derivatives)]
+            coefficients = adams_coefficients(nodes, level[i], level[i + 1])
+            x_tilde = x_tilde + sum(c * d for c, d in zip(coefficients, derivatives))
+            report(i + 1, t_l[i + 1], s[i + 1] * x_tilde)
+        return s[-1] * x_tilde
