@@ -35,7 +35,7 @@ from .data import DATASETS
 from . import plot
 from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 from ._utils import NonFiniteError
-from .sampling import SAMPLERS, SampleResult, Sampler, TimeGrid, time_grid
+from .sampling import SAMPLERS, GridSearchResult, SampleResult, Sampler, TimeGrid, optimize_grid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler,
                        LMSSampler, UniPCSampler)
@@ -56,7 +56,7 @@ __all__ = [
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
-    "Sampler", "SampleResult", "time_grid", "tweedie_denoise",
+    "Sampler", "SampleResult", "time_grid", "optimize_grid", "GridSearchResult", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
     "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "InpaintingSampler", "SplitGibbsSampler",
     "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",

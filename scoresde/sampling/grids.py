@@ -2,6 +2,7 @@
 
 - ``"uniform"``: uniform in t.
 - ``"log_snr"``: uniform in log SNR(t) = 2 log(s(t)/σ(t)) (the DPM-Solver choice).
+- ``"quadratic"``: quadratic in t, t_i = eps + (T − eps)(1 − i/N)², dense near the data (DDIM's "quad" timesteps).
 - ``"edm"``: EDM's ρ-spacing (Karras et al. 2022, eq. 5) in the noise level σ̃(t) = σ(t)/s(t):
   σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, mapped back to t by inverting log SNR.
 Every grid works for any LinearSDE: only ``scale``/``std``/``log_snr`` are used.
@@ -17,7 +18,7 @@ import torch
 
 from .._utils import check_choice, check_steps
 
-GRIDS = ("uniform", "log_snr", "edm")
+GRIDS = ("uniform", "log_snr", "edm", "quadratic")
 
 
 def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: float = 7.0,
@@ -27,7 +28,7 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
     Args:
         sde: a LinearSDE (``log_snr`` and ``time_from_log_snr`` are used by the non-uniform grids).
         steps: N, the number of intervals.
-        kind: one of ``"uniform"``, ``"log_snr"``, ``"edm"``.
+        kind: one of ``"uniform"``, ``"log_snr"``, ``"edm"``, ``"quadratic"``.
         eps: the final time, 0 < eps < T.
         rho: EDM's ρ (only for ``"edm"``).
         start: the first time instead of T (eps < start ≤ T), for runs that start part-way, as the prior step of
@@ -42,8 +43,9 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         raise ValueError(f"start must lie in (eps={eps}, T={sde.T}]; got {first}")
     n = int(steps)
     i = torch.linspace(0, 1, n + 1, dtype=torch.float64, device=device)
-    if kind == "uniform":
-        t = first + i * (eps - first)
+    if kind in ("uniform", "quadratic"):
+        u = i if kind == "uniform" else 1 - (1 - i) ** 2
+        t = first + u * (eps - first)
         t[0], t[-1] = first, eps
         return t
     ends = torch.tensor([first, eps], dtype=torch.float64, device=device)
