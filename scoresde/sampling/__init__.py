@@ -15,6 +15,7 @@ from .ddim import DDIMSampler
 from .dpm_solver_sde import DPMSolverSDE
 from .unipc import UniPCSampler
 from .lms import LMSSampler
+from .ancestral import AncestralSampler
 from .optimize import GridSearchResult, optimize_grid
 from .inpainting import InpaintingSampler
 from .split_gibbs import SplitGibbsSampler
@@ -22,6 +23,6 @@ from .split_gibbs import SplitGibbsSampler
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "AncestralSampler",
            "optimize_grid", "GridSearchResult",
            "InpaintingSampler", "SplitGibbsSampler"]
