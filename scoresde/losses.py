@@ -51,6 +51,37 @@ def unit_weighting(sde, t: Tensor) -> Tensor:
     return torch.ones_like(t)
 
 
+# Weightings stated on the data prediction: x̂₀ − x₀ = (σ²/s)(score + z/σ), so a weight w(t) on the x̂₀-MSE
+# ‖x̂₀ − x₀‖² is λ(t) = w(t) σ⁴/s² here; on the ε-MSE ‖ε̂ − z‖² it is λ = w σ² (w = 1: "sigma2").
+@WEIGHTINGS.register("x0")
+def x0_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = σ⁴/s²: the plain data-prediction MSE ‖x̂₀ − x₀‖² (equal to the ε-MSE divided by SNR = s²/σ²)."""
+    s, sigma = sde.scale(t), sde.std(t)
+    return sigma ** 4 / (s * s)
+
+
+@WEIGHTINGS.register("snr")
+def snr_weighting(sde, t: Tensor) -> Tensor:
+    """λ(t) = SNR σ⁴/s² = σ²: the x̂₀-MSE weighted by SNR(t), which is the ε-MSE ("sigma2") itself."""
+    return sde.std(t) ** 2
+
+
+@WEIGHTINGS.register("min_snr")
+def min_snr_weighting(sde, t: Tensor, gamma: float = 5.0) -> Tensor:
+    """λ(t) = min(SNR, γ) σ⁴/s²: Min-SNR-γ (Hang et al. 2023), the x̂₀-MSE weighted by min(SNR, γ) (γ = 5; on the
+    ε-MSE the weight min(SNR, γ)/SNR). Another γ: ``functools.partial(min_snr_weighting, gamma=...)``."""
+    s, sigma = sde.scale(t), sde.std(t)
+    return torch.clamp(s * s / (sigma * sigma), max=float(gamma)) * sigma ** 4 / (s * s)
+
+
+@WEIGHTINGS.register("edm")
+def edm_weighting(sde, t: Tensor, sigma_data: float = 0.5) -> Tensor:
+    """λ(t) = σ² (1 + σ̃²/σ_d²): EDM's weight (σ̃² + σ_d²)/(σ̃ σ_d)² on the denoiser MSE ‖D − x₀‖² (Karras et al.
+    2022), at the equivalent VE noise level σ̃ = σ/s (σ_d = 0.5)."""
+    s, sigma = sde.scale(t), sde.std(t)
+    return sigma ** 2 * (1 + (sigma / s) ** 2 / float(sigma_data) ** 2)
+
+
 REDUCTIONS = ("mean", "sum", "none")
 PROJECTIONS = ("rademacher", "gaussian")
 
@@ -163,8 +194,8 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         model: score function model(x, t) returning x's shape, e.g. [`scoresde.ScoreModel`][scoresde.ScoreModel] or
             ``GaussianMixture.score(sde)``.
         x0: data batch (B, *D).
-        weighting: a name in `WEIGHTINGS` ("sigma2", "likelihood", "none") or a function
-            ``weighting(sde, t) -> λ(t)`` of shape (B,).
+        weighting: a name in `WEIGHTINGS` ("sigma2", "likelihood", "flow_matching", "none", "x0", "snr",
+            "min_snr", "edm") or a function ``weighting(sde, t) -> λ(t)`` of shape (B,).
         importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting).
         eps: smallest training time, 0 < eps < T.
         generator: torch.Generator for t and z (t is drawn before z).
