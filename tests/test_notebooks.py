@@ -8,7 +8,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_new_sde.ipynb", "02_comparing_solvers.ipynb", "03_likelihoods.ipynb", "04_digits.ipynb",
-            "05_conditional.ipynb", "07_pretrained_models.ipynb"]
+            "05_conditional.ipynb", "06_inverse_problems.ipynb", "07_pretrained_models.ipynb"]
 
 
 def test_all_notebooks_present():
