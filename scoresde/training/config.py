@@ -28,8 +28,8 @@ class TrainConfig:
         weight_decay: Adam's (L2) weight decay.
         adam_betas: Adam's (β₁, β₂).
         ema_decay: decay of the weight EMA; ema_warmup uses min(decay, (1 + n)/(10 + n)).
-        weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr", "edm", …) or an import path
-            (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
+        weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr",
+            "edm", …) or an import path (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
         eps: smallest training time; also the time of the evaluated density p_eps.
         cond_dropout: for a class-conditional model, the probability that a label is replaced by ∅ (index
