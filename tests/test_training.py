@@ -443,3 +443,46 @@ def test_conditional_evaluation_takes_float64_eval_data():
     metrics = sd.Trainer(model, sde, data, _quiet(steps=1, num_eval=16, eval_rtol=1e-3, eval_atol=1e-3),
                          eval_data=test).evaluate()
     assert math.isfinite(metrics["nll"])
+
+
+# -- learning-rate schedules and gradient accumulation --------------------------------------------------------
+def test_learning_rate_schedules_after_the_warm_up():
+    from scoresde.training.trainer import warmup_schedule
+
+    cosine = warmup_schedule(1.0, 10, "cosine", 110)
+    assert cosine(0) == pytest.approx(0.1) and cosine(8) == pytest.approx(0.9)
+    assert cosine(9) == pytest.approx(1.0) and cosine(59) == pytest.approx(0.5) and cosine(109) == pytest.approx(0.0)
+    inverse = warmup_schedule(2.0, 4, "inverse_sqrt")
+    assert inverse(3) == pytest.approx(2.0) and inverse(15) == pytest.approx(2.0 * math.sqrt(4 / 16))
+    assert warmup_schedule(1.0, 0, "constant")(1000) == 1.0
+    with pytest.raises(ValueError, match="valid choices: 'constant', 'cosine', 'inverse_sqrt'"):
+        _quiet(lr_decay="linear")
+    trainer = sd.Trainer(sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1), sd.VPSDE()), sd.VPSDE(),
+                         sd.data.load("eight_gaussians", n=64), _quiet(steps=20, warmup_steps=5, lr_decay="cosine"))
+    assert trainer.learning_rate(19) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("importance_sampling", [False, True])
+def test_accumulated_micro_batches_give_the_same_step(importance_sampling):
+    """One step on a batch of 32 in 4 micro-batches of 8 equals one step on the whole batch (the same times and
+    noise, gradients summed), to float64 rounding: parameters, EMA and the reported loss."""
+    data = sd.data.load("eight_gaussians", n=64)
+    results = []
+    for accumulate in (1, 4):
+        torch.manual_seed(0)
+        sde = sd.VPSDE()
+        model = sd.ScoreModel(sd.nets.MLP(2, hidden=16, depth=1), sde).double()
+        config = _quiet(steps=2, batch_size=32, accumulate=accumulate, importance_sampling=importance_sampling,
+                        weighting="likelihood" if importance_sampling else "sigma2", ema_decay=0.5)
+        trainer = sd.Trainer(model, sde, data, config)
+        history = trainer.train()
+        results.append((dict(model.state_dict()), history[-1]["loss"] if history else None, trainer.ema.shadow))
+    (a, loss_a, ema_a), (b, loss_b, ema_b) = results
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-12, atol=1e-12)
+    for key in ema_a:
+        torch.testing.assert_close(ema_b[key], ema_a[key], rtol=1e-12, atol=1e-12)
+    if loss_a is not None:
+        assert loss_b == pytest.approx(loss_a, rel=1e-12)
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        _quiet(batch_size=30, accumulate=4)

@@ -24,6 +24,10 @@ class TrainConfig:
         lr: peak learning rate (of the default Adam optimizer and warm-up schedule).
         warmup_steps: linear learning-rate warm-up: lr · min(1, (n + 1)/warmup_steps) at step n (0: none); the
             default schedule of [`scoresde.Trainer`][scoresde.Trainer] (``lr_schedule=`` replaces it).
+        lr_decay: after the warm-up, ``"constant"``, ``"cosine"`` (to 0 at the last step) or ``"inverse_sqrt"``
+            (lr · √(warmup_steps / n)); see `scoresde.training.trainer.warmup_schedule`.
+        accumulate: split each batch of ``batch_size`` (the global batch) into this many micro-batches, one
+            backward pass each, with the same times and noise as the whole batch: the same update, less memory.
         grad_clip: clip the global gradient norm to this value (None: no clipping).
         weight_decay: Adam's (L2) weight decay.
         adam_betas: Adam's (β₁, β₂).
@@ -55,6 +59,8 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 2e-3
     warmup_steps: int = 100
+    lr_decay: str = "constant"
+    accumulate: int = 1
     grad_clip: Optional[float] = 1.0
     weight_decay: float = 0.0
     adam_betas: Tuple[float, float] = (0.9, 0.999)
@@ -79,7 +85,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "num_eval"):
+        for name in ("steps", "batch_size", "log_every", "num_eval", "accumulate"):
             _integer(name, getattr(self, name), low=1)
         if self.num_samples is not None:
             _integer("num_samples", self.num_samples, low=1)
@@ -91,6 +97,10 @@ class TrainConfig:
         if self.cond_dropout is not None and not (_is_number(self.cond_dropout) and 0 <= self.cond_dropout <= 1):
             raise ValueError(f"cond_dropout must be a probability in [0, 1] (or null for the default 0.1 of a "
                              f"conditional model); got {self.cond_dropout!r}")
+        if self.lr_decay not in ("constant", "cosine", "inverse_sqrt"):
+            raise ValueError(f"unknown lr_decay {self.lr_decay!r}; valid choices: 'constant', 'cosine', 'inverse_sqrt'")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"accumulate ({self.accumulate}) must divide batch_size ({self.batch_size})")
         _number("weight_decay", self.weight_decay, positive=False)
         if self.grad_clip is not None:
             _number("grad_clip", self.grad_clip, positive=True, extra=" or null (None) for no clipping")

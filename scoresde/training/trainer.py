@@ -75,11 +75,35 @@ def default_sampler(sde):
     return ReverseSDESampler(steps=500, backend="native", denoise=False)
 
 
-def warmup_schedule(lr: float, warmup_steps: int) -> Callable[[int], float]:
-    """The default schedule: lr · min(1, (n + 1)/warmup_steps) for the update after n completed steps."""
+LR_DECAYS = ("constant", "cosine", "inverse_sqrt")
+
+
+def warmup_schedule(lr: float, warmup_steps: int, decay: str = "constant",
+                    total_steps: Optional[int] = None) -> Callable[[int], float]:
+    """The learning rate of the update after n completed steps: linear warm-up lr · (n + 1)/w over the first w =
+    ``warmup_steps`` updates, then ``decay``:
+
+    - ``"constant"``: lr;
+    - ``"cosine"``: lr · ½ (1 + cos(π (n + 1 − w)/(N − w))), reaching 0 at the last of N = ``total_steps`` updates;
+    - ``"inverse_sqrt"``: lr · √(w / (n + 1)) (EDM2's decay; w ≥ 1 is taken as its reference step).
+
+    A function of n alone, so a resumed run continues on it exactly.
+    """
+    if decay not in LR_DECAYS:
+        raise ValueError(f"unknown lr_decay {decay!r}; valid choices: {', '.join(map(repr, LR_DECAYS))}")
+    if decay == "cosine" and not total_steps:
+        raise ValueError("the cosine decay needs total_steps")
 
     def schedule(step: int) -> float:
-        return lr * (min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+        n = step + 1
+        if warmup_steps > 0 and n < warmup_steps:
+            return lr * n / warmup_steps
+        if decay == "cosine":
+            span = max(int(total_steps) - warmup_steps, 1)
+            return lr * 0.5 * (1 + math.cos(math.pi * min(max(n - warmup_steps, 0) / span, 1.0)))
+        if decay == "inverse_sqrt":
+            return lr * math.sqrt(max(warmup_steps, 1) / max(n, warmup_steps, 1))
+        return lr
 
     return schedule
 
@@ -181,7 +205,8 @@ class Trainer:
         self.sampler = default_sampler(sde) if sampler is None else sampler
         self.eval_fn = eval_fn
         self.optimizer = self._build_optimizer(optimizer, params)
-        self.lr_schedule = warmup_schedule(config.lr, config.warmup_steps) if lr_schedule is None else lr_schedule
+        self.lr_schedule = (warmup_schedule(config.lr, config.warmup_steps, config.lr_decay, config.steps)
+                            if lr_schedule is None else lr_schedule)
         self.hooks: List[Hook] = default_hooks(config) if hooks is None else list(hooks)
         self.ema = EMA(model, decay=config.ema_decay, warmup=config.ema_warmup)
         # Seed offset keeps the loss's stream distinct from the data stream seeded by ``seed``; a loss that
@@ -271,9 +296,10 @@ class Trainer:
         return self.distributed is None or self.distributed.is_main
 
     # -- one step -------------------------------------------------------------------------------------------
-    def loss(self, x0: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def loss(self, x0: Tensor, cond: Optional[Tensor] = None, micro: Tuple[int, int] = (0, 1)) -> Tensor:
         """The training loss of a global batch x0 (B, *D) (and its labels cond (B,) for a conditional model, with
-        label dropout applied here) with the configured weighting (this rank's part)."""
+        label dropout applied here) with the configured weighting (this rank's part; with ``micro`` = (j, k), the
+        j-th of k micro-batches of it, drawn from the same times and noise as the whole)."""
         c = self.config
         extra = {}
         if self.uses_labels:
@@ -282,8 +308,11 @@ class Trainer:
             cond = check_labels(cond, x0.shape[0], self.num_classes, device=x0.device, null_allowed=False)
             if self.cond_dropout > 0:
                 cond = drop_labels(cond, self.cond_dropout, self.num_classes, generator=self.loss_generator)
-        if self.distributed is not None:
-            rank, world = self.distributed.rank, self.distributed.world_size
+        rank, world = (0, 1) if self.distributed is None else (self.distributed.rank, self.distributed.world_size)
+        j, k = micro
+        if k > 1:
+            extra["shard"] = (rank + world * j, world * k)      # rows rank::world, then j::k of those
+        elif self.distributed is not None:
             if self._loss_shards:
                 extra["shard"] = (rank, world)
             else:
@@ -330,12 +359,16 @@ class Trainer:
         lr = self.learning_rate(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.loss(x0, cond)
-        reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(loss.detach())
-        if not math.isfinite(reported):
-            raise self._nonfinite("loss", reported)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if c.accumulate == 1:
+            loss = self.loss(x0, cond)
+            reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(
+                loss.detach())
+            if not math.isfinite(reported):
+                raise self._nonfinite("loss", reported)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            reported = self._accumulate(x0, cond)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = c.grad_clip if c.grad_clip is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -345,6 +378,32 @@ class Trainer:
         self.ema.update()
         self.global_step += 1
         return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
+
+    def _accumulate(self, x0: Tensor, cond: Optional[Tensor]) -> float:
+        """Gradients of the global batch in ``accumulate`` micro-batches: each replays the loss generator from the
+        same state, so that the times, noise and label dropout are those of one whole-batch call, and evaluates its
+        strided rows; the k gradients of (micro-batch mean)/k sum to the gradient of the batch mean."""
+        import contextlib
+
+        k = self.config.accumulate
+        if not self._loss_shards:
+            raise ValueError(f"accumulate = {k} needs a loss that takes shard= (as dsm_loss does), so that the "
+                             f"micro-batches share the whole batch's draws; {getattr(self.loss_fn, '__name__', 'it')} "
+                             f"does not")
+        state = self.loss_generator.get_state()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for j in range(k):
+            self.loss_generator.set_state(state)
+            quiet = j < k - 1 and hasattr(self.train_model, "no_sync")
+            with self.train_model.no_sync() if quiet else contextlib.nullcontext():
+                part = self.loss(x0, cond, micro=(j, k)) / k
+                part.backward()
+            total = total + part.detach()
+        reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(total)
+        if not math.isfinite(reported):
+            raise self._nonfinite("loss", reported)
+        return reported
 
     def train(self, num_steps: Optional[int] = None, max_seconds: Optional[float] = None) -> List[Dict[str, float]]:
         """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns `history`.
