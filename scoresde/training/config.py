@@ -28,6 +28,11 @@ class TrainConfig:
             (lr · √(warmup_steps / n)); see `scoresde.training.trainer.warmup_schedule`.
         accumulate: split each batch of ``batch_size`` (the global batch) into this many micro-batches, one
             backward pass each, with the same times and noise as the whole batch: the same update, less memory.
+        precision: ``"fp32"``, ``"bf16"`` (autocast of the loss's forward pass to bfloat16, on CPU or GPU) or
+            ``"fp16"`` (autocast to float16 with a dynamic gradient scaler; CUDA only). Parameters, optimizer state
+            and EMA stay in the model's dtype.
+        compile: run the training forward pass through ``torch.compile`` (the default inductor backend needs a C++
+            compiler; if compiling fails, training continues uncompiled with a warning naming the error).
         grad_clip: clip the global gradient norm to this value (None: no clipping).
         weight_decay: Adam's (L2) weight decay.
         adam_betas: Adam's (β₁, β₂).
@@ -61,6 +66,8 @@ class TrainConfig:
     warmup_steps: int = 100
     lr_decay: str = "constant"
     accumulate: int = 1
+    precision: str = "fp32"
+    compile: bool = False
     grad_clip: Optional[float] = 1.0
     weight_decay: float = 0.0
     adam_betas: Tuple[float, float] = (0.9, 0.999)
@@ -112,7 +119,9 @@ class TrainConfig:
                 or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"adam_betas must be a pair [beta1, beta2] of numbers in [0, 1); got {betas!r}")
         self.adam_betas = tuple(float(b) for b in betas)
-        for name in ("ema_warmup", "importance_sampling", "progress"):
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"unknown precision {self.precision!r}; valid choices: 'fp32', 'bf16', 'fp16'")
+        for name in ("ema_warmup", "importance_sampling", "progress", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if not (isinstance(self.weighting, str) and (self.weighting in WEIGHTINGS or ":" in self.weighting)):

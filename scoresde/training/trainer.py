@@ -187,6 +187,14 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.dtype = params[0].dtype
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"precision='fp16' needs a CUDA device (float16 autocast with a gradient scaler); on "
+                             f"{self.device.type} use precision='bf16'")
+        self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self._eager_model, self._compile_checked = self.train_model, False
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
         if loss_fn is None:
             from ..losses import dsm_loss as loss_fn
         self.loss_fn = loss_fn
@@ -324,7 +332,24 @@ class Trainer:
                    "generator": self.loss_generator}
         if self._loss_keywords is not None:
             options = {k: v for k, v in options.items() if k in self._loss_keywords}
-        return self.loss_fn(self.sde, self.train_model, x0, **options, **extra)
+        if self._autocast is None:
+            return self.loss_fn(self.sde, self.train_model, x0, **options, **extra)
+        with torch.autocast(device_type=self.device.type, dtype=self._autocast):
+            return self.loss_fn(self.sde, self.train_model, x0, **options, **extra).float()
+
+    def _first_compiled_loss(self, x0: Tensor, cond: Optional[Tensor]) -> Tensor:
+        """The loss through the compiled model; if compiling fails, fall back to the eager model with a warning."""
+        state = self.loss_generator.get_state()
+        try:
+            return self.loss(x0, cond)
+        except Exception as err:                      # the backend's failure (no compiler, unsupported op, …)
+            import warnings
+
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                          f"); training continues without compile", RuntimeWarning)
+            self.train_model = self._eager_model
+            self.loss_generator.set_state(state)
+            return self.loss(x0, cond)
 
     def _synchronize(self, loss: Tensor) -> Tuple[float, bool, bool, bool]:
         """(mean loss over the ranks, whether any rank was signalled to stop, whether any rank's checkpoint clock
@@ -359,22 +384,30 @@ class Trainer:
         lr = self.learning_rate(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        compiled_first = self.train_model is not self._eager_model and not self._compile_checked
+        self._compile_checked = True
         if c.accumulate == 1:
-            loss = self.loss(x0, cond)
+            loss = self._first_compiled_loss(x0, cond) if compiled_first else self.loss(x0, cond)
             reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(
                 loss.detach())
             if not math.isfinite(reported):
                 raise self._nonfinite("loss", reported)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         else:
             reported = self._accumulate(x0, cond)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = c.grad_clip if c.grad_clip is not None else float("inf")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if not math.isfinite(grad_norm):
-            raise self._nonfinite("gradient norm", grad_norm)
-        self.optimizer.step()
+        if self.scaler is not None:                  # fp16: an overflow skips the step and lowers the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if not math.isfinite(grad_norm):
+                raise self._nonfinite("gradient norm", grad_norm)
+            self.optimizer.step()
         self.ema.update()
         self.global_step += 1
         return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
@@ -398,7 +431,7 @@ class Trainer:
             quiet = j < k - 1 and hasattr(self.train_model, "no_sync")
             with self.train_model.no_sync() if quiet else contextlib.nullcontext():
                 part = self.loss(x0, cond, micro=(j, k)) / k
-                part.backward()
+                (part if self.scaler is None else self.scaler.scale(part)).backward()
             total = total + part.detach()
         reported, self.stop_requested, self.checkpoint_clock_due, self.out_of_time = self._synchronize(total)
         if not math.isfinite(reported):
@@ -617,6 +650,7 @@ class Trainer:
             "data": self.batches.state_dict(),
             "config": self.config.to_dict(),
             "history": list(self.history),
+            **({} if self.scaler is None else {"scaler": self.scaler.state_dict()}),
         }
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
@@ -663,6 +697,8 @@ class Trainer:
         self.loss_generator.set_state(state["rng"]["loss_generator"].cpu())
         self.batches.load_state_dict(state["data"])
         self.history = [dict(r) for r in state.get("history", [])]
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def resume(self, path: Optional[str] = None) -> int:
         """Load a checkpoint (default ``out_dir/checkpoint.pt``) and continue from its step; returns the step.
