@@ -162,11 +162,88 @@ def _sample_importance(sde, eps: float, batch: int, generator, device, dtype) ->
     return t.to(dtype), density.to(dtype)
 
 
+# -- distributions of the training time ----------------------------------------------------------------------
+#: Distributions q(t) of the training time on [eps, T]: ``q.sample(sde, eps, batch, generator, device, dtype)``
+#: returns (t, q(t)). As importance samplers of the uniform-t objective they carry the weight 1/((T − eps) q(t)).
+TIME_DISTRIBUTIONS = Registry("time distribution")
+
+
+@TIME_DISTRIBUTIONS.register("uniform")
+class UniformTimes:
+    """t ~ U(eps, T), q = 1/(T − eps)."""
+
+    def sample(self, sde, eps, batch, generator, device, dtype):
+        t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
+        return t, torch.full_like(t, 1 / (sde.T - eps))
+
+
+@TIME_DISTRIBUTIONS.register("importance")
+class ImportanceTimes:
+    """q(t) ∝ g(t)²/σ(t)² on [eps, T] (Song et al. 2021's proposal for the likelihood weighting), tabulated in log t
+    (4096 cells) and drawn by inverse CDF; q is the exact density of that tabulated law."""
+
+    def sample(self, sde, eps, batch, generator, device, dtype):
+        return _sample_importance(sde, eps, batch, generator, device, dtype)
+
+
+@TIME_DISTRIBUTIONS.register("log_snr")
+class LogSNRTimes:
+    """log SNR uniform on [λ(T), λ(eps)], mapped back by ``time_from_log_snr``. Since dλ/dt = −g²/σ², its density
+    q(t) = (g²/σ²)/(λ(eps) − λ(T)) is the "importance" proposal's, in closed form."""
+
+    def sample(self, sde, eps, batch, generator, device, dtype):
+        ends = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
+        lam_T, lam_eps = sde.log_snr(ends).tolist()
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        t = sde.time_from_log_snr(lam_T + u * (lam_eps - lam_T)).clamp(eps, sde.T)
+        g2 = diffusion_values(sde, t).to(torch.float64) ** 2
+        return t.to(dtype), (g2 / sde.std(t).to(torch.float64) ** 2 / (lam_eps - lam_T)).to(dtype)
+
+
+@TIME_DISTRIBUTIONS.register("log_normal")
+class LogNormalTimes:
+    """EDM's noise distribution: ln σ̃ ~ N(mean, std²) for σ̃ = σ/s (Karras et al. 2022: −1.2, 1.2), truncated to
+    [σ̃(eps), σ̃(T)] and mapped back to t; q(t) = N(ln σ̃(t))/Z · g²/(2σ²) (d ln σ̃/dt = g²/(2σ²)),
+    Z the normal mass of the truncation."""
+
+    def __init__(self, mean: float = -1.2, std: float = 1.2):
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"log_normal needs a finite mean and std > 0; got {mean!r}, {std!r}")
+        self.mean, self.std = float(mean), float(std)
+
+    def sample(self, sde, eps, batch, generator, device, dtype):
+        normal = torch.distributions.Normal(torch.tensor(self.mean, dtype=torch.float64),
+                                            torch.tensor(self.std, dtype=torch.float64))
+        ends = torch.tensor([eps, sde.T], dtype=torch.float64, device=device)
+        log_levels = (torch.log(sde.std(ends)) - torch.log(sde.scale(ends))).cpu()
+        lo, hi = normal.cdf(log_levels).tolist()
+        if not hi - lo > 1e-12:
+            raise ValueError(f"log_normal({self.mean}, {self.std}) puts no mass on ln σ/s in "
+                             f"[{float(log_levels[0]):.3g}, {float(log_levels[1]):.3g}] (the SDE's range)")
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        log_level = normal.icdf((lo + u * (hi - lo)).cpu().clamp(1e-300, 1 - 1e-16)).to(device)
+        t = sde.time_from_log_snr(-2 * log_level).clamp(eps, sde.T)
+        g2 = diffusion_values(sde, t).to(torch.float64) ** 2
+        log_level = torch.log(sde.std(t).to(torch.float64)) - torch.log(sde.scale(t).to(torch.float64))
+        density = torch.exp(normal.log_prob(log_level.cpu())).to(device) / (hi - lo) * g2 / (
+            2 * sde.std(t).to(torch.float64) ** 2)
+        return t.to(dtype), density.to(dtype)
+
+
+def _time_distribution(value):
+    if isinstance(value, str):
+        return TIME_DISTRIBUTIONS.build(value)
+    if not hasattr(value, "sample"):
+        raise TypeError(f"time_distribution must be a name in {TIME_DISTRIBUTIONS.names()} or an object with "
+                        f"sample(sde, eps, batch, generator, device, dtype); got {type(value).__name__}")
+    return value
+
+
 def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = "sigma2",
              importance_sampling: bool = False,
              eps: float = 1e-5, generator: Optional[torch.Generator] = None, reduce: str = "mean",
              t: Optional[Tensor] = None, shard: Optional[Tuple[int, int]] = None,
-             cond: Optional[Tensor] = None) -> Tensor:
+             cond: Optional[Tensor] = None, time_distribution=None, importance_weight: bool = True) -> Tensor:
     """Continuous-time denoising score matching for a linear SDE.
 
     For each sample: t ~ U(eps, T), z ~ N(0, I), x_t = s(t) x0 + σ(t) z and
@@ -196,7 +273,13 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         x0: data batch (B, *D).
         weighting: a name in `WEIGHTINGS` ("sigma2", "likelihood", "flow_matching", "none", "x0", "snr",
             "min_snr", "edm") or a function ``weighting(sde, t) -> λ(t)`` of shape (B,).
-        importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting).
+        importance_sampling: sample t ∝ g²/σ² with the matching weights (any weighting); the same as
+            ``time_distribution="importance"``.
+        time_distribution: draw t from a distribution q in `TIME_DISTRIBUTIONS` ("uniform", "importance",
+            "log_snr", "log_normal") or an object with its ``sample`` method (e.g. ``LogNormalTimes(-1.2, 1.2)``).
+        importance_weight: with a time distribution, multiply ℓ by 1/((T − eps) q(t)), so that the estimate is
+            unbiased for the uniform-t objective (lower variance, same minimiser); False trains on E_q[ℓ]
+            instead (EDM's practice: the distribution becomes part of the weighting).
         eps: smallest training time, 0 < eps < T.
         generator: torch.Generator for t and z (t is drawn before z).
         reduce: "mean" (over the batch), "sum", or "none" (per-sample losses, shape (B,)).
@@ -224,9 +307,13 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         if importance_sampling:
             raise ValueError("give either fixed times t or importance_sampling=True, not both")
         t = check_time_range(as_time(t, x0), sde.T, "dsm_loss", positive=True)
-    elif importance_sampling:
-        t, density = _sample_importance(sde, eps, batch, generator, x0.device, x0.dtype)
-        weight = 1 / ((sde.T - eps) * density)
+    elif importance_sampling or time_distribution is not None:
+        if importance_sampling and time_distribution not in (None, "importance"):
+            raise ValueError("give importance_sampling=True or a time_distribution, not both")
+        sampler = _time_distribution("importance" if time_distribution is None else time_distribution)
+        t, density = sampler.sample(sde, eps, batch, generator, x0.device, x0.dtype)
+        if importance_weight:
+            weight = 1 / ((sde.T - eps) * density)
     else:
         t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)

@@ -554,3 +554,22 @@ def test_compile_runs_the_compiled_model_and_falls_back_with_a_warning(monkeypat
         results.append(dict(model.state_dict()))
     for key in results[0]:
         assert torch.equal(results[0][key], results[1][key]), key
+
+
+def test_time_distribution_reaches_the_loss():
+    seen = {}
+
+    def loss(sde, model, x0, weighting="sigma2", importance_sampling=False, eps=1e-5, generator=None,
+             time_distribution=None, importance_weight=True):
+        seen.update(time_distribution=time_distribution, importance_weight=importance_weight,
+                    importance_sampling=importance_sampling)
+        return sd.dsm_loss(sde, model, x0, weighting=weighting, eps=eps, generator=generator,
+                           time_distribution=time_distribution, importance_weight=importance_weight)
+
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1), sde)
+    config = _quiet(steps=1, batch_size=16, time_distribution="log_normal", importance_weight=False)
+    sd.Trainer(model, sde, sd.data.load("eight_gaussians", n=32), config, loss_fn=loss).train()
+    assert seen == dict(time_distribution="log_normal", importance_weight=False, importance_sampling=False)
+    with pytest.raises(ValueError, match="valid choices: 'uniform', 'importance', 'log_snr', 'log_normal'"):
+        _quiet(time_distribution="beta")

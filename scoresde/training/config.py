@@ -40,6 +40,10 @@ class TrainConfig:
         weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr",
             "edm", …) or an import path (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
+        time_distribution: instead, draw t from a distribution of `scoresde.losses.TIME_DISTRIBUTIONS`
+            ("uniform", "importance", "log_snr", "log_normal"); when set it replaces ``importance_sampling``.
+        importance_weight: with a time distribution, weight each term by 1/((T − eps) q(t)) so the objective stays
+            the uniform-t one (True), or train on E_q (False, EDM's practice).
         eps: smallest training time; also the time of the evaluated density p_eps.
         cond_dropout: for a class-conditional model, the probability that a label is replaced by ∅ (index
             ``num_classes``) in training, so that one network learns p(x | c) and p(x) for classifier-free
@@ -75,6 +79,8 @@ class TrainConfig:
     ema_warmup: bool = True
     weighting: str = "likelihood"
     importance_sampling: bool = True
+    time_distribution: Optional[str] = None
+    importance_weight: bool = True
     eps: float = 1e-5
     cond_dropout: Optional[float] = None
     seed: int = 0
@@ -121,7 +127,13 @@ class TrainConfig:
         self.adam_betas = tuple(float(b) for b in betas)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: 'fp32', 'bf16', 'fp16'")
-        for name in ("ema_warmup", "importance_sampling", "progress", "compile"):
+        if self.time_distribution is not None:
+            from ..losses import TIME_DISTRIBUTIONS
+
+            if self.time_distribution not in TIME_DISTRIBUTIONS:
+                raise ValueError(f"unknown time_distribution {self.time_distribution!r}; valid choices: "
+                                 f"{', '.join(repr(n) for n in TIME_DISTRIBUTIONS)}")
+        for name in ("ema_warmup", "importance_sampling", "progress", "compile", "importance_weight"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if not (isinstance(self.weighting, str) and (self.weighting in WEIGHTINGS or ":" in self.weighting)):

@@ -330,6 +330,9 @@ class Trainer:
             extra["cond"] = cond
         options = {"weighting": c.weighting, "importance_sampling": c.importance_sampling, "eps": c.eps,
                    "generator": self.loss_generator}
+        if c.time_distribution is not None:
+            options.update(importance_sampling=False, time_distribution=c.time_distribution,
+                           importance_weight=c.importance_weight)
         if self._loss_keywords is not None:
             options = {k: v for k, v in options.items() if k in self._loss_keywords}
         if self._autocast is None:
