@@ -51,11 +51,13 @@ def test_import_path_names_a_users_class_without_registering(monkeypatch):
     (sd.SDES, {"vp", "subvp", "ve", "edm", "rectified_flow", "cosine_vp", "discrete_vp"}),
     (sd.NETS, {"mlp", "unet"}),
     (sd.SAMPLERS, {"euler_maruyama", "reverse_sde", "probability_flow", "pc", "heun", "dpm_solver", "ddim",
-                   "dpm_solver_sde"}),
+                   "dpm_solver_sde", "unipc", "lms", "ancestral"}),
     (sd.PARAMETERIZATIONS, {"eps", "score", "x0", "v", "velocity"}),
     (sd.DATASETS, {"eight_gaussians", "rings", "checkerboard", "swiss_roll", "moons", "digits", "array",
                    "image_folder"}),
-    (sd.WEIGHTINGS, {"sigma2", "likelihood", "flow_matching", "none"}),
+    (sd.WEIGHTINGS, {"sigma2", "likelihood", "flow_matching", "none", "x0", "snr", "min_snr", "edm"}),
+    (sd.losses.TIME_DISTRIBUTIONS, {"uniform", "importance", "log_snr", "log_normal"}),
+    (sd.INVERSE_METHODS, {"dps", "pigdm", "tweedie_moment", "replacement", "repaint", "split_gibbs", "red"}),
 ])
 def test_every_family_has_its_registry(registry, names):
     assert set(registry.names()) == names
