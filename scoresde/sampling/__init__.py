@@ -16,6 +16,7 @@ from .dpm_solver_sde import DPMSolverSDE
 from .unipc import UniPCSampler
 from .lms import LMSSampler
 from .ancestral import AncestralSampler
+from .adaptive_dpm import AdaptiveDPMSolver
 from .optimize import GridSearchResult, optimize_grid
 from .inpainting import InpaintingSampler
 from .split_gibbs import SplitGibbsSampler
@@ -23,6 +24,6 @@ from .split_gibbs import SplitGibbsSampler
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "AncestralSampler",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "AncestralSampler", "AdaptiveDPMSolver",
            "optimize_grid", "GridSearchResult",
            "InpaintingSampler", "SplitGibbsSampler"]
