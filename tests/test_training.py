@@ -573,3 +573,66 @@ def test_time_distribution_reaches_the_loss():
     assert seen == dict(time_distribution="log_normal", importance_weight=False, importance_sampling=False)
     with pytest.raises(ValueError, match="valid choices: 'uniform', 'importance', 'log_snr', 'log_normal'"):
         _quiet(time_distribution="beta")
+
+
+def test_power_ema_weighs_updates_by_the_power_function():
+    """EDM2's profile: after N updates of a scalar parameter set to 1, 2, …, N, the average is Σ_τ w_τ τ with
+    w_τ = (τ^{γ+1} − (τ − 1)^{γ+1})/N^{γ+1} exactly (γ = 0: the running mean)."""
+    for gamma in (0.0, 1.0, 6.94):
+        model = nn.Linear(1, 1, bias=False)
+        ema = sd.EMA(model, power=gamma)
+        N = 40
+        for tau in range(1, N + 1):
+            with torch.no_grad():
+                model.weight.fill_(float(tau))
+            ema.update()
+        tau = torch.arange(1, N + 1, dtype=torch.float64)
+        w = (tau ** (gamma + 1) - (tau - 1) ** (gamma + 1)) / N ** (gamma + 1)
+        assert float(ema.shadow["weight"]) == pytest.approx(float((w * tau).sum()), rel=1e-5)
+
+
+def test_half_life_ema_halves_the_weight_of_old_updates():
+    """EDM's profile: with B samples per update and a half-life h (after the ramp-up), an update's weight halves
+    every h/B updates; during the ramp-up the half-life is rampup · samples seen."""
+    model = nn.Linear(1, 1, bias=False)
+    ema = sd.EMA(model, half_life=800, rampup=0.0, batch_size=100)
+    assert ema.current_decay() == pytest.approx(0.5 ** (1 / 8))
+    ramped = sd.EMA(model, half_life=800, rampup=0.5, batch_size=100)
+    assert ramped.current_decay() == pytest.approx(0.5 ** (100 / 50))          # h_0 = 0.5 · 100
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()                                                               # the first update sets the average
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema2 = sd.EMA(model, half_life=800, rampup=0.0, batch_size=100)
+    ema2.shadow["weight"].fill_(1.0)
+    for _ in range(8):
+        ema2.update()
+    assert float(ema2.shadow["weight"]) == pytest.approx(0.5, rel=1e-9)
+    with pytest.raises(ValueError, match="not both"):
+        _quiet(ema_half_life=1000.0, ema_power=6.94)
+
+
+@pytest.mark.parametrize("profile", [dict(ema_power=6.94), dict(ema_half_life=500.0)])
+def test_resume_is_exact_with_each_ema_profile(profile, tmp_path):
+    torch.manual_seed(0)
+    data = sd.data.load("eight_gaussians", n=128)
+    sde = sd.VPSDE()
+
+    def make(out):
+        torch.manual_seed(0)
+        return sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1), sde), _quiet(steps=4, batch_size=16, out_dir=out,
+                                                                              **profile)
+
+    model_a, config = make(str(tmp_path / "a"))
+    full = sd.Trainer(model_a, sde, data, config)
+    full.train()
+    model_b, config = make(str(tmp_path / "b"))
+    first = sd.Trainer(model_b, sde, data, config)
+    first.train(num_steps=2)
+    first.save_checkpoint()
+    model_c, config = make(str(tmp_path / "b"))
+    second = sd.Trainer(model_c, sde, data, config, resume=True)
+    second.train()
+    for key, value in full.ema.shadow.items():
+        assert torch.equal(value, second.ema.shadow[key]), key

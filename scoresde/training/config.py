@@ -37,6 +37,9 @@ class TrainConfig:
         weight_decay: Adam's (L2) weight decay.
         adam_betas: Adam's (β₁, β₂).
         ema_decay: decay of the weight EMA; ema_warmup uses min(decay, (1 + n)/(10 + n)).
+        ema_half_life: instead, EDM's half-life of the average in samples, with the ramp-up ``ema_rampup``.
+        ema_rampup: EDM's ramp-up ratio (the half-life is at most this fraction of the samples seen).
+        ema_power: instead, EDM2's power-function profile with exponent γ (see `scoresde.EMA`).
         weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr",
             "edm", …) or an import path (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
@@ -77,6 +80,9 @@ class TrainConfig:
     adam_betas: Tuple[float, float] = (0.9, 0.999)
     ema_decay: float = 0.999
     ema_warmup: bool = True
+    ema_half_life: Optional[float] = None
+    ema_rampup: float = 0.05
+    ema_power: Optional[float] = None
     weighting: str = "likelihood"
     importance_sampling: bool = True
     time_distribution: Optional[str] = None
@@ -120,6 +126,13 @@ class TrainConfig:
         _number("ema_decay", self.ema_decay, positive=False)
         if not self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
+        if self.ema_half_life is not None:
+            _number("ema_half_life", self.ema_half_life, positive=True, extra=" of samples (or null)")
+        _number("ema_rampup", self.ema_rampup, positive=False)
+        if self.ema_power is not None and not (_is_number(self.ema_power) and self.ema_power > -1):
+            raise ValueError(f"ema_power (EDM2's γ) must be a number > -1 (or null); got {self.ema_power!r}")
+        if self.ema_half_life is not None and self.ema_power is not None:
+            raise ValueError("give ema_half_life or ema_power, not both")
         betas = self.adam_betas
         if (not isinstance(betas, (list, tuple)) or len(betas) != 2
                 or not all(_is_number(b) and 0 <= b < 1 for b in betas)):

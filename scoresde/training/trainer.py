@@ -216,7 +216,8 @@ class Trainer:
         self.lr_schedule = (warmup_schedule(config.lr, config.warmup_steps, config.lr_decay, config.steps)
                             if lr_schedule is None else lr_schedule)
         self.hooks: List[Hook] = default_hooks(config) if hooks is None else list(hooks)
-        self.ema = EMA(model, decay=config.ema_decay, warmup=config.ema_warmup)
+        self.ema = EMA(model, decay=config.ema_decay, warmup=config.ema_warmup, half_life=config.ema_half_life,
+                       rampup=config.ema_rampup, batch_size=config.batch_size, power=config.ema_power)
         # Seed offset keeps the loss's stream distinct from the data stream seeded by ``seed``; a loss that
         # cannot shard the global batch draws per rank.
         offset = 0 if self.distributed is None or self._loss_shards else 1_000_003 * self.distributed.rank
