@@ -235,3 +235,15 @@ def test_inpaint_help_lists_the_methods_and_their_options(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "inpaint" in capsys.readouterr().out
+
+
+def test_the_training_design_space_is_reachable_from_the_command_line(tmp_path):
+    """Weighting, time distribution, EMA profile, schedule, accumulation and precision as --key=value."""
+    out = str(tmp_path / "ds")
+    assert main(["train", "--out", out, "--steps=3", "--batch_size=32", "--data.n=200", "--progress=false",
+                 "--model.hidden=16", "--model.depth=1", "--device=cpu", "--weighting=min_snr",
+                 "--time_distribution=log_normal", "--importance_weight=false", "--ema_power=6.94",
+                 "--lr_decay=cosine", "--accumulate=2", "--precision=bf16"]) == 0
+    cfg = yaml.safe_load(open(os.path.join(out, "config.yaml")))
+    assert cfg["train"]["time_distribution"] == "log_normal" and cfg["train"]["accumulate"] == 2
+    assert cfg["train"]["precision"] == "bf16" and cfg["train"]["ema_power"] == 6.94
