@@ -118,6 +118,10 @@ def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: 
 
     The gradient of log N(y; A x̂₀, σ_y² I + r_t² A Aᵀ) with the covariance held fixed; exact (at ζ = 1) when the
     prior is N(μ, σ_d² I) with σ_d = ``data_std``. σ_y = 0 is allowed when A has full row rank.
+
+    With a learned ε-prediction model the Jacobian of x̂₀ = (x − σ ε̂)/s amplifies the network's errors by
+    1/s(T) (≈ 150 on VP) at high noise. An undertrained digits model diverged after about 6 of 200 steps; a
+    ``parameterization="v"`` model of the same size did not (notebooks/06_inverse_problems.ipynb).
     """
     meas = _check_measurement(measurement, "pigdm_score")
     zeta = _check_scale(scale)
