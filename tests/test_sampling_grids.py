@@ -21,6 +21,10 @@ def test_grid_endpoints_and_spacing(sde, kind):
     elif kind == "log_snr":
         lam = sde.log_snr(t)
         assert torch.allclose(lam.diff(), lam.diff()[0].expand(n), rtol=1e-6)
+    elif kind == "quadratic":
+        # √((t − eps)/(T − eps)) = 1 − i/N is linear in the step index
+        root = ((t - eps) / (sde.T - eps)).sqrt()
+        assert torch.allclose(root.diff(), root.diff()[0].expand(n), rtol=1e-10)
     else:
         # EDM: sigma_tilde^(1/rho) is linear in the step index, with sigma_tilde = sigma / scale.
         root = (sde.std(t) / sde.scale(t)) ** (1 / 7.0)
