@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: top")
     p.add_argument("--method", default="repaint", help=f"one of {_names(INVERSE_METHODS)}; default: repaint")
     p.add_argument("--noise-std", type=float, default=0.0,
-                   help="σ_y: Gaussian noise added to the observation (dps needs > 0, or --normalized=true); "
+                   help="σ_y: Gaussian noise added to the observation (dps with --normalized=false needs > 0); "
                         "default: 0")
     p.add_argument("--n", type=int, default=8, help="number of test points inpainted (the first n); default: 8")
     p.add_argument("--data", help="data set name or path (default: the training data set); its test split is used")
