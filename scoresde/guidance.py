@@ -85,6 +85,12 @@ def drop_labels(cond: Tensor, probability: float, null_cond: int,
     return torch.where(u < float(probability), torch.full_like(cond, int(null_cond)), cond)
 
 
+def is_network(score) -> bool:
+    """Whether ``score`` is (or wraps, marked by a true ``network`` attribute) a neural network: the likelihood and
+    the probability-flow sampler integrate those in σ̃ by default (`scoresde.sde.choose_time_variable`)."""
+    return isinstance(score, torch.nn.Module) or bool(getattr(score, "network", False))
+
+
 def _require_conditional(model, what: str) -> int:
     if not callable(model):
         raise TypeError(f"{what}: model must be a callable model(x, t, cond); got {type(model).__name__}")
@@ -109,6 +115,7 @@ def conditional_score(model, cond: Labels) -> ScoreFn:
         return check_same_shape(model(x, t, labels), x, what="model")
 
     score.network_evaluations = 1
+    score.network = is_network(model)
     return score
 
 
@@ -141,6 +148,7 @@ def classifier_free_guidance(model, cond: Labels, scale: float, null_cond: Optio
         return (1 + w) * conditional - w * unconditional
 
     guided.network_evaluations = 1 if w == 0 else 2
+    guided.network = is_network(model)
     return guided
 
 

@@ -446,6 +446,9 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
     if divergence is None:
         divergence = "exact" if d <= 16 else "hutchinson"
     rounds = n_dequant if quantized else 1
+    # chosen once for the model itself (the per-chunk conditional wrappers keep the choice)
+    likelihood_kwargs["time_variable"] = choose_time_variable(likelihood_kwargs.get("time_variable", "auto"), sde,
+                                                               score)
     values, nlls, nfe = [], [], 0
     for _ in range(rounds):
         bpd_round, nll_round = [], []

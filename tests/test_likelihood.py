@@ -350,6 +350,9 @@ def test_auto_time_variable_picks_sigma_for_networks_and_both_agree():
     model = sd.ScoreModel(sd.nets.MLP(2, hidden=16, depth=1), sde).double()
     assert choose_time_variable("auto", sde, model) == "sigma"
     assert choose_time_variable("auto", sde, _mixture(2).score(sde)) == "t"
+    cond_model = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, num_classes=3), sde)
+    assert choose_time_variable("auto", sde, sd.classifier_free_guidance(cond_model, 1, scale=2.0)) == "sigma"
+    assert choose_time_variable("auto", sde, sd.conditional_score(cond_model, 1)) == "sigma"
     with pytest.raises(ValueError, match="valid choices"):
         choose_time_variable("tau", sde, model)
     x = _mixture(2).sample(8, torch.Generator().manual_seed(2))

@@ -546,12 +546,13 @@ class Trainer:
             def cast(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
                 return model(x.to(dtype), t.to(dtype), labels).to(x.dtype)
 
-            cast.num_classes = self.num_classes
+            cast.num_classes, cast.network = self.num_classes, True
             return conditional_score(cast, self.num_classes if cond is None else cond)
 
         def score(x: Tensor, t: Tensor) -> Tensor:
             return model(x.to(dtype), t.to(dtype)).to(x.dtype)
 
+        score.network = True
         return score
 
     def _require_score_model(self, what: str) -> None:
