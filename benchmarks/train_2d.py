@@ -29,8 +29,9 @@ A combination is ``WEIGHTING:TIME_DISTRIBUTION[:OBJECTIVE]`` with OBJECTIVE ``iw
 or ``eq`` (train on E_q, EDM's practice: the distribution becomes part of the weighting). With ``uniform`` the two
 coincide, and "snr" is "sigma2" under another name, so the full grid is 7 weightings × 7 = 49 combinations,
 about 13 CPU-hours (12¼ of training, plus ~28 CPU s per run for the NLL of 2000 points); each job takes ~1 core
-(torch at ``--threads`` per job; the budget is each process's own CPU time). Finished runs are appended to ``--jsonl`` (benchmarks/results/train_2d_design_space.jsonl) and a rerun with
-the same settings skips them, so an interrupted grid resumes.
+(torch at ``--threads`` per job; the budget is each process's own CPU time). Finished runs are appended to
+``--jsonl`` (benchmarks/results/train_2d_design_space.jsonl) and a rerun with the same settings skips them, so an
+interrupted grid resumes.
 """
 from __future__ import annotations
 
