@@ -21,6 +21,8 @@ def test_grid_endpoints_and_spacing(sde, kind):
     elif kind == "log_snr":
         lam = sde.log_snr(t)
         assert torch.allclose(lam.diff(), lam.diff()[0].expand(n), rtol=1e-6)
+    elif kind == "trailing":
+        torch.testing.assert_close(t[:-1], sde.T * (1 - torch.arange(n, dtype=F64) / n))
     elif kind == "quadratic":
         # √((t − eps)/(T − eps)) = 1 − i/N is linear in the step index
         root = ((t - eps) / (sde.T - eps)).sqrt()

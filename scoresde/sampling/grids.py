@@ -2,6 +2,8 @@
 
 - ``"uniform"``: uniform in t.
 - ``"log_snr"``: uniform in log SNR(t) = 2 log(s(t)/σ(t)) (the DPM-Solver choice).
+- ``"trailing"``: diffusers' "trailing" spacing: t_i = T (1 − i/N) for i < N, then eps (the last step is the
+  long one, from T/N).
 - ``"quadratic"``: quadratic in t, t_i = eps + (T − eps)(1 − i/N)², dense near the data (DDIM's "quad" timesteps).
 - ``"edm"``: EDM's ρ-spacing (Karras et al. 2022, eq. 5) in the noise level σ̃(t) = σ(t)/s(t):
   σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, mapped back to t by inverting log SNR.
@@ -18,7 +20,7 @@ import torch
 
 from .._utils import check_choice, check_steps
 
-GRIDS = ("uniform", "log_snr", "edm", "quadratic")
+GRIDS = ("uniform", "log_snr", "edm", "quadratic", "trailing")
 
 
 def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: float = 7.0,
@@ -28,7 +30,7 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
     Args:
         sde: a LinearSDE (``log_snr`` and ``time_from_log_snr`` are used by the non-uniform grids).
         steps: N, the number of intervals.
-        kind: one of ``"uniform"``, ``"log_snr"``, ``"edm"``, ``"quadratic"``.
+        kind: one of ``"uniform"``, ``"log_snr"``, ``"edm"``, ``"quadratic"``, ``"trailing"``.
         eps: the final time, 0 < eps < T.
         rho: EDM's ρ (only for ``"edm"``).
         start: the first time instead of T (eps < start ≤ T), for runs that start part-way, as the prior step of
@@ -43,6 +45,12 @@ def time_grid(sde, steps: int, kind: str = "uniform", eps: float = 1e-3, rho: fl
         raise ValueError(f"start must lie in (eps={eps}, T={sde.T}]; got {first}")
     n = int(steps)
     i = torch.linspace(0, 1, n + 1, dtype=torch.float64, device=device)
+    if kind == "trailing":
+        t = first * (1 - i)
+        if not first / n > eps:
+            raise ValueError(f"the trailing grid needs start/steps > eps; got {first}/{n} <= {eps}")
+        t[0], t[-1] = first, eps
+        return t
     if kind in ("uniform", "quadratic"):
         u = i if kind == "uniform" else 1 - (1 - i) ** 2
         t = first + u * (eps - first)

@@ -24,19 +24,16 @@ Tensor = torch.Tensor
 
 
 def adams_coefficients(nodes: List[float], start: float, end: float) -> List[float]:
-    """∫_start^end ℓ_j(τ) dτ for the Lagrange basis ℓ_j of ``nodes`` (nodes[0] = start, then earlier nodes),
-    computed in the scaled variable u = (τ − start)/(end − start) for conditioning."""
+    """∫_start^end ℓ_j(τ) dτ for the Lagrange basis ℓ_j of ``nodes`` (nodes[0] = start, then earlier nodes).
+
+    In the scaled variable u = (τ − start)/(end − start) the weights c integrate every polynomial of degree < k
+    exactly, Σ_j c_j u_j^p = h/(p + 1) for p < k (h = end − start): a k × k Vandermonde solve (k ≤ 4)."""
     h = end - start
-    u = [(node - start) / h for node in nodes]
-    out = []
-    for j, u_j in enumerate(u):
-        poly = np.poly1d([1.0])
-        for l, u_l in enumerate(u):
-            if l != j:
-                poly = poly * np.poly1d([1.0, -u_l]) / (u_j - u_l)
-        antiderivative = np.polyint(poly)
-        out.append(float(h * (antiderivative(1.0) - antiderivative(0.0))))
-    return out
+    u = np.array([(node - start) / h for node in nodes])
+    k = len(u)
+    vandermonde = u[None, :] ** np.arange(k)[:, None]
+    moments = h / (np.arange(k) + 1.0)
+    return np.linalg.solve(vandermonde, moments).tolist()
 
 
 @SAMPLERS.register("lms")

@@ -69,7 +69,10 @@ class UniPCSampler(Sampler):
             unconditional sampling with very few steps).
         corrector: apply UniC after each step except the last (UniP alone when False).
         lower_order_final: diffusers' rule: step i of N (the final denoising counted as a step) has order at most
-            N − i, so the last steps are first and second order. Off by default.
+            N − i, so the last steps are first and second order. Off by default (the fitted orders hold without
+            it), but use it at small budgets on grids whose last steps are long in λ: on the uniform-t grid at 5
+            steps in 16-D, order 3 gave an ODE error of 17.9 without it and 1.04 with it
+            (benchmarks/sampler_peers.py).
         grid: ``"log_snr"`` (default), ``"uniform"`` or ``"edm"``.
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's E[x_0 | x_eps] (diffusers' last step to σ = 0).
