@@ -93,7 +93,13 @@ def optimize_grid(sde, score, sampler, x_T: Tensor, reference: Optional[Tensor] 
         value = rms_distance(out, reference)
         return value if math.isfinite(value) else math.inf
 
-    fixed = {name: error(time_grid(sde, steps, name, eps, getattr(sampler, "rho", 7.0))) for name in grids}
+    fixed = {}
+    for name in grids:
+        try:
+            grid = time_grid(sde, steps, name, eps, getattr(sampler, "rho", 7.0))
+        except ValueError:                  # a grid this budget cannot make (e.g. trailing with T/N <= eps)
+            continue
+        fixed[name] = error(grid)
     start = min(fixed, key=fixed.get)
     ends = torch.tensor([sde.T, eps], dtype=torch.float64)
     lam_T, lam_eps = sde.log_snr(ends).tolist()
