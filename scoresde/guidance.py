@@ -29,7 +29,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ._registry import signature_parameters
-from ._utils import ScoreFn, check_same_shape
+from ._utils import ScoreFn, check_same_shape, is_network
 
 Tensor = torch.Tensor
 Labels = Union[int, Tensor]
@@ -83,12 +83,6 @@ def drop_labels(cond: Tensor, probability: float, null_cond: int,
         raise ValueError(f"the label dropout probability must be in [0, 1]; got {probability!r}")
     u = torch.rand(cond.shape, generator=generator, device=cond.device)
     return torch.where(u < float(probability), torch.full_like(cond, int(null_cond)), cond)
-
-
-def is_network(score) -> bool:
-    """Whether ``score`` is (or wraps, marked by a true ``network`` attribute) a neural network: the likelihood and
-    the probability-flow sampler integrate those in σ̃ by default (`scoresde.sde.choose_time_variable`)."""
-    return isinstance(score, torch.nn.Module) or bool(getattr(score, "network", False))
 
 
 def _require_conditional(model, what: str) -> int:

@@ -28,7 +28,7 @@ import torch
 from ._adapters import integrate_ode, integrate_sde
 from ._registry import Registry
 from ._utils import (ScoreFn, as_time, check_same_shape, check_steps, check_time_range, check_time_vector,
-                     expand_like, validated_times)
+                     expand_like, is_network, validated_times)
 
 Tensor = torch.Tensor
 
@@ -736,8 +736,6 @@ def choose_time_variable(time_variable: str, sde, score) -> str:
 
     check_choice(time_variable, TIME_VARIABLES, "time variable")
     if time_variable == "auto":
-        from .guidance import is_network
-
         network = is_network(score) or is_network(getattr(score, "score", None))    # a CountedScore's inner score
         return "sigma" if network and is_linear(sde) else "t"
     if time_variable == "sigma":

@@ -106,7 +106,7 @@ class UniPCSampler(Sampler):
         lam_to, s_to, sigma_to = points[j]
         h = lam_to - lam
         m0 = history[0][1]
-        earlier = history[1:k] if new is None else history[1:k]
+        earlier = history[1:k]
         rks = [(l_k - lam) / h for l_k, _ in earlier] + [1.0]
         rhos, B_h, h_phi_1 = _weights(rks, h, self.variant, solve_last=new is not None)
         out = (sigma_to / sigma) * x - (s_to * h_phi_1) * m0
