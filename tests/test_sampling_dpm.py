@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from scoresde.sampling.dpm_solver import lambda_points
 from helpers import (ED_MULTIPLE, EPS, F64, SDE_FACTORIES, CountingScore, accurate_flow, convergence, fitted_order,
                      gaussian_flow, oracle_problem, rms_error)
 
@@ -204,7 +205,7 @@ def test_multistep_local_truncation_order(order, prediction):
     for h in hs:
         lams = torch.tensor([lam_0 - 2 * h, lam_0 - h, lam_0, lam_0 + h], dtype=F64)
         times = sde.time_from_log_snr(2 * lams)
-        points = solver._points(sde, times)
+        points = lambda_points(sde, times)
         states = [exact(times[j:j + 1]) for j in range(4)]
         models = [solver._model(score, states[j], float(times[j]), points[j][1], points[j][2]) for j in range(3)]
         history = [(points[j][0] - points[2][0], models[j]) for j in (1, 0)][: order - 1]

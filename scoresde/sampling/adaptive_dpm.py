@@ -22,7 +22,7 @@ import torch
 from .._adapters import DEFAULT_MAX_NFE, check_max_nfe
 from .._utils import check_choice
 from ._base import SAMPLERS, Sampler
-from .dpm_solver import DPMSolver
+from .dpm_solver import DPMSolver, lambda_points
 from .grids import TimeGrid
 
 Tensor = torch.Tensor
@@ -99,7 +99,7 @@ class AdaptiveDPMSolver(Sampler):
 
     def _point(self, sde, lam: float):
         t = sde.time_from_log_snr(torch.tensor([2 * lam], dtype=torch.float64)).clamp(0, sde.T)
-        (point,) = self._solver._points(sde, t)
+        (point,) = lambda_points(sde, t)
         return float(t), point
 
     def _pair(self, sde, score, x: Tensor, start, t_start: float, end):
@@ -124,8 +124,8 @@ class AdaptiveDPMSolver(Sampler):
 
     def _run(self, sde, score, x: Tensor, times: Tensor, generator, report) -> Tensor:
         t_now, t_end = float(times[0]), float(times[-1])
-        here = self._solver._points(sde, times[:1])[0]
-        lam_end = self._solver._points(sde, times[-1:])[0][0]
+        here = lambda_points(sde, times[:1])[0]
+        lam_end = lambda_points(sde, times[-1:])[0][0]
         pid = PIDController(self.h_init, *self.coefficients, order=self.order, accept_safety=self.accept_safety)
         previous = x / here[1]
         self.accepted = self.rejected = 0
@@ -136,7 +136,7 @@ class AdaptiveDPMSolver(Sampler):
                                    f"{t_now:.4g}); loosen rtol/atol or raise max_nfe")
             lam_next = min(lam_end, here[0] + pid.h)
             if lam_next >= lam_end:
-                t_next, there = t_end, self._solver._points(sde, times[-1:])[0]
+                t_next, there = t_end, lambda_points(sde, times[-1:])[0]
             else:
                 t_next, there = self._point(sde, lam_next)
             low, high = self._pair(sde, score, x, here, t_now, there)

@@ -174,7 +174,7 @@ class DPMSolver(Sampler):
 
     def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
         n = len(t) - 1
-        points = self._points(sde, t)
+        points = lambda_points(sde, t)
         if self.prediction == "eps" and not self.multistep and self.order >= 2:
             widest = max(b[0] - a[0] for a, b in zip(points, points[1:]))
             if widest > self.MAX_SINGLESTEP_EPS_H:
@@ -197,7 +197,7 @@ class DPMSolver(Sampler):
                 report(i + 1, t_l[i + 1], x)
         else:
             r = _SINGLESTEP_R[self.order]
-            stages = self._stages(sde, points, r, x.device) if r else None
+            stages = intermediate_points(sde, points, r, x.device) if r else None
             for i in range(n):
                 start, end = points[i], points[i + 1]
                 m0 = self._model(score, x, t_l[i], start[1], start[2])
@@ -221,19 +221,19 @@ class DPMSolver(Sampler):
                 report(i + 1, t_l[i + 1], x)
         return x
 
-    @staticmethod
-    def _points(sde, t: Tensor) -> List[Tuple[float, float, float]]:
-        """(λ, s, σ) at the times t (float64), with λ = log(s/σ) computed from the realised s and σ."""
-        s, sigma = sde.scale(t), sde.std(t)
-        lam = torch.log(s) - torch.log(sigma)
-        return list(zip(lam.tolist(), s.tolist(), sigma.tolist()))
 
-    def _stages(self, sde, points, r, device):
-        """Times and (λ, s, σ) of the singlestep intermediate points λ_i + r (λ_{i+1} − λ_i), per step."""
-        lam = torch.tensor([p[0] for p in points], dtype=torch.float64, device=device)
-        targets = torch.stack([lam[:-1] + rk * (lam[1:] - lam[:-1]) for rk in r], dim=1)   # (N, stages)
-        times = sde.time_from_log_snr((2 * targets).reshape(-1)).to(torch.float64)
-        pts = self._points(sde, times)
-        k = len(r)
-        return [[(float(times[i * k + j]), pts[i * k + j]) for j in range(k)] for i in range(len(points) - 1)]
+def lambda_points(sde, t: Tensor) -> List[Tuple[float, float, float]]:
+    """(λ, s, σ) at the times t (float64), with λ = log(s/σ) computed from the realised s and σ."""
+    s, sigma = sde.scale(t), sde.std(t)
+    lam = torch.log(s) - torch.log(sigma)
+    return list(zip(lam.tolist(), s.tolist(), sigma.tolist()))
 
+
+def intermediate_points(sde, points, r, device):
+    """Times and (λ, s, σ) of the singlestep intermediate points λ_i + r (λ_{i+1} − λ_i), per step."""
+    lam = torch.tensor([p[0] for p in points], dtype=torch.float64, device=device)
+    targets = torch.stack([lam[:-1] + rk * (lam[1:] - lam[:-1]) for rk in r], dim=1)   # (N, stages)
+    times = sde.time_from_log_snr((2 * targets).reshape(-1)).to(torch.float64)
+    pts = lambda_points(sde, times)
+    k = len(r)
+    return [[(float(times[i * k + j]), pts[i * k + j]) for j in range(k)] for i in range(len(points) - 1)]

@@ -16,6 +16,18 @@ globally second order (measured slope 2.07 at N = 64–128 on the Gaussian flow,
 Back in x = s x̃ the first term is (σ'/σ) e^{−ηh} x and the noise term σ' √(1 − e^{−2ηh}) z. η = 1 is the
 reverse SDE's exact variation-of-constants solution with a piecewise-constant D; η = 0 is DPM-Solver++(2M) (the
 probability-flow ODE), which `DPMSolver` is.
+
+Singlestep (``multistep=False``, order 2: SDE-DPM-Solver++(2S), k-diffusion's ``sample_dpmpp_sde``) first takes the
+order-1 step above to the intermediate λ_r = λ + r h (h₁ = r h, noise ξ₁), evaluates D_r there, and then steps
+from the start over the whole h with D + (1/(2r)) (D_r − D) and noise ξ₂. Both noises come from one Brownian path:
+the transition above is the exact solution of dx = −(1 + η)(x − s D) dλ + s √(2η) e^{−λ} dB(λ) in λ-time
+(variance ∫ 2η e^{−2u} e^{−2(1+η)(λ'−u)} du = σ̃'² (1 − e^{−2ηh})), so the two stochastic integrals over [λ, λ_r] ⊂
+[λ, λ'] have the correlation
+
+    ρ = e^{−η h₂} √((1 − e^{−2η h₁}) / (1 − e^{−2η h})),    h₂ = h − h₁      (``coupling="path"``, the default),
+
+and ξ₂ = ρ ξ₁ + √(1 − ρ²) ξ with a fresh ξ: two draws per step, no Brownian tree. k-diffusion's tree is a Brownian
+motion in σ̃ instead, ρ = √((σ̃ − σ̃_r)/(σ̃ − σ̃')) (``coupling="sigma"``, its law exactly); ``"independent"`` is ρ = 0.
 """
 from __future__ import annotations
 
@@ -26,17 +38,21 @@ import torch
 from .. import conversions
 from .._utils import check_choice
 from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from .dpm_solver import intermediate_points, lambda_points
 from .grids import TimeGrid, check_steps
+
+#: How the two noises of a singlestep step are correlated (see the module docstring).
+COUPLINGS = ("path", "sigma", "independent")
 
 Tensor = torch.Tensor
 
 
 @SAMPLERS.register("dpm_solver_sde")
 class DPMSolverSDE(Sampler):
-    """SDE-DPM-Solver++ of order 1 or 2 (multistep), NFE = N (+ 1 with ``denoise``).
+    """SDE-DPM-Solver++ of order 1, 2 or 3 (multistep), NFE = N, or 2S (singlestep), NFE = 2N (+ 1 with ``denoise``).
 
-    Each step with η > 0 draws one standard normal of x's shape from the generator. At η = 0 it equals
-    ``DPMSolver(order, prediction="x0", solver_type="midpoint")`` to rounding.
+    Each multistep step with η > 0 draws one standard normal of x's shape from the generator, each singlestep step
+    two. At η = 0 it equals ``DPMSolver(order, multistep, prediction="x0", solver_type="midpoint")`` to rounding.
 
     Args:
         steps: N, the number of grid intervals.
@@ -49,13 +65,17 @@ class DPMSolverSDE(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
         kdiffusion_3m: order 3 only: k-diffusion's halved second-derivative term (second order; see the module
             docstring) instead of the exact one.
+        multistep: False for the singlestep SDE-DPM-Solver++(2S) (order 2 only).
+        r: singlestep only: the intermediate point's fraction of the step in λ, 0 < r ≤ 1 (k-diffusion's 1/2).
+        coupling: singlestep only: ``"path"`` (one Brownian path in λ, exact for the SDE), ``"sigma"``
+            (k-diffusion's Brownian tree in σ̃) or ``"independent"``.
     """
 
     label = "dpm-solver-sde"
 
     def __init__(self, steps: int = 50, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,
                  grid: str = "log_snr", eps: float = 1e-3, denoise: bool = True, rho: float = 7.0,
-                 kdiffusion_3m: bool = False):
+                 kdiffusion_3m: bool = False, multistep: bool = True, r: float = 0.5, coupling: str = "path"):
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
@@ -67,8 +87,29 @@ class DPMSolverSDE(Sampler):
             raise ValueError(f"eta must be in [0, 1] (1: the reverse SDE); got {eta!r}")
         self.order, self.eta, self.s_noise, self.denoise = int(order), float(eta), float(s_noise), bool(denoise)
         self._second = 1.0 if kdiffusion_3m else 2.0
+        self.multistep = bool(multistep)
+        check_choice(coupling, COUPLINGS, "coupling")
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+            raise ValueError(f"r must be a number in (0, 1] (the intermediate point's fraction of the step); got {r!r}")
+        if not self.multistep and self.order != 2:
+            raise ValueError(f"DPMSolverSDE(multistep=False) is SDE-DPM-Solver++(2S), order 2; got order={order!r}")
+        self.r, self.coupling = float(r), coupling
+
+    def _evaluations_per_step(self) -> int:
+        return 1 if self.multistep else 2
+
+    def _correlation(self, h_1: float, h: float, level: float, level_mid: float, level_to: float) -> float:
+        """ρ between the noises over [λ, λ + h₁] and [λ, λ + h] (``level`` = σ̃ at the three points)."""
+        if self.coupling == "independent":
+            return 0.0
+        if self.coupling == "sigma":
+            return math.sqrt((level - level_mid) / (level - level_to))
+        eta = self.eta
+        return math.exp(-eta * (h - h_1)) * math.sqrt(math.expm1(-2 * eta * h_1) / math.expm1(-2 * eta * h))
 
     def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        if not self.multistep:
+            return self._run_singlestep(sde, score, x, t, generator, report)
         s, sigma = sde.scale(t), sde.std(t)
         lam = (torch.log(s) - torch.log(sigma)).tolist()
         s, sigma, t_l = s.tolist(), sigma.tolist(), t.tolist()
@@ -100,5 +141,32 @@ class DPMSolverSDE(Sampler):
                 x = x + (self.s_noise * sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta_h))) * randn_like(x, generator)
             older, h_older = previous, h_previous
             previous, h_previous = d, h
+            report(i + 1, t_l[i + 1], x)
+        return x
+
+    def _run_singlestep(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+        points = lambda_points(sde, t)
+        stages = intermediate_points(sde, points, (self.r,), x.device)
+        t_l = t.tolist()
+        fac = 1.0 / (2.0 * self.r)
+        for i in range(len(t_l) - 1):
+            (lam, s, sigma), (lam_to, s_to, sigma_to) = points[i], points[i + 1]
+            (t_mid, (lam_mid, s_mid, sigma_mid)), = stages[i]
+            d = conversions.score_to_x0(x, score(x, batch_time(t_l[i], x)), s, sigma)
+            h, h_1 = lam_to - lam, lam_mid - lam
+            x_mid = (sigma_mid / sigma) * math.exp(-self.eta * h_1) * x - s_mid * math.expm1(-(1 + self.eta) * h_1) * d
+            noise_mid = None
+            if self.eta > 0:
+                noise_mid = randn_like(x, generator)
+                x_mid = x_mid + (self.s_noise * sigma_mid * math.sqrt(-math.expm1(-2 * self.eta * h_1))) * noise_mid
+            d_mid = conversions.score_to_x0(x_mid, score(x_mid, batch_time(t_mid, x_mid)), s_mid, sigma_mid)
+            update = d + fac * (d_mid - d)
+            x = (sigma_to / sigma) * math.exp(-self.eta * h) * x - s_to * math.expm1(-(1 + self.eta) * h) * update
+            if noise_mid is not None:
+                rho = self._correlation(h_1, h, sigma / s, sigma_mid / s_mid, sigma_to / s_to)
+                noise = randn_like(x, generator)
+                if rho:
+                    noise = rho * noise_mid + math.sqrt(max(0.0, 1 - rho * rho)) * noise
+                x = x + (self.s_noise * sigma_to * math.sqrt(-math.expm1(-2 * self.eta * h))) * noise
             report(i + 1, t_l[i + 1], x)
         return x
