@@ -38,7 +38,7 @@ from ._utils import NonFiniteError
 from .sampling import SAMPLERS, GridSearchResult, SampleResult, Sampler, TimeGrid, optimize_grid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
 from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler,
-                       AdaptiveDPMSolver, AncestralSampler, LMSSampler, UniPCSampler)
+                       AdaptiveDPMSolver, AncestralSampler, DEISSampler, LMSSampler, UniPCSampler)
 from ._registry import Registry
 from .runs import Run, load
 from ._adapters import ODE_SOLVERS
@@ -58,7 +58,7 @@ __all__ = [
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "optimize_grid", "GridSearchResult", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
-    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "AncestralSampler", "AdaptiveDPMSolver", "InpaintingSampler", "SplitGibbsSampler",
+    "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver", "InpaintingSampler", "SplitGibbsSampler",
     "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",
     "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]

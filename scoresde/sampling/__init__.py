@@ -1,4 +1,4 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++,
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++, DEIS,
 and the inverse-problem samplers (replacement / RePaint inpainting, split Gibbs).
 
 Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
@@ -15,6 +15,7 @@ from .ddim import DDIMSampler
 from .dpm_solver_sde import DPMSolverSDE
 from .unipc import UniPCSampler
 from .lms import LMSSampler
+from .deis import DEISSampler
 from .ancestral import AncestralSampler
 from .adaptive_dpm import AdaptiveDPMSolver
 from .optimize import GridSearchResult, optimize_grid
@@ -24,6 +25,6 @@ from .split_gibbs import SplitGibbsSampler
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
-           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "AncestralSampler", "AdaptiveDPMSolver",
+           "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver",
            "optimize_grid", "GridSearchResult",
            "InpaintingSampler", "SplitGibbsSampler"]

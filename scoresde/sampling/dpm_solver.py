@@ -143,16 +143,7 @@ class DPMSolver(Sampler):
         return out
 
     def _step_order(self, i: int, n: int) -> int:
-        """The order of multistep step i of n: the warm-up min(order, i + 1), lowered at the end by
-        ``lower_order_final`` (the final denoising, when on, is diffusers' last step)."""
-        k = min(self.order, i + 1)
-        if self.lower_order_final and n + int(self.denoise) < 15:
-            from_end = n - 1 - i + int(self.denoise)         # 0: diffusers' last step, 1: the one before
-            if from_end == 0:
-                k = 1
-            elif from_end == 1:
-                k = min(k, 2)
-        return k
+        return multistep_order(i, n, self.order, self.lower_order_final, self.denoise)
 
     @staticmethod
     def _derivatives(m0: Tensor, others: List[Tuple[float, Tensor]]):
@@ -237,3 +228,17 @@ def intermediate_points(sde, points, r, device):
     pts = lambda_points(sde, times)
     k = len(r)
     return [[(float(times[i * k + j]), pts[i * k + j]) for j in range(k)] for i in range(len(points) - 1)]
+
+
+def multistep_order(i: int, n: int, order: int, lower_order_final: bool, denoise: bool) -> int:
+    """The order of multistep step i of n: the warm-up min(order, i + 1), lowered at the end by
+    ``lower_order_final`` (diffusers' rule for DPM-Solver and DEIS, below 15 steps; the final denoising, when on,
+    is diffusers' last step)."""
+    k = min(order, i + 1)
+    if lower_order_final and n + int(denoise) < 15:
+        from_end = n - 1 - i + int(denoise)         # 0: diffusers' last step, 1: the one before
+        if from_end == 0:
+            k = 1
+        elif from_end == 1:
+            k = min(k, 2)
+    return k
