@@ -343,6 +343,9 @@ def ours_configs(sde) -> List[Config]:
                         lambda n, d, o=order, v=variant, g=g, lof=lof: sd.UniPCSampler(
                             n, order=o, variant=v, grid=g, denoise=d, lower_order_final=lof))
         add("ode", f"LMS o4, {g}", lambda n, d, g=g: sd.LMSSampler(n, order=4, grid=g, denoise=d))
+        for order in (3, 4):
+            add("ode", f"DEIS tAB o{order}, {g}",
+                lambda n, d, o=order, g=g: sd.DEISSampler(n, order=o, basis="t", grid=g, denoise=d))
         add("ode", f"Heun, {g}", lambda n, d, g=g: sd.HeunSampler(n, grid=g, denoise=d), per_step=2, extra=-1)
         # stochastic
         for order in (1, 2):
@@ -621,7 +624,10 @@ def convention_check(diffusers, kd, betas, sde, gmm, n: int = 500) -> List[Tuple
                  ("UniPC o2 bh1, trailing, final sigma_min, 20 steps", "UniPCMultistepScheduler",
                   dict(solver_order=2, solver_type="bh1", timestep_spacing="trailing", final_sigmas_type="sigma_min"),
                   20, False, "UniPCSampler(order=2, variant='bh1', lower_order_final=True)",
-                  sd.UniPCSampler(order=2, variant="bh1", lower_order_final=True))]
+                  sd.UniPCSampler(order=2, variant="bh1", lower_order_final=True)),
+                 ("DEIS logrho o3, linspace, final sigma_min, 10 steps", "DEISMultistepScheduler",
+                  dict(solver_order=3), 10, False, "DEISSampler(order=3, basis='log_rho', lower_order_final=True)",
+                  sd.DEISSampler(order=3, basis="log_rho", lower_order_final=True))]
         for label, cls_name, config, steps, zero, name, sampler in cases:
             sch = getattr(diffusers, cls_name)(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
             sch.set_timesteps(steps)
