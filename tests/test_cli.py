@@ -61,7 +61,7 @@ def test_sample_likelihood_compare(run_dir, tmp_path, capsys):
     (["train", "--sde.name=vx"], "unknown SDE 'vx'; valid choices: 've', 'vp', 'subvp'"),
     (["train", "--data.name=mnist"], "unknown data set 'mnist'"),
     (["sample", "--checkpoint", "/nonexistent/ckpt.pt"], "checkpoint '/nonexistent/ckpt.pt' does not exist"),
-    (["compare", "--oracle", "eight_gaussians", "--samplers", "rk9"], "unknown sampler 'rk9'; valid choices: 'reverse_sde', 'probability_flow', 'pc', 'heun', 'dpm_solver', 'ddim', 'dpm_solver_sde', 'unipc', 'lms', 'ancestral', 'dpm_adaptive', 'euler_maruyama'"),
+    (["compare", "--oracle", "eight_gaussians", "--samplers", "rk9"], "unknown sampler 'rk9'; valid choices: 'reverse_sde', 'probability_flow', 'pc', 'heun', 'dpm_solver', 'ddim', 'dpm_solver_sde', 'unipc', 'lms', 'deis', 'ancestral', 'dpm_adaptive', 'euler_maruyama'"),
     (["compare", "--oracle", "eight_gaussians", "--samplers", "heun:stepz=3"], "valid options: steps"),
     (["train", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
 ])
