@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from .._utils import check_choice
-from ._base import SAMPLERS, Sampler, batch_time
+from ._base import SAMPLERS, Sampler
 from .dpm_solver import multistep_order
 from .grids import TimeGrid, check_steps
+from .lms import adams_run
 
 Tensor = torch.Tensor
 
@@ -99,16 +100,4 @@ class DEISSampler(Sampler):
         return out
 
     def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        s = sde.scale(t).tolist()
-        sigma = sde.std(t).tolist()
-        t_l = t.tolist()
-        coefficients = self.coefficients(sde, t)
-        x_tilde = x / s[0]
-        derivatives: List[Tensor] = []                 # ε̂_i, ε̂_{i−1}, …
-        for i in range(len(t_l) - 1):
-            state = s[i] * x_tilde
-            eps_hat = -sigma[i] * score(state, batch_time(t_l[i], state))
-            derivatives = [eps_hat] + derivatives[: self.order - 1]
-            x_tilde = x_tilde + sum(c * d for c, d in zip(coefficients[i], derivatives))
-            report(i + 1, t_l[i + 1], s[i + 1] * x_tilde)
-        return s[-1] * x_tilde
+        return adams_run(sde, score, x, t, self.coefficients(sde, t), report)

@@ -63,17 +63,22 @@ class LMSSampler(Sampler):
         self.order, self.denoise = int(order), bool(denoise)
 
     def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        s, sigma = sde.scale(t), sde.std(t)
-        level = (sigma / s).tolist()
-        s, sigma, t_l = s.tolist(), sigma.tolist(), t.tolist()
-        x_tilde = x / s[0]
-        derivatives: List[Tensor] = []                 # ε̂_i, ε̂_{i−1}, …
-        for i in range(len(t_l) - 1):
-            state = s[i] * x_tilde
-            eps_hat = -sigma[i] * score(state, batch_time(t_l[i], state))
-            derivatives = [eps_hat] + derivatives[: self.order - 1]
-            nodes = level[i::-1][: len(derivatives)]
-            coefficients = adams_coefficients(nodes, level[i], level[i + 1])
-            x_tilde = x_tilde + sum(c * d for c, d in zip(coefficients, derivatives))
-            report(i + 1, t_l[i + 1], s[i + 1] * x_tilde)
-        return s[-1] * x_tilde
+        level = (sde.std(t) / sde.scale(t)).tolist()
+        coefficients = [adams_coefficients(level[i::-1][: min(self.order, i + 1)], level[i], level[i + 1])
+                        for i in range(len(level) - 1)]
+        return adams_run(sde, score, x, t, coefficients, report)
+
+
+def adams_run(sde, score, x: Tensor, t: Tensor, coefficients: List[List[float]], report) -> Tensor:
+    """x̃_{i+1} = x̃_i + Σ_j c_{ij} ε̂_{i−j} on the grid t, with ``coefficients[i]`` newest first (x̃ = x/s); one score
+    evaluation per step."""
+    s, sigma, t_l = sde.scale(t).tolist(), sde.std(t).tolist(), t.tolist()
+    x_tilde = x / s[0]
+    derivatives: List[Tensor] = []                 # ε̂_i, ε̂_{i−1}, …
+    for i in range(len(t_l) - 1):
+        state = s[i] * x_tilde
+        eps_hat = -sigma[i] * score(state, batch_time(t_l[i], state))
+        derivatives = [eps_hat] + derivatives[: len(coefficients[i]) - 1]
+        x_tilde = x_tilde + sum(c * d for c, d in zip(coefficients[i], derivatives))
+        report(i + 1, t_l[i + 1], s[i + 1] * x_tilde)
+    return s[-1] * x_tilde
