@@ -86,6 +86,13 @@ def main():
         "DPM-Solver++ 2M": sd.DPMSolver(steps=n, order=2),
         "DPM-Solver++ 3M": sd.DPMSolver(steps=n, order=3),
         "DPM-Solver++ 2S": sd.DPMSolver(steps=n // 2, order=2, multistep=False),
+        "UniPC o3 bh2": sd.UniPCSampler(steps=n, order=3),
+        "LMS o4": sd.LMSSampler(steps=n, order=4),
+        "DEIS tAB o3": sd.DEISSampler(steps=n, order=3),
+        "SDE-DPM-Solver++ 2M": sd.DPMSolverSDE(steps=n, order=2, denoise=False),
+        "SDE-DPM-Solver++ 3M": sd.DPMSolverSDE(steps=n, order=3, denoise=False),
+        "SDE-DPM-Solver++ 2S (path noise)": sd.DPMSolverSDE(steps=n // 2, multistep=False, denoise=False),
+        "Euler ancestral": sd.AncestralSampler(steps=n),
     }
     what = "process CPU time" if torch.device(device).type == "cpu" else "wall time"
 
