@@ -33,7 +33,7 @@ from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
 from .data import DATASETS
 from . import plot
-from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
+from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, post_hoc_ema
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, GridSearchResult, SampleResult, Sampler, TimeGrid, optimize_grid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
@@ -60,5 +60,5 @@ __all__ = [
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
     "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver", "InpaintingSampler", "SplitGibbsSampler",
     "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",
-    "data", "plot", "EMA", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
+    "data", "plot", "EMA", "post_hoc_ema", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",
 ]

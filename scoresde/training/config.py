@@ -40,6 +40,10 @@ class TrainConfig:
         ema_half_life: instead, EDM's half-life of the average in samples, with the ramp-up ``ema_rampup``.
         ema_rampup: EDM's ramp-up ratio (the half-life is at most this fraction of the samples seen).
         ema_power: instead, EDM2's power-function profile with exponent γ (see `scoresde.EMA`).
+        ema_snapshot_every: write snapshots of power EMAs to ``out_dir/ema_snapshots/ema_<step>.pt`` every this
+            many steps (0: never), for a post-hoc EMA of any profile ([`scoresde.post_hoc_ema`][scoresde.post_hoc_ema]).
+        ema_snapshot_powers: the exponents γ > −1/2 of the profiles snapshot, each tracked by its own EMA (EDM2:
+            [16.97, 6.94], σ_rel = 0.05 and 0.10); null: ``ema_power`` alone (the trainer's EMA).
         weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr",
             "edm", …) or an import path (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
         importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
@@ -83,6 +87,8 @@ class TrainConfig:
     ema_half_life: Optional[float] = None
     ema_rampup: float = 0.05
     ema_power: Optional[float] = None
+    ema_snapshot_every: int = 0
+    ema_snapshot_powers: Optional[Tuple[float, ...]] = None
     weighting: str = "likelihood"
     importance_sampling: bool = True
     time_distribution: Optional[str] = None
@@ -108,7 +114,7 @@ class TrainConfig:
             _integer(name, getattr(self, name), low=1)
         if self.num_samples is not None:
             _integer("num_samples", self.num_samples, low=1)
-        for name in ("warmup_steps", "sample_every", "eval_every", "checkpoint_every", "seed"):
+        for name in ("warmup_steps", "sample_every", "eval_every", "checkpoint_every", "seed", "ema_snapshot_every"):
             _integer(name, getattr(self, name), low=0)
         for name in ("lr", "eval_rtol", "eval_atol", "eps"):
             _number(name, getattr(self, name), positive=True)
@@ -133,6 +139,7 @@ class TrainConfig:
             raise ValueError(f"ema_power (EDM2's γ) must be a number > -1 (or null); got {self.ema_power!r}")
         if self.ema_half_life is not None and self.ema_power is not None:
             raise ValueError("give ema_half_life or ema_power, not both")
+        self._check_snapshots()
         betas = self.adam_betas
         if (not isinstance(betas, (list, tuple)) or len(betas) != 2
                 or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
@@ -159,10 +166,38 @@ class TrainConfig:
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
 
+    def _check_snapshots(self) -> None:
+        """The post-hoc EMA settings: the snapshot profiles are power EMAs with γ > −1/2 (distinct), and
+        snapshots are taken when (and only when) profiles are given, by ema_snapshot_powers or ema_power."""
+        powers = self.ema_snapshot_powers
+        if powers is not None:
+            if (not isinstance(powers, (list, tuple)) or not powers
+                    or not all(_is_number(g) and g > -0.5 for g in powers) or len(set(powers)) != len(powers)):
+                raise ValueError(f"ema_snapshot_powers must be a non-empty list of distinct numbers > -1/2 (EDM2's "
+                                 f"γ, e.g. [16.97, 6.94]), or null for ema_power alone; got {powers!r}")
+            self.ema_snapshot_powers = tuple(float(g) for g in powers)
+            if self.ema_snapshot_every == 0:
+                raise ValueError("ema_snapshot_powers needs ema_snapshot_every > 0 (the steps between snapshots)")
+        elif self.ema_snapshot_every > 0:
+            if self.ema_power is None:
+                raise ValueError("ema_snapshot_every needs power EMAs: set ema_snapshot_powers (e.g. [16.97, 6.94]) "
+                                 "or ema_power")
+            if not self.ema_power > -0.5:
+                raise ValueError(f"a post-hoc EMA needs snapshot powers > -1/2; ema_power is {self.ema_power!r} "
+                                 f"(set ema_snapshot_powers)")
+
+    def snapshot_powers(self) -> Tuple[float, ...]:
+        """The γ of the profiles that are snapshot (empty when ``ema_snapshot_every`` is 0)."""
+        if self.ema_snapshot_every == 0:
+            return ()
+        return self.ema_snapshot_powers if self.ema_snapshot_powers is not None else (float(self.ema_power),)
+
     def to_dict(self) -> Dict[str, Any]:
         """A plain dict (tuples become lists) that ``torch.load(weights_only=True)`` reads back."""
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        if self.ema_snapshot_powers is not None:
+            d["ema_snapshot_powers"] = list(self.ema_snapshot_powers)
         return d
 
     @classmethod

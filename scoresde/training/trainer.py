@@ -40,8 +40,9 @@ from ..sde import is_linear
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import TrainConfig
-from .ema import EMA
-from .hooks import Hook, default_hooks
+from .ema import (EMA, SNAPSHOT_FOLDER, EMASnapshotHook, drop_snapshots_after, save_ema_snapshot,
+                  snapshot_path)
+from .hooks import CheckpointHook, Hook, default_hooks
 
 Tensor = torch.Tensor
 
@@ -140,7 +141,8 @@ class Trainer:
         lr_schedule: ``lr_schedule(n) -> learning rate`` of the update after n completed steps (default:
             `warmup_schedule` with the config's ``lr`` and ``warmup_steps``).
         hooks: the periodic actions (default: [`scoresde.training.hooks.default_hooks`][scoresde.training.hooks.default_hooks] of the config:
-            log, sample figure, evaluate, checkpoint); a list replaces them.
+            log, sample figure, evaluate, checkpoint, and with ``ema_snapshot_every`` an
+            `scoresde.training.EMASnapshotHook` before the checkpoint); a list replaces them.
         resume: True to continue from ``out_dir/checkpoint.pt`` when it exists (else start afresh), or the path
             of a checkpoint (which must exist).
         distributed: a `scoresde.training.DistributedContext` for data-parallel training under torchrun
@@ -156,6 +158,8 @@ class Trainer:
         global_step: number of optimizer steps done.
         history: the logged records (dicts with "step" and "loss", "nll", "bpd", ...).
         ema: the `EMA` of the weights.
+        snapshot_emas: the power EMAs snapshot for a post-hoc EMA (``config.ema_snapshot_powers``; ``ema``
+            itself where its power is one of them), empty unless ``config.ema_snapshot_every`` > 0.
         last_checkpoint: path of the last checkpoint written or loaded, or None.
         checkpoint_step: the step that checkpoint holds, or None.
     """
@@ -218,6 +222,14 @@ class Trainer:
         self.hooks: List[Hook] = default_hooks(config) if hooks is None else list(hooks)
         self.ema = EMA(model, decay=config.ema_decay, warmup=config.ema_warmup, half_life=config.ema_half_life,
                        rampup=config.ema_rampup, batch_size=config.batch_size, power=config.ema_power)
+        self.snapshot_emas: List[EMA] = [self.ema if gamma == config.ema_power else EMA(model, power=gamma)
+                                         for gamma in config.snapshot_powers()]
+        if self.snapshot_emas:
+            if config.out_dir is None:
+                raise ValueError("ema_snapshot_every needs an out_dir (the snapshots are files beside the checkpoint)")
+            if hooks is None:                         # snapshot before checkpointing the same step
+                at = next((i for i, h in enumerate(self.hooks) if isinstance(h, CheckpointHook)), len(self.hooks))
+                self.hooks.insert(at, EMASnapshotHook(config.ema_snapshot_every))
         # Seed offset keeps the loss's stream distinct from the data stream seeded by ``seed``; a loss that
         # cannot shard the global batch draws per rank.
         offset = 0 if self.distributed is None or self._loss_shards else 1_000_003 * self.distributed.rank
@@ -413,6 +425,8 @@ class Trainer:
                 raise self._nonfinite("gradient norm", grad_norm)
             self.optimizer.step()
         self.ema.update()
+        for ema in self._extra_emas():
+            ema.update()
         self.global_step += 1
         return {"step": self.global_step, "loss": reported, "lr": lr, "grad_norm": grad_norm}
 
@@ -441,6 +455,10 @@ class Trainer:
         if not math.isfinite(reported):
             raise self._nonfinite("loss", reported)
         return reported
+
+    def _extra_emas(self) -> List[EMA]:
+        """The snapshot EMAs other than `ema` (updated and checkpointed beside it)."""
+        return [ema for ema in self.snapshot_emas if ema is not self.ema]
 
     def train(self, num_steps: Optional[int] = None, max_seconds: Optional[float] = None) -> List[Dict[str, float]]:
         """Run ``num_steps`` more steps (default: until ``config.steps``) with the hooks; returns `history`.
@@ -656,7 +674,25 @@ class Trainer:
             "config": self.config.to_dict(),
             "history": list(self.history),
             **({} if self.scaler is None else {"scaler": self.scaler.state_dict()}),
+            **({"snapshot_emas": [ema.state_dict() for ema in self._extra_emas()]} if self._extra_emas() else {}),
         }
+
+    @property
+    def snapshot_folder(self) -> Optional[str]:
+        """``out_dir/ema_snapshots``, or None without an out_dir."""
+        out = self.config.out_dir
+        return None if out is None else os.path.join(out, SNAPSHOT_FOLDER)
+
+    def save_ema_snapshot(self) -> Optional[str]:
+        """Write the snapshot EMAs' averages at this step atomically to ``out_dir/ema_snapshots/ema_<step>.pt``
+        (rank 0; other ranks return None), for [`scoresde.post_hoc_ema`][scoresde.post_hoc_ema]; returns the path."""
+        if not self.snapshot_emas:
+            raise ValueError("no snapshot EMAs: set ema_snapshot_every (and ema_snapshot_powers or ema_power)")
+        if self.snapshot_folder is None:
+            raise ValueError("config.out_dir is None: nowhere to write EMA snapshots")
+        if not self.is_main:
+            return None
+        return save_ema_snapshot(self.snapshot_emas, snapshot_path(self.snapshot_folder, self.global_step))
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
         """Write `state_dict` atomically (default ``out_dir/checkpoint.pt``); returns the path."""
@@ -681,6 +717,13 @@ class Trainer:
             raise ValueError(f"checkpoint lacks {', '.join(missing)}: not a training checkpoint of scoresde")
         check_state_dict(self.model.state_dict(), state["model"], what="model")
         check_state_dict(self.ema.shadow, state["ema"]["shadow"], what="EMA")
+        extra = [ema.power for ema in self._extra_emas()]
+        stored = [s.get("power") for s in state.get("snapshot_emas", [])]
+        if extra != stored:
+            raise ValueError(f"checkpoint's snapshot EMAs have powers {stored}; this run tracks {extra} beside its EMA "
+                             f"(ema_snapshot_powers must be those of the run being resumed)")
+        for s in state.get("snapshot_emas", []):
+            check_state_dict(self.ema.shadow, s["shadow"], what="snapshot EMA")
         groups = state["optimizer"].get("param_groups", [])
         ours = self.optimizer.param_groups
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
@@ -696,6 +739,8 @@ class Trainer:
         self.check_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        for ema, s in zip(self._extra_emas(), state.get("snapshot_emas", [])):
+            ema.load_state_dict(s)
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step = int(state["step"])
         set_rng_state(state["rng"])
@@ -710,8 +755,8 @@ class Trainer:
 
         The checkpoint is read with ``torch.load(weights_only=True)``. The current config is kept (e.g. a larger
         ``steps``); the checkpoint's config is in ``load_checkpoint(path)["config"]``. Records of
-        ``out_dir/metrics.jsonl`` after the checkpoint's step (written by the interrupted run) are dropped, so
-        the resumed run does not repeat them.
+        ``out_dir/metrics.jsonl`` after the checkpoint's step (written by the interrupted run) are dropped, and
+        so are EMA snapshots taken after it, so the resumed run does not repeat them.
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
@@ -721,6 +766,7 @@ class Trainer:
         self._checkpoint_time = time.monotonic()
         if self.config.out_dir is not None and self.is_main:
             _truncate_metrics(os.path.join(self.config.out_dir, "metrics.jsonl"), self.global_step)
+            drop_snapshots_after(self.snapshot_folder, self.global_step)
         return self.global_step
 
 
