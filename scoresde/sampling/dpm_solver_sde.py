@@ -144,6 +144,14 @@ class DPMSolverSDE(Sampler):
             report(i + 1, t_l[i + 1], x)
         return x
 
+    def _order_one(self, x: Tensor, ratio: float, h: float, s_to: float, sigma_to: float, d: Tensor,
+                   noise) -> Tensor:
+        """(σ'/σ) e^{−ηh} x + s' (1 − e^{−(1+η)h}) d (+ s_noise σ' √(1 − e^{−2ηh}) noise): the module docstring's step."""
+        out = ratio * math.exp(-self.eta * h) * x - s_to * math.expm1(-(1 + self.eta) * h) * d
+        if noise is not None:
+            out = out + (self.s_noise * sigma_to * math.sqrt(-math.expm1(-2 * self.eta * h))) * noise
+        return out
+
     def _run_singlestep(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
         points = lambda_points(sde, t)
         stages = intermediate_points(sde, points, (self.r,), x.device)
@@ -154,19 +162,14 @@ class DPMSolverSDE(Sampler):
             (t_mid, (lam_mid, s_mid, sigma_mid)), = stages[i]
             d = conversions.score_to_x0(x, score(x, batch_time(t_l[i], x)), s, sigma)
             h, h_1 = lam_to - lam, lam_mid - lam
-            x_mid = (sigma_mid / sigma) * math.exp(-self.eta * h_1) * x - s_mid * math.expm1(-(1 + self.eta) * h_1) * d
-            noise_mid = None
-            if self.eta > 0:
-                noise_mid = randn_like(x, generator)
-                x_mid = x_mid + (self.s_noise * sigma_mid * math.sqrt(-math.expm1(-2 * self.eta * h_1))) * noise_mid
+            noise_mid = randn_like(x, generator) if self.eta > 0 else None
+            x_mid = self._order_one(x, sigma_mid / sigma, h_1, s_mid, sigma_mid, d, noise_mid)
             d_mid = conversions.score_to_x0(x_mid, score(x_mid, batch_time(t_mid, x_mid)), s_mid, sigma_mid)
             update = d + fac * (d_mid - d)
-            x = (sigma_to / sigma) * math.exp(-self.eta * h) * x - s_to * math.expm1(-(1 + self.eta) * h) * update
+            noise = None
             if noise_mid is not None:
                 rho = self._correlation(h_1, h, sigma / s, sigma_mid / s_mid, sigma_to / s_to)
-                noise = randn_like(x, generator)
-                if rho:
-                    noise = rho * noise_mid + math.sqrt(max(0.0, 1 - rho * rho)) * noise
-                x = x + (self.s_noise * sigma_to * math.sqrt(-math.expm1(-2 * self.eta * h))) * noise
+                noise = rho * noise_mid + math.sqrt(max(0.0, 1 - rho * rho)) * randn_like(x, generator)
+            x = self._order_one(x, sigma_to / sigma, h, s_to, sigma_to, update, noise)
             report(i + 1, t_l[i + 1], x)
         return x
