@@ -26,6 +26,7 @@ import torch
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
                      default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .runs import CONFIG_NAME, load, read_run
+from .training.distributed import exit_process
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
@@ -647,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command and return its exit status; a torchrun rank ends here (`exit_process`)."""
+    code = _command(argv)
+    exit_process(code)
+    return code
+
+
+def _command(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
