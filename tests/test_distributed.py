@@ -68,6 +68,7 @@ _CASES = '''
 import os, sys, torch
 import scoresde as sd
 from scoresde.training import DistributedContext
+from scoresde.training.distributed import exit_process
 
 
 def capped_weighting(sde, t):
@@ -115,6 +116,7 @@ if __name__ == "__main__":
     dist = DistributedContext.from_environment("cpu")
     torch.save(run(dist), os.path.join(sys.argv[1], f"rank{dist.rank}.pt"))
     dist.close()
+    exit_process(0)  # as the CLI does: no interpreter finalization beside gloo's worker threads
 '''
 
 

@@ -1,7 +1,8 @@
 """Process-group set-up for ``torchrun``: NCCL on GPU, gloo on CPU.
 
 ``torchrun --nproc_per_node=N -m scoresde train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain run has none
-of them and gets a single-process context that does nothing.
+of them and gets a single-process context that does nothing. A script of one's own that trains under torchrun
+ends with ``context.close()`` and then `exit_process` (as the CLI does), so that no rank aborts at exit.
 """
 from __future__ import annotations
 
