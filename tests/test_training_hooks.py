@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.training import CheckpointHook, Hook, LogHook, default_hooks
+from scoresde.training import CheckpointHook, EMASnapshotHook, Hook, LogHook, default_hooks
 
 
 def _setup(tmp_path=None, **config):
@@ -61,6 +61,23 @@ def test_custom_hooks_run_on_their_period_and_at_the_end(tmp_path):
     with pytest.raises(ValueError, match="every must be a non-negative integer"):
         LogHook(every=-1)
     assert isinstance(default_hooks(config)[-1], CheckpointHook)
+
+
+def test_default_hooks_snapshot_the_power_emas_before_the_checkpoint(tmp_path):
+    """With ema_snapshot_every the defaults hold an EMASnapshotHook just before the checkpoint, so a list built on
+    them (defaults + one's own hook) writes the snapshots; a list without it trains but says it writes none."""
+    snapshots = dict(ema_power=6.94, ema_snapshot_every=2, checkpoint_every=2)
+    assert not any(isinstance(h, EMASnapshotHook) for h in default_hooks(_setup()[3]))
+    model, sde, data, config = _setup(tmp_path / "a", **snapshots)
+    kinds = [type(h) for h in default_hooks(config)]
+    assert kinds[-2:] == [EMASnapshotHook, CheckpointHook] and kinds.count(EMASnapshotHook) == 1
+    sd.Trainer(model, sde, data, config, hooks=default_hooks(config) + [Hook(every=3)]).train(num_steps=4)
+    assert sorted(os.listdir(tmp_path / "a" / "ema_snapshots")) == ["ema_0000002.pt", "ema_0000004.pt"]
+    model, sde, data, config = _setup(tmp_path / "b", **snapshots)
+    with pytest.warns(UserWarning, match="no EMASnapshotHook"):
+        trainer = sd.Trainer(model, sde, data, config, hooks=[CheckpointHook(2)])
+    trainer.train(num_steps=2)
+    assert not os.path.exists(tmp_path / "b" / "ema_snapshots")
 
 
 def test_injected_optimizer_and_schedule():

@@ -11,7 +11,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .hooks import Hook
 
 Tensor = torch.Tensor
 
@@ -377,13 +376,3 @@ def post_hoc_ema(snapshots, power: Optional[float] = None, *, sigma_rel: Optiona
         model.load_state_dict(result, strict=True)
     return result
 
-
-class EMASnapshotHook(Hook):
-    """Write the trainer's power-EMA snapshot (`scoresde.Trainer.save_ema_snapshot`) every ``every`` steps.
-
-    The Trainer runs it before its checkpoint hook, so a checkpoint never holds a step whose snapshot is missing: a
-    run killed between the two resumes from the previous checkpoint and writes that snapshot again."""
-
-    def after_step(self, trainer, metrics, last):
-        if self.due(metrics["step"]):
-            trainer.save_ema_snapshot()

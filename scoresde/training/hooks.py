@@ -1,4 +1,5 @@
-"""Periodic actions of a training run, each a small hook with an ``every``: log, sample figure, evaluate, checkpoint.
+"""Periodic actions of a training run, each a small hook with an ``every``: log, sample figure, evaluate, power-EMA
+snapshot, checkpoint.
 
     trainer = sd.Trainer(model, sde, data, config, hooks=default_hooks(config) + [MyHook(every=500)])
 
@@ -92,7 +93,21 @@ class CheckpointHook(Hook):
             trainer.save_checkpoint()
 
 
+class EMASnapshotHook(Hook):
+    """Write the trainer's power-EMA snapshot (`scoresde.Trainer.save_ema_snapshot`) every ``every`` steps.
+
+    `default_hooks` puts it before the checkpoint hook (keep that order in a list of one's own), so a checkpoint
+    never holds a step whose snapshot is missing: a run killed between the two resumes from the previous
+    checkpoint and writes that snapshot again."""
+
+    def after_step(self, trainer, metrics, last):
+        if self.due(metrics["step"]):
+            trainer.save_ema_snapshot()
+
+
 def default_hooks(config) -> List[Hook]:
-    """The hooks a [`scoresde.TrainConfig`][scoresde.TrainConfig] asks for: log, sample figure, evaluate, checkpoint."""
+    """The hooks a [`scoresde.TrainConfig`][scoresde.TrainConfig] asks for: log, sample figure, evaluate, power-EMA
+    snapshots (with ``ema_snapshot_every``; before the checkpoint of the same step), checkpoint."""
+    snapshots = [EMASnapshotHook(config.ema_snapshot_every)] if config.ema_snapshot_every else []
     return [LogHook(config.log_every), SampleFigureHook(config.sample_every), EvaluateHook(config.eval_every),
-            CheckpointHook(config.checkpoint_every)]
+            *snapshots, CheckpointHook(config.checkpoint_every)]

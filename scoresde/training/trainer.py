@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -40,9 +41,9 @@ from ..sde import is_linear
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import TrainConfig
-from .ema import (EMA, SNAPSHOT_FOLDER, EMASnapshotHook, drop_snapshots_after, save_ema_snapshot,
+from .ema import (EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot,
                   snapshot_path)
-from .hooks import CheckpointHook, Hook, default_hooks
+from .hooks import EMASnapshotHook, Hook, default_hooks
 
 Tensor = torch.Tensor
 
@@ -141,8 +142,8 @@ class Trainer:
         lr_schedule: ``lr_schedule(n) -> learning rate`` of the update after n completed steps (default:
             `warmup_schedule` with the config's ``lr`` and ``warmup_steps``).
         hooks: the periodic actions (default: [`scoresde.training.hooks.default_hooks`][scoresde.training.hooks.default_hooks] of the config:
-            log, sample figure, evaluate, checkpoint, and with ``ema_snapshot_every`` an
-            `scoresde.training.EMASnapshotHook` before the checkpoint); a list replaces them.
+            log, sample figure, evaluate, with ``ema_snapshot_every`` an `scoresde.training.EMASnapshotHook`,
+            checkpoint); a list replaces them.
         resume: True to continue from ``out_dir/checkpoint.pt`` when it exists (else start afresh), or the path
             of a checkpoint (which must exist).
         distributed: a `scoresde.training.DistributedContext` for data-parallel training under torchrun
@@ -227,9 +228,10 @@ class Trainer:
         if self.snapshot_emas:
             if config.out_dir is None:
                 raise ValueError("ema_snapshot_every needs an out_dir (the snapshots are files beside the checkpoint)")
-            if hooks is None:                         # snapshot before checkpointing the same step
-                at = next((i for i, h in enumerate(self.hooks) if isinstance(h, CheckpointHook)), len(self.hooks))
-                self.hooks.insert(at, EMASnapshotHook(config.ema_snapshot_every))
+            if not any(isinstance(h, EMASnapshotHook) for h in self.hooks):
+                warnings.warn("ema_snapshot_every is set but the hooks have no EMASnapshotHook, so no snapshot is "
+                              "written unless you call save_ema_snapshot(); start from default_hooks(config)",
+                              stacklevel=2)
         # Seed offset keeps the loss's stream distinct from the data stream seeded by ``seed``; a loss that
         # cannot shard the global batch draws per rank.
         offset = 0 if self.distributed is None or self._loss_shards else 1_000_003 * self.distributed.rank
@@ -359,8 +361,6 @@ class Trainer:
         try:
             return self.loss(x0, cond)
         except Exception as err:                      # the backend's failure (no compiler, unsupported op, …)
-            import warnings
-
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                           f"); training continues without compile", RuntimeWarning)
             self.train_model = self._eager_model
