@@ -336,10 +336,11 @@ def test_log_likelihood_refuses_tolerances_its_dtype_cannot_reach():
             sd.log_likelihood(sde, score, x.to(dtype))
     with pytest.raises(ValueError, match="rtol=1e-12 is below what torch.float32 can reach"):
         sd.ProbabilityFlowSampler(rtol=1e-12, atol=1e-12).sample(sde, score, (3, 2))
-    # An atol far below float32's range of the solution: torchdiffeq's step size underflows at once; the error
-    # says so instead of torchdiffeq's bare "underflow in dt".
+    # An atol far below the range of the solution: torchdiffeq's step size underflows at once; the error says so
+    # instead of torchdiffeq's bare "underflow in dt", naming the dtype of the solver's state (float64 for a float32
+    # x: `scoresde.likelihood.solver_dtype`).
     with pytest.raises(RuntimeError, match=r"step size underflowed to 0 at t = .*tolerances are too tight for "
-                                           r"torch.float32"):
+                                           r"torch.float64"):
         sd.log_likelihood(sde, score, x, divergence="exact", rtol=1e-5, atol=1e-30)
 
 
