@@ -95,8 +95,8 @@ class _AugmentedDynamics:
     a time; if the score has an operation that vmap cannot batch, the VJPs fall back to one at a time. Inputs
     are detached and outputs returned detached, so no graph survives between solver steps.
 
-    The state may be wider than the score (``dtype``): the score sees x and t cast to ``dtype`` (inside the graph,
-    so the VJPs flow back through the cast) and its output is cast back to the state's dtype.
+    The state may be wider than the score (``dtype``): the field and its divergence are computed in ``dtype``
+    (x and t cast to it) and returned in the state's dtype, so only the solver's arithmetic is wide.
     """
 
     #: Automatic ``vjp_batch``: at most this many elements in one batch of VJP vectors (k · B · d).
@@ -117,27 +117,28 @@ class _AugmentedDynamics:
         watched for NaN or inf."""
 
         def checked(x: Tensor, t: Tensor) -> Tensor:
-            narrow = self.dtype is not None and self.dtype != x.dtype
-            out = check_same_shape(score(x.to(self.dtype), t.to(self.dtype)) if narrow else score(x, t), x)
+            out = check_same_shape(score(x, t), x)
             if not out.requires_grad:
                 raise ValueError("score(x, t) returned a tensor with no autograd graph to x; the divergence needs "
                                  "a score differentiable in x (do not detach it or run it under torch.no_grad)")
             self.nfe += 1
             if self.watch is not None:
                 self.watch.score(out.detach(), self.nfe, t)
-            return out.to(x.dtype)
+            return out
 
         return checked
 
     def __call__(self, state: Tuple[Tensor, Tensor], t: Tensor) -> Tuple[Tensor, Tensor]:
-        x = state[0].detach().requires_grad_(True)
+        wide = state[0].dtype
+        dtype = wide if self.dtype is None else self.dtype
+        x = state[0].detach().to(dtype).requires_grad_(True)
         with torch.enable_grad():
-            drift = self.flow.drift(x, t)
+            drift = self.flow.drift(x, t.to(dtype))
             if self.divergence == "exact":
                 div = self._exact(drift, x)
             else:
                 div = self._hutchinson(drift, x)
-        return drift.detach(), div
+        return drift.detach().to(wide), div.to(wide)
 
     def _chunk(self, x: Tensor, count: int) -> int:
         """How many VJP vectors go into one backward pass."""
@@ -238,6 +239,7 @@ def log_likelihood(
     vjp_batch: Optional[int] = None,
     max_nfe: int = DEFAULT_MAX_NFE,
     time_variable: str = "auto",
+    state_dtype: Optional[torch.dtype] = None,
 ) -> LikelihoodResult:
     """log p_eps(x) in nats by integrating the probability-flow ODE from eps to T.
 
@@ -255,7 +257,8 @@ def log_likelihood(
     about 2× cheaper than a loop for d of 16–64 on a CPU; ``vjp_batch`` bounds how many run together.
     Works when the caller is under ``torch.no_grad`` (gradients are enabled inside); ``torch.inference_mode``
     is refused because autograd cannot run there. The solver's state (x and the accumulated log-density) is
-    float64 whatever x's dtype (`solver_dtype`); the score runs in x's dtype, and the results come back in it.
+    float64 by default whatever x's dtype (``state_dtype``); the score runs in x's dtype, and the results come
+    back in it.
 
     Args:
         sde: the forward SDE (with a prior).
@@ -282,6 +285,11 @@ def log_likelihood(
             ε-network's field dx̃/dσ̃ = ε̂ is bounded; the result is the same density, with
             log p_eps(x) = log p_T(s_T x̃_T) + D log(s_T/s_eps) + ∫ ∇·(dx̃/dσ̃) dσ̃. ``"auto"`` (default): σ̃
             for a network (an nn.Module) on a linear SDE, t otherwise (`scoresde.sde.choose_time_variable`).
+        state_dtype: the dtype of the solver's state, a floating dtype at least as wide as x's. None (default):
+            float64 (`solver_dtype`; x's dtype on a device without float64, MPS). x's dtype is faster for a small
+            network on a CPU (measured 6 % per evaluation for an MLP in 16-D, 16 % in 64-D) and less accurate: the
+            state's rounding accumulates in the log-density (for a float32 ε-network in 16-D at 1e-5, 1.4e-4 nats
+            against 7e-5).
 
     Returns:
         `LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
@@ -314,15 +322,17 @@ def log_likelihood(
     x = x.detach()
     if x.is_inference():
         x = x.clone()
-    if solver_dtype(x) != x.dtype and ODE_SOLVERS.get(solver)[0].adaptive:
+    wide = solver_dtype(x) if state_dtype is None else state_dtype
+    if not (isinstance(wide, torch.dtype) and wide.is_floating_point and torch.promote_types(wide, x.dtype) == wide):
+        raise ValueError(f"state_dtype must be None or a floating torch.dtype at least as wide as x's ({x.dtype}); "
+                         f"got {state_dtype!r}")
+    if wide != x.dtype and ODE_SOLVERS.get(solver)[0].adaptive:
         check_tolerances(rtol, atol, x.dtype)      # the score's precision bounds what the solve can reach
     probes = _draw_probes(x, probe, n_probes, generator) if divergence == "hutchinson" else None
     n_acc = 1 if probes is None else n_probes
-    wide = solver_dtype(x)
     acc0 = torch.zeros(x.shape[0], n_acc, device=x.device, dtype=wide)
     watch = FiniteWatch("log_likelihood", live_steps=False)
-    dynamics = _AugmentedDynamics(sde, score, divergence, None if probes is None else probes.to(wide), vjp_batch,
-                                  watch, time_variable, dtype=x.dtype)
+    dynamics = _AugmentedDynamics(sde, score, divergence, probes, vjp_batch, watch, time_variable, dtype=x.dtype)
     start, span, jacobian = x.to(wide), [float(eps), T], 0.0
     if time_variable == "sigma":
         ends = torch.tensor([float(eps), T], dtype=torch.float64)
