@@ -133,6 +133,8 @@ def main():
                    help="WEIGHTING:TIME_DISTRIBUTION[:iw|eq] items, or 'all' (the default: every weighting × "
                         "time distribution × objective, 49 combinations)")
     d.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each --threads threads)")
+    d.add_argument("--report", action="store_true",
+                   help="print the table of the runs already in --jsonl and run nothing (a partial grid)")
     d.add_argument("--jsonl", default=os.path.join(RESULTS, "train_2d_design_space.jsonl"),
                    help="finished runs are appended here, and skipped when rerun with the same settings "
                         "('' : neither)")
@@ -246,7 +248,7 @@ def design_space(args):
                 if row.get("recipe") == recipe(args):
                     done[(row["combo"], row["seed"])] = row
     # seed-major order: with a partial (interrupted) grid every combination has its first seeds
-    todo = [(c, s) for s in seeds for c in combos if (combo_name(c), s) not in done]
+    todo = [] if args.report else [(c, s) for s in seeds for c in combos if (combo_name(c), s) not in done]
     print(f"# {len(combos)} combination(s) × {len(seeds)} seed(s): {len(todo)} run(s) to do, "
           f"{len(combos) * len(seeds) - len(todo)} reused from {args.jsonl or '-'}; {args.jobs} job(s), "
           f"{args.cpu_seconds:.0f} CPU s each", file=sys.stderr, flush=True)
@@ -312,7 +314,7 @@ def design_space(args):
             print(f"|  | ↳ {f} | | | | | | |")
     missing = [(combo_name(c), s) for c in combos for s in seeds if (combo_name(c), s) not in done]
     if missing:
-        print(f"\nMissing runs: {missing}")
+        print(f"\nMissing runs ({len(missing)} of {len(combos) * len(seeds)}): {missing}")
 
 
 if __name__ == "__main__":
