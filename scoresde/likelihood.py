@@ -271,7 +271,8 @@ def log_likelihood(
             fixed-step "euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams" (these need
             ``step_size``).
         rtol: tolerances of adaptive solvers, applied to the augmented state: positive, and rtol at least 10
-            machine epsilons of x's dtype (the score's precision) (float32: 1.19e-6; a float16/bfloat16 x needs rtol ≥ 9.8e-3 / 7.8e-2).
+            machine epsilons of x's dtype, the score's precision (float32: 1.19e-6; a float16/bfloat16 x needs
+            rtol ≥ 9.8e-3 / 7.8e-2).
         atol: as ``rtol``.
         eps: start time, 0 ≤ eps < T; the result is the density of the marginal p_eps.
         generator: draws the Hutchinson probes (must live on x's device).
