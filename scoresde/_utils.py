@@ -94,6 +94,51 @@ def check_time_range(t: torch.Tensor, T: float, who: str, name: str = "t", posit
     return t
 
 
+# -- devices -------------------------------------------------------------------------------------------------
+def available_devices() -> List[str]:
+    """The devices this machine has: "cpu", each "cuda:i", and "mps" when present."""
+    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    return available
+
+
+def has_float64(device) -> bool:
+    """Whether tensors on ``device`` can be float64 (Apple's MPS cannot). The one capability check that every
+    refusal below goes through."""
+    return torch.device(device).type != "mps"
+
+
+def require_float64(device, who: str) -> None:
+    """Raise a ValueError when ``device`` has no float64: scoresde computes time grids, the tabulated marginals of
+    a user SDE, log-SNR inversions and the likelihood's ODE state in float64 on the data's device."""
+    if not has_float64(device):
+        raise ValueError(f"{who} cannot run on {torch.device(device)}: that device has no float64, which scoresde "
+                         f"uses for its time grids, SDE tables and ODE states; use 'cpu' or 'cuda'")
+
+
+def parse_device(name, who: str = "device") -> torch.device:
+    """``name`` as a torch.device (whether or not this machine has it), or a ValueError naming the devices
+    available here."""
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown {who} {name!r}; available here: {', '.join(available_devices())}") from None
+
+
+def check_device(name, who: str = "device") -> torch.device:
+    """``name`` (a string or torch.device) as a torch.device this machine has and scoresde can use, or a
+    ValueError naming the devices available here."""
+    available = available_devices()
+    device = parse_device(name, who)
+    missing = (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+               if device.type == "cuda" else device.type != "cpu" and str(device) not in available)
+    if missing:
+        raise ValueError(f"{who} {name!r} is not available here; available: {', '.join(available)}")
+    require_float64(device, f"{who} {name!r}")
+    return device
+
+
 # -- non-finite values --------------------------------------------------------------------------------------
 class NonFiniteError(ValueError, FloatingPointError):
     """A NaN or inf where a finite value is needed: in an input, or produced by a score or a solver step."""

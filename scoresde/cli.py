@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ._utils import check_device
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
                      default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .runs import CONFIG_NAME, load, read_run
@@ -62,17 +63,10 @@ def _device(name: Optional[str]) -> str:
     """A device the machine has: ``name`` checked (default: cuda when available, else cpu)."""
     if name is None:
         return default_device()
-    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        available.append("mps")
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {name!r}; available here: {', '.join(available)}") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device {name!r} is not available here; available: {', '.join(available)}")
-    if device.type not in ("cpu", "cuda") and str(device) not in available:
-        raise ConfigError(f"device {name!r} is not available here; available: {', '.join(available)}")
+        check_device(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return str(name)
 
 

@@ -32,7 +32,7 @@ import torch
 
 from ._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, check_tolerances, integrate_ode
 from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_finite, check_same_shape,
-                     validated_times)
+                     require_float64, validated_times)
 from .data import Dataset, check_quantization, dequantize
 from .guidance import conditional_score
 from .sde import NoiseLevelFlow, choose_time_variable
@@ -287,10 +287,12 @@ def log_likelihood(
             log p_eps(x) = log p_T(s_T x̃_T) + D log(s_T/s_eps) + ∫ ∇·(dx̃/dσ̃) dσ̃. ``"auto"`` (default): σ̃
             for a network (an nn.Module) on a linear SDE, t otherwise (`scoresde.sde.choose_time_variable`).
         state_dtype: the dtype of the solver's state, a floating dtype at least as wide as x's. None (default):
-            float64 (`solver_dtype`; x's dtype on a device without float64, MPS). x's dtype is faster for a small
-            network on a CPU (measured 6 % per evaluation for an MLP in 16-D, 16 % in 64-D) and less accurate: the
-            state's rounding accumulates in the log-density (for a float32 ε-network in 16-D at 1e-5, 1.4e-4 nats
-            against 7e-5).
+            float64 (`solver_dtype`). x's dtype is faster for a small network on a CPU (measured 6 % per
+            evaluation for an MLP in 16-D, 16 % in 64-D) and less accurate: the state's rounding accumulates in the
+            log-density (for a float32 ε-network in 16-D at 1e-5, 1.4e-4 nats against 7e-5). On a fixed grid the
+            float64 state leaves only the score's rounding; an adaptive solver's steps also depend on that
+            rounding, so a float32 x and its float64 copy agree to the solver's tolerance, not to rounding (which
+            CPU kernels run then changes the result within that tolerance).
 
     Returns:
         `LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
@@ -320,6 +322,7 @@ def log_likelihood(
         raise RuntimeError("log_likelihood needs autograd for the divergence and cannot run under "
                            "torch.inference_mode(); call it under torch.no_grad() or with no context instead")
 
+    require_float64(x.device, "log_likelihood")
     x = x.detach()
     if x.is_inference():
         x = x.clone()
@@ -366,14 +369,13 @@ def log_likelihood(
 
 
 def solver_dtype(x: Tensor) -> torch.dtype:
-    """The dtype of the ODE state of `log_likelihood`: float64 (the score still runs in x's dtype), except on a
-    device without float64 (MPS), where it is x's dtype.
+    """The dtype of the ODE state of `log_likelihood`: float64 (the score still runs in x's dtype).
 
     Measured (docs/benchmarks.md): on a float32 ε-network in 16-D, dopri5 at 1e-5 takes the same steps either
     way, but the float32 state's rounding in the accumulated log-density (a sum of about d log(σ̃_T/σ̃_eps) ≈ 170
     nats) is most of the error: 1.4e-4 nats against 7e-5 with the float64 state, 1.2e-4 against 3.6e-5 at 5e-6.
     """
-    return x.dtype if x.device.type == "mps" else torch.float64
+    return torch.float64
 
 
 def bits_per_dim_from_log_prob(log_prob: Tensor, dim: int, bin_width: Optional[float] = None) -> Tensor:

@@ -15,7 +15,8 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 
 from ._registry import Registry
-from ._utils import ScoreFn, as_time, check_choice, check_same_shape, check_time_range, expand_like, validated_times
+from ._utils import (ScoreFn, as_time, check_choice, check_finite, check_same_shape, check_time_range, expand_like,
+                     require_float64, validated_times)
 from .guidance import check_labels
 from .sde import diffusion_values
 
@@ -103,8 +104,30 @@ def _check_data(sde, x0: Tensor, eps: float) -> None:
     if not torch.is_tensor(x0) or x0.dim() < 2 or not x0.is_floating_point():
         got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
         raise ValueError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
+    if x0.shape[0] == 0 or x0[0].numel() == 0:
+        raise ValueError(f"x0 must hold at least one sample with data, shape (B, *D) with B >= 1; got shape "
+                         f"{tuple(x0.shape)}")
     if not (isinstance(eps, (int, float)) and 0 < eps < sde.T):
         raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}; got {eps!r}")
+    require_float64(x0.device, "dsm_loss")
+    check_finite(x0, "x0")
+
+
+def _check_noise(sigma: Tensor, weight: Tensor, t: Tensor, weighting) -> None:
+    """σ(t) > 0 and a finite weight λ(t)/σ(t)² for every row (one host sync), or a ValueError naming the first
+    row that is not: the loss divides by σ(t)², which is 0 where the SDE has added no noise yet (g = 0 on [0, t])."""
+    bad = ~(sigma > 0) | ~torch.isfinite(weight)
+    if not bool(bad.any()):
+        return
+    row = int(bad.nonzero()[0, 0])
+    at = f"at t = {float(t[row]):.6g} (row {row}; {int(bad.sum())} of {bad.numel()} rows)"
+    if not sigma[row] > 0:
+        raise ValueError(f"dsm_loss: std(t) = {float(sigma[row]):.6g} {at}: the SDE has added no noise by that time "
+                         f"(g = 0 on [0, t]?), and the loss divides by std(t)²; draw times where std(t) > 0 (a larger "
+                         f"eps, or fixed times t)")
+    name = weighting if isinstance(weighting, str) else getattr(weighting, "__name__", "the weighting")
+    raise ValueError(f"dsm_loss: the weight λ(t)/std(t)² of {name!r} is {float(weight[row])!r} {at}; a weighting must "
+                     f"be finite where the times are drawn")
 
 
 def _shard(shard: Tuple[int, int], batch: int, *tensors):
@@ -317,16 +340,18 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
     else:
         t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=x0.dtype)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    if shard is not None:
-        x0, t, z, weight, cond = _shard(shard, batch, x0, t, z, weight, cond)
-        batch = x0.shape[0]
     with validated_times():                      # t was drawn in [eps, T] or checked above: no check per call
         s, sigma = sde.scale(t).to(x0.dtype), sde.std(t).to(x0.dtype)
+        weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
+    _check_noise(sigma, weight, t, weighting)      # on the whole batch, so that every rank agrees
+    if shard is not None:
+        x0, t, z, s, sigma, weight, cond = _shard(shard, batch, x0, t, z, s, sigma, weight, cond)
+        batch = x0.shape[0]
+    with validated_times():
         x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
         score = check_same_shape(model(x_t, t) if cond is None else model(x_t, t, cond), x_t, what="model")
-        residual = expand_like(sigma, x0) * score + z                     # σ (score + z/σ)
-        per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
-        weight = weight * weight_fn(sde, t).to(x0.dtype) / (sigma * sigma)
+    residual = expand_like(sigma, x0) * score + z                         # σ (score + z/σ)
+    per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
     return _reduce(weight * per_sample, reduce)
 
 

@@ -212,6 +212,9 @@ class LinearSDE(SDE):
     def sample_marginal(self, x0: Tensor, t: Tensor, generator: Optional[torch.Generator] = None
                         ) -> Tuple[Tensor, Tensor]:
         """Draw x_t = s(t) x0 + σ(t) z; returns (x_t, z), both shaped like x0."""
+        if not torch.is_tensor(x0) or not x0.is_floating_point():
+            got = f"dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
+            raise TypeError(f"x0 must be a floating-point tensor of shape (B, *D); got {got} (cast it, e.g. x0.float())")
         mean, std = self.marginal(x0, t)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return mean + expand_like(std, x0) * z, z

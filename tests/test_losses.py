@@ -398,3 +398,38 @@ def test_time_distributions_have_their_densities_and_log_snr_equals_importance()
             mass = torch.diff(cum)
         hist = torch.histc(torch.log(t), 40, math.log(eps), 0.0).to(torch.float64) / n
         assert bool(((hist - mass).abs() < 5 * (mass * (1 - mass) / n).sqrt() + 1e-3).all()), name
+
+
+class _LateNoise(sd.LinearSDE):
+    """dx = g(t) dw with g = 0 before t = 0.5: std(t) = 0 there (a user SDE that starts adding noise late)."""
+
+    def drift_coef(self, t):
+        return torch.zeros_like(t)
+
+    def diffusion(self, t):
+        return (t >= 0.5).to(t.dtype)
+
+
+def test_dsm_loss_refuses_what_would_make_it_nan_and_names_the_row():
+    """Each of these returned NaN, inf or an IndexError from inside before."""
+    sde, model = sd.VPSDE(), sd.GaussianMixture(torch.zeros(1, 2), torch.ones(1)).score(sd.VPSDE())
+    x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), float("inf")):
+        x = x0.clone()
+        x[3, 1] = bad
+        with pytest.raises(ValueError, match=r"x0 has non-finite values \(NaN or inf\) in row 3 \(1 of 6 rows\)"):
+            sd.dsm_loss(sde, model, x)
+    with pytest.raises(ValueError, match=r"x0 must hold at least one sample .* got shape \(0, 2\)"):
+        sd.dsm_loss(sde, model, torch.zeros(0, 2))
+    late = _LateNoise()
+    t = torch.tensor([0.9, 0.8, 0.3, 0.2, 0.7, 0.6])
+    with pytest.raises(ValueError, match=r"std\(t\) = 0 at t = 0.3 \(row 2; 2 of 6 rows\).*g = 0 on \[0, t\]"):
+        sd.dsm_loss(late, model, x0, t=t)
+    with pytest.raises(ValueError, match=r"std\(t\) = 0 at t = .*added no noise"):
+        sd.dsm_loss(late, model, x0, generator=torch.Generator().manual_seed(1))
+    assert bool(torch.isfinite(sd.dsm_loss(late, model, x0, t=t.clamp_min(0.55))))
+    with pytest.raises(ValueError, match=r"the weight λ\(t\)/std\(t\)² of 'blows_up' is inf at t = 0.3 \(row 2"):
+        def blows_up(sde, t):
+            return torch.where(t < 0.5, torch.full_like(t, float("inf")), torch.ones_like(t))
+
+        sd.dsm_loss(sde, model, x0, t=t, weighting=blows_up)

@@ -396,3 +396,36 @@ def test_compare_samplers_reports_a_diverging_sampler_as_a_row():
     assert math.isnan(diverged.distance) and diverged.nfe == 4
     assert fine.diverged is None and math.isfinite(fine.distance)
     assert "| to eps = 1e-3 | 4 |" in str(table) and "diverged (NaN or inf)" in str(table)
+
+
+def test_devices_are_checked_and_a_device_without_float64_is_refused(monkeypatch):
+    """TrainConfig(device="cuda") on a machine without CUDA raised torch's AssertionError from deep inside, and
+    "gpu" torch's device-string error. A device without float64 (Apple's MPS) is refused at every entry point
+    with the reason, here simulated by the one capability check `has_float64` saying no for the CPU."""
+    from scoresde._utils import available_devices
+
+    here = ", ".join(available_devices())
+    with pytest.raises(ValueError, match=rf"unknown device 'gpu'; available here: {re.escape(here)}$"):
+        sd.TrainConfig(device="gpu")
+    model = sd.ScoreModel(sd.nets.MLP(2, hidden=8), sd.VPSDE())
+    data = torch.randn(64, 2)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=rf"TrainConfig.device 'cuda' is not available here; available: "
+                                             rf"{re.escape(here)}"):
+            sd.Trainer(model, sd.VPSDE(), data, sd.TrainConfig(device="cuda"))
+    with pytest.raises(ValueError, match=r"TrainConfig.device 'cuda:99' is not available here"):
+        sd.Trainer(model, sd.VPSDE(), data, sd.TrainConfig(device="cuda:99"))
+
+    monkeypatch.setattr("scoresde._utils.has_float64", lambda device: torch.device(device).type != "cpu")
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    reason = r"cannot run on cpu: that device has no float64, which scoresde uses for its time grids"
+    with pytest.raises(ValueError, match=r"DPMSolver " + reason):
+        sd.DPMSolver(steps=4).sample(sde, gmm.score(sde), (4, 2))
+    with pytest.raises(ValueError, match=r"log_likelihood " + reason):
+        sd.log_likelihood(sde, gmm.score(sde), torch.randn(4, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r"dsm_loss " + reason):
+        sd.dsm_loss(sde, gmm.score(sde), torch.randn(4, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r"Trainer " + reason):
+        sd.Trainer(model, sd.VPSDE(), data, sd.TrainConfig())
+    with pytest.raises(ValueError, match=r"TrainConfig.device 'cpu' " + reason):
+        sd.Trainer(model, sd.VPSDE(), data, sd.TrainConfig(device="cpu"))

@@ -218,6 +218,9 @@ def test_bad_input_errors():
         sd.VESDE(sigma_min=5.0, sigma_max=1.0)
     with pytest.raises(ValueError, match="T must be"):
         sd.VPSDE(T=-1.0)
+    # An integer x0 raised torch's NotImplementedError from randn.
+    with pytest.raises(TypeError, match=r"x0 must be a floating-point tensor .* got dtype torch.int64 \(cast it"):
+        sde.sample_marginal(torch.zeros(4, 2, dtype=torch.long), torch.full((4,), 0.5))
 
 
 # -- the schedules of other libraries as linear SDEs -----------------------------------------------------------

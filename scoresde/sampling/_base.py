@@ -28,7 +28,8 @@ import torch
 
 from .. import conversions
 from .._registry import Registry
-from .._utils import FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, validated_times
+from .._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, require_float64,
+                      validated_times)
 from ..sde import require_linear
 from .grids import TimeGrid, check_times
 
@@ -248,6 +249,7 @@ class Sampler(abc.ABC):
         elif tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}; got {tuple(x_T.shape)}")
         check_finite(x_T, "x_T")
+        require_float64(x_T.device, type(self).__name__)
         grid = self.times(sde, device=x_T.device) if times is None else check_times(times, sde, x_T.device)
         if self.needs_linear_sde:
             self._check_std(sde, grid)

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from .._utils import parse_device
 from ..losses import WEIGHTINGS
 
 
@@ -163,6 +164,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise ValueError(f"{name} must be a string (or null); got {value!r}")
+        if self.device is not None:
+            parse_device(self.device)
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from .._registry import accepts_any_keyword, signature_parameters
 from ..guidance import check_labels, conditional_score, drop_labels, model_classes
-from .._utils import ScoreFn
+from .._utils import ScoreFn, check_device, require_float64
 from ..data import Batches, Dataset
 from ..sde import is_linear
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
@@ -183,7 +183,9 @@ class Trainer:
         if self.distributed is not None and config.batch_size % self.distributed.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
                              f"{self.distributed.world_size} (it is the global batch)")
-        self.device = torch.device(config.device) if config.device is not None else params[0].device
+        self.device = (check_device(config.device, "TrainConfig.device") if config.device is not None
+                       else params[0].device)
+        require_float64(self.device, "Trainer")
         self.model = model.to(self.device)
         self.train_model = self.model
         if self.distributed is not None:
