@@ -154,6 +154,7 @@ CASES = [(d, s, how) for d in (2, 16) for s in ("dpm2", "heun", "reverse_sde") f
          if not (d == 16 and s == "reverse_sde")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dim,sampler,how", CASES, ids=[f"{d}d-{s}-{h}" for d, s, h in CASES])
 def test_guided_sampling_reproduces_the_class_law(dim, sampler, how):
     """The exact conditional score and classifier guidance with the exact classifier at γ = 1 both sample the

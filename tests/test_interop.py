@@ -172,6 +172,7 @@ def test_unipc_multistep_scheduler_is_our_unipc(order):
     assert_relative(res.x, theirs)
 
 
+@pytest.mark.slow
 def test_diffusers_model_likelihood_labels_and_errors():
     diffusers = pytest.importorskip("diffusers")
     unet = tiny_unet(num_class_embeds=3)
@@ -254,6 +255,7 @@ def test_dpm_solver_pp_3m_differs_from_diffusers_only_by_its_halved_second_deriv
     assert float((ours - theirs).norm() / theirs.norm()) > 1e-4
 
 
+@pytest.mark.slow
 def test_a_diffusers_unet_trains_with_our_trainer():
     """The adapted score is an nn.Module holding the UNet: dsm_loss back-propagates into the UNet's weights and
     the Trainer lowers the loss on digits (a few steps; the loss is measured on one fixed batch and seed)."""

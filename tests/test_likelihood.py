@@ -126,6 +126,7 @@ class Wavy(sd.LinearSDE):
         return torch.sqrt(1 + t**2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("time_variable", ["t", "sigma"])
 def test_user_linear_sde_defined_by_drift_coef_and_diffusion(time_variable):
     sde = Wavy(T=2.0)
@@ -428,6 +429,7 @@ def test_a_float32_state_loses_steps_that_the_float64_state_keeps(time_variable)
     assert float((fast.z.double() - wide.z).abs().min()) > 10 * bound
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vjp_batch", [1, 4, None])
 @pytest.mark.parametrize("shape", [(6,), (1, 2, 3)], ids=["flat", "image"])
 def test_batched_vjps_give_the_closed_form_divergence(vjp_batch, shape):

@@ -327,6 +327,7 @@ def test_classifier_loss_is_minimised_by_the_exact_classifier():
 
 @pytest.mark.parametrize("weighting", ["sigma2", "likelihood", "none", "x0", "snr", "min_snr", "edm",
                                        "flow_matching"])
+@pytest.mark.slow
 @pytest.mark.parametrize("distribution", ["uniform", "importance", "log_snr", "log_normal"])
 def test_every_weighting_has_its_closed_form_expectation_at_the_exact_score(weighting, distribution):
     """For x₀ ~ N(0, c² I) and the exact score, E_z ‖score + z/σ‖² = D (1/σ² − 1/v) with v = s² c² + σ², so the loss

@@ -186,6 +186,7 @@ def _grid_posterior(prior, log_lik, lo=-5.0, hi=5.0, n=801):
     return pts, (lp - torch.logsumexp(lp, 0) - 2 * math.log(float(u[1] - u[0]))).exp()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", ["isotropic", "general"])
 def test_posterior_equals_a_brute_force_grid_posterior(noise):
     """p(x₀ | y) ∝ p(y | x₀) p(x₀) on a fine 2-D grid (the Riemann sum's error at spacing 0.0125 is far below

@@ -43,6 +43,7 @@ def _start_training(out, *extra, torchrun=False):
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
     out = str(tmp_path / "run")

@@ -48,6 +48,7 @@ def test_log_rho_basis_is_the_lagrange_dpm_solver(order):
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", ["vp", "user"])
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_convergence_order_of_tab(sde_name, order):

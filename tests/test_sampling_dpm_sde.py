@@ -81,6 +81,7 @@ def test_singlestep_sde_solver_in_16d():
     assert_oracle_law(run(sd.DPMSolverSDE(steps=25, multistep=False), sd.VPSDE(), gmm).x, gmm, key="16d")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eta", [1.0, 0.4])
 def test_path_coupling_is_the_correlation_of_one_brownian_path(eta):
     """The docstring's SDE in λ, dx̃ = −(1 + η) x̃ dλ + √(2η) e^{−λ} dB, integrated by Euler–Maruyama from x̃ = 0 on a

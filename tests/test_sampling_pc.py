@@ -202,6 +202,7 @@ def test_bad_input():
         sd.PCSampler(steps=3).sample(sd.VPSDE(), lambda x, t: x[:, :1], (4, 2))
 
 
+@pytest.mark.slow
 def test_the_langevin_correctors_bias_is_the_derived_variance_inflation():
     """On N(0, c² I) in 16-D the unadjusted corrector at snr r inflates the variance by at most 1/(1 − r²) and costs
     at most −D r²/2 nats (PCSampler's docstring; measured −0.18 and −0.78 at r = 0.16 and 0.32 against −0.20 and

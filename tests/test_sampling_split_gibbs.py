@@ -36,6 +36,7 @@ def test_fixed_rho_draws_the_inflated_posterior_in_2d():
     assert float(sd.energy_distance(res.x, gmm.posterior(meas).sample(n, _gen(2)))) > distance
 
 
+@pytest.mark.slow
 def test_the_inflated_posterior_is_stationary_in_16d():
     """16-D, 6 components, a random projection (m = 4, σ_y = 0.1), ρ = 0.3 and 1: started at exact draws of the
     inflated posterior, five sweeps keep its law. The mean exact log-density of the samples equals its expectation

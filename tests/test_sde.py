@@ -91,6 +91,7 @@ def _euler_chain_moments(sde, t_end, dt):
 
 @pytest.mark.parametrize("sde", [sd.VPSDE(), sd.SubVPSDE(), sd.VESDE(0.01, 5.0), Wiggly()],
                          ids=lambda s: type(s).__name__)
+@pytest.mark.slow
 def test_forward_simulation_matches_marginal(sde):
     # Simulate the forward SDE with torchsde from a fixed x0 and compare the Monte Carlo mean and variance at
     # several times with marginal(x0, t). Tolerance: 4 standard errors plus Euler–Maruyama's own bias, which is

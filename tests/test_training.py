@@ -489,6 +489,7 @@ def test_accumulated_micro_batches_give_the_same_step(importance_sampling):
 
 
 # -- precision and compile ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bf16_loss_matches_fp32_within_its_precision_and_training_converges():
     """bfloat16 keeps 8 bits of mantissa (relative rounding 2⁻⁸ = 0.4 %): the autocast loss of one batch is within
     3 % of the float32 one (sums of many rounded terms), and 300 bf16 steps on a Gaussian fit its mean as well
@@ -513,6 +514,7 @@ def test_bf16_loss_matches_fp32_within_its_precision_and_training_converges():
         sd.Trainer(sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1), sde), sde, x0, _quiet(precision="fp16"))
 
 
+@pytest.mark.slow
 def test_compile_runs_the_compiled_model_and_falls_back_with_a_warning(monkeypatch):
     """compile=True trains through torch.compile's module (here the "eager" backend, so the test needs no C++
     compiler: the default inductor is exercised on a GPU machine); a backend that fails at the first call leaves
