@@ -12,6 +12,7 @@
 from .metrics import energy_distance, sliced_wasserstein
 from .compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
+from .score import Score
 from .oracle import GaussianMixture, eight_gaussians
 from .measurement import LinearMeasurement, Mask
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
@@ -46,7 +47,7 @@ from ._adapters import ODE_SOLVERS
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "Score", "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
     "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",

@@ -18,12 +18,6 @@ def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
 
 
-def is_network(score) -> bool:
-    """Whether ``score`` is (or wraps, marked by a true ``network`` attribute) a neural network: the likelihood and
-    the probability-flow sampler integrate those in σ̃ by default (`scoresde.sde.choose_time_variable`)."""
-    return isinstance(score, torch.nn.Module) or bool(getattr(score, "network", False))
-
-
 def as_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """Return ``t`` as a (B,) tensor on x's device and dtype.
 

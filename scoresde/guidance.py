@@ -15,8 +15,8 @@ and is the same formula on ε, x0 or v at fixed (x, t) (each is affine in the sc
 Classifier guidance (Dhariwal & Nichol 2021) with a noise-conditional classifier p_t(c | x) at γ = 1 is exactly
 ∇ log p_t(x | c) by Bayes' rule.
 
-**Counting.** A sampler's ``res.nfe`` counts calls of the score function; a guided score says how many network
-evaluations one call costs in its ``network_evaluations`` attribute, and ``res.network_evaluations`` sums them.
+**Counting.** A sampler's ``res.nfe`` counts calls of the score function; a guided score is a `scoresde.Score` that
+says how many network evaluations one call costs (``network_evaluations``), and ``res.network_evaluations`` sums them.
 A classifier-free call with w ≠ 0 runs the network once on a doubled batch (2B rows: conditional and null), which
 counts as 2 evaluations; at w = 0 it is the conditional model alone (1). A classifier-guided call is 2: the score
 model, and the classifier with its gradient (one forward and one backward pass).
@@ -29,7 +29,8 @@ from typing import Callable, Optional, Union
 import torch
 
 from ._registry import signature_parameters
-from ._utils import ScoreFn, check_same_shape, is_network
+from ._utils import ScoreFn, check_same_shape
+from .score import Score, as_score
 
 Tensor = torch.Tensor
 Labels = Union[int, Tensor]
@@ -96,7 +97,7 @@ def _require_conditional(model, what: str) -> int:
     return int(k)
 
 
-def conditional_score(model, cond: Labels) -> ScoreFn:
+def conditional_score(model, cond: Labels) -> Score:
     """``(x, t) -> model(x, t, cond)``: the conditional score ∇ log p_t(x | c) with the labels bound.
 
     ``cond``: one class for every sample (an int) or (B,) long indices matching the batch of every call (the
@@ -108,12 +109,10 @@ def conditional_score(model, cond: Labels) -> ScoreFn:
         labels = check_labels(cond, x.shape[0], num_classes, device=x.device)
         return check_same_shape(model(x, t, labels), x, what="model")
 
-    score.network_evaluations = 1
-    score.network = is_network(model)
-    return score
+    return as_score(model).wrap(score)
 
 
-def classifier_free_guidance(model, cond: Labels, scale: float, null_cond: Optional[int] = None) -> ScoreFn:
+def classifier_free_guidance(model, cond: Labels, scale: float, null_cond: Optional[int] = None) -> Score:
     """``(x, t) -> (1 + w) model(x, t, c) − w model(x, t, ∅)`` with w = ``scale``, in one network call on a doubled
     batch (w = 0: the conditional model alone, one call on B rows).
 
@@ -141,12 +140,11 @@ def classifier_free_guidance(model, cond: Labels, scale: float, null_cond: Optio
         conditional, unconditional = check_same_shape(both, torch.cat([x, x]), what="model").chunk(2)
         return (1 + w) * conditional - w * unconditional
 
-    guided.network_evaluations = 1 if w == 0 else 2
-    guided.network = is_network(model)
-    return guided
+    inner = as_score(model)
+    return inner.wrap(guided, network_evaluations=inner.network_evaluations * (1 if w == 0 else 2))
 
 
-def classifier_guidance(score: ScoreFn, classifier: Callable, cond: Labels, scale: float = 1.0) -> ScoreFn:
+def classifier_guidance(score: ScoreFn, classifier: Callable, cond: Labels, scale: float = 1.0) -> Score:
     """``(x, t) -> score(x, t) + γ ∇_x log p_t(c | x)`` with γ = ``scale``.
 
     Args:
@@ -182,5 +180,6 @@ def classifier_guidance(score: ScoreFn, classifier: Callable, cond: Labels, scal
             grad = torch.zeros_like(x)
         return score(x, t) + gamma * grad.to(x.dtype)
 
-    guided.network_evaluations = 2
-    return guided
+    inner = as_score(score)
+    return Score(guided, network_evaluations=inner.network_evaluations + 1, network=inner.network,
+                 closed_form=inner.closed_form and bool(getattr(classifier, "closed_form", False)))

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from . import conversions
-from ._utils import ScoreFn, as_time, check_same_shape
+from ._utils import as_time, check_same_shape
+from .score import Score, as_score
 from .sde import require_linear
 
 Tensor = torch.Tensor
@@ -90,7 +91,7 @@ class DiffusersScore(nn.Module):
         return conversions.x0_to_score(x, out, s, sigma)
 
 
-def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:
+def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> Score:
     """The score on ``sde`` of an EDM-style denoiser ``denoiser(x̃, σ̃)`` (x̃ of x's shape, σ̃ of shape (B,)).
 
     ``denoiser`` is called at x̃ = x/s(t), σ̃ = σ(t)/s(t), in x's dtype; on `scoresde.EDMSDE` (s = 1, σ = t) that is
@@ -106,10 +107,10 @@ def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> Sco
         level = (sigma / s).reshape(-1)
         return conversions.x0_to_score(x, _call(denoiser, x / s, level, cond), s, sigma)
 
-    return score
+    return as_score(denoiser).wrap(score)
 
 
-def from_velocity(velocity: Callable, sde, cond: Optional[Tensor] = None) -> ScoreFn:
+def from_velocity(velocity: Callable, sde, cond: Optional[Tensor] = None) -> Score:
     """The score on ``sde`` of a flow-matching velocity field ``velocity(x, t)`` ≈ E[ṡ x_0 + σ̇ z | x_t] of the
     same path (s, σ) — on `scoresde.RectifiedFlowSDE` the usual target z − x_0 (flow_matching's and rectified
     flow's convention with noise at t = 1). ``cond``: labels passed as a third argument.
@@ -123,4 +124,4 @@ def from_velocity(velocity: Callable, sde, cond: Optional[Tensor] = None) -> Sco
         f, g2 = conversions.rates(sde, t, x)
         return conversions.velocity_to_score(x, _call(velocity, x, t, cond), f, g2)
 
-    return score
+    return as_score(velocity).wrap(score)

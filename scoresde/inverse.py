@@ -36,6 +36,7 @@ from . import conversions
 from ._registry import Registry
 from ._utils import ScoreFn, SummaryRepr, as_time, check_same_shape
 from .measurement import LinearMeasurement
+from .score import Score, as_score
 
 Tensor = torch.Tensor
 
@@ -83,7 +84,7 @@ class _Denoised:
         return prior + guidance.to(prior.dtype)
 
 
-def dps_score(sde, score: ScoreFn, measurement, scale: float = 1.0, normalized: bool = True) -> ScoreFn:
+def dps_score(sde, score: ScoreFn, measurement, scale: float = 1.0, normalized: bool = True) -> Score:
     """Diffusion posterior sampling: ``(x, t) -> score − (ζ/σ(t)²) ∇_x ‖y − A x̂₀(x)‖`` per sample, ζ = ``scale``.
 
     This normalized form is Chung et al.'s step ζ/‖y − A x̂₀‖ on the squared residual, written in score units (the
@@ -109,11 +110,10 @@ def dps_score(sde, score: ScoreFn, measurement, scale: float = 1.0, normalized: 
                 objective = -zeta * (r * r).sum() / (2 * sigma_y ** 2)
         return d.plus(d.gradient(objective))
 
-    posterior_score.network_evaluations = 2
-    return posterior_score
+    return as_score(score).wrap(posterior_score, extra=as_score(score).network_evaluations)
 
 
-def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: float = 1.0) -> ScoreFn:
+def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: float = 1.0) -> Score:
     """ΠGDM: ``(x, t) -> score + ζ (∂x̂₀/∂x)ᵀ Aᵀ (σ_y² I + r_t² A Aᵀ)⁻¹ (y − A x̂₀)``, r_t² = σ_d² σ²/(s² σ_d² + σ²).
 
     The gradient of log N(y; A x̂₀, σ_y² I + r_t² A Aᵀ) with the covariance held fixed; exact (at ζ = 1) when the
@@ -140,11 +140,10 @@ def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: 
         v = meas.solve_outer(meas.residual(d.x0 if d.keep_graph else d.x0.detach()), sigma_y ** 2, r2)
         return d.plus(zeta * d.vjp(meas.adjoint(v, x)))
 
-    posterior_score.network_evaluations = 2
-    return posterior_score
+    return as_score(score).wrap(posterior_score, extra=as_score(score).network_evaluations)
 
 
-def tweedie_moment_score(sde, score: ScoreFn, measurement, scale: float = 1.0) -> ScoreFn:
+def tweedie_moment_score(sde, score: ScoreFn, measurement, scale: float = 1.0) -> Score:
     """Tweedie-moment guidance: ``(x, t) -> score + ζ Jᵀ Aᵀ (A Cov Aᵀ + R)⁻¹ (y − A x̂₀)``, J = ∂x̂₀/∂x,
     Cov = (σ²/s) J (the second-order Tweedie identity).
 
@@ -172,8 +171,7 @@ def tweedie_moment_score(sde, score: ScoreFn, measurement, scale: float = 1.0) -
             v = v.detach()
         return d.plus(zeta * d.vjp((v @ A).reshape(x.shape)))
 
-    posterior_score.network_evaluations = meas.m + 2
-    return posterior_score
+    return as_score(score).wrap(posterior_score, extra=(meas.m + 1) * as_score(score).network_evaluations)
 
 
 # -- RED ----------------------------------------------------------------------------------------------------

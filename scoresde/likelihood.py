@@ -285,7 +285,7 @@ def log_likelihood(
             variables x̃ = x/s, σ̃ = σ/s (`scoresde.sde.NoiseLevelFlow`), from σ̃(eps) to σ̃(T), where an
             ε-network's field dx̃/dσ̃ = ε̂ is bounded; the result is the same density, with
             log p_eps(x) = log p_T(s_T x̃_T) + D log(s_T/s_eps) + ∫ ∇·(dx̃/dσ̃) dσ̃. ``"auto"`` (default): σ̃
-            for a network (an nn.Module) on a linear SDE, t otherwise (`scoresde.sde.choose_time_variable`).
+            on a linear SDE unless the score is a closed form (`scoresde.Score.time_variable`), t otherwise.
         state_dtype: the dtype of the solver's state, a floating dtype at least as wide as x's. None (default):
             float64 (`solver_dtype`). x's dtype is faster for a small network on a CPU (measured 6 % per
             evaluation for an MLP in 16-D, 16 % in 64-D) and less accurate: the state's rounding accumulates in the

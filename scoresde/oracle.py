@@ -34,6 +34,7 @@ import torch
 from . import conversions
 from ._utils import ScoreFn, as_time
 from .guidance import check_labels
+from .score import Score
 
 Tensor = torch.Tensor
 
@@ -208,7 +209,7 @@ class GaussianMixture:
         def exact_score(x: Tensor, t: Tensor) -> Tensor:
             return self.score_t(sde, x, t)
 
-        return exact_score
+        return Score(exact_score, closed_form=True)
 
     def class_log_prob_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
         """log p_t(c | x) for every class c: shape (B, C); each row's exponentials sum to one."""
@@ -223,6 +224,7 @@ class GaussianMixture:
         def exact_classifier(x: Tensor, t: Tensor) -> Tensor:
             return self.class_log_prob_t(sde, x, t)
 
+        exact_classifier.closed_form = True
         return exact_classifier
 
     def conditional_score_t(self, sde, x: Tensor, t: Tensor, cond) -> Tensor:
@@ -242,6 +244,7 @@ class GaussianMixture:
             return self.conditional_score_t(sde, x, t, cond)
 
         exact_conditional_score.num_classes = self.num_classes
+        exact_conditional_score.closed_form = True
         return exact_conditional_score
 
     def denoiser(self, sde) -> ScoreFn:
@@ -250,6 +253,7 @@ class GaussianMixture:
         def exact_denoiser(x: Tensor, t: Tensor) -> Tensor:
             return conversions.denoise(sde, self.score(sde), x, t)
 
+        exact_denoiser.closed_form = True
         return exact_denoiser
 
     # -- inverse problems ------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ import torch
 
 from ._adapters import integrate_ode, integrate_sde
 from ._registry import Registry
-from ._utils import (ScoreFn, as_time, check_same_shape, check_steps, check_time_range, check_time_vector,
-                     expand_like, is_network, validated_times)
+from ._utils import (ScoreFn, as_time, check_choice, check_same_shape, check_steps, check_time_range,
+                     check_time_vector, expand_like, validated_times)
+from .score import as_score
 
 Tensor = torch.Tensor
 
@@ -731,16 +732,13 @@ TIME_VARIABLES = ("auto", "t", "sigma")
 
 
 def choose_time_variable(time_variable: str, sde, score) -> str:
-    """Resolve ``"auto"``: ``"sigma"`` for a network on a linear SDE (a torch.nn.Module, e.g. `scoresde.ScoreModel`,
-    or a function that wraps one and says so with ``network = True``, as the guided scores and the Trainer's do),
-    ``"t"`` otherwise. Measured (docs/benchmarks.md): with a trained 2-D model dopri5 at 1e-5 needed 128
-    evaluations in σ̃ against 164 in t, at a tenth of the error; with the exact mixture score σ̃ needed 40 % more."""
-    from ._utils import check_choice
-
+    """Resolve ``"auto"``: on a linear SDE the score's own preference (`scoresde.Score.time_variable`: "sigma",
+    where a learned score's field is bounded, unless the score is a closed form such as the oracle's), "t" on any
+    other SDE. Measured (docs/benchmarks.md): with a trained 2-D model dopri5 at 1e-5 needed 128 evaluations in σ̃
+    against 164 in t, at a tenth of the error; with the exact mixture score σ̃ needed 40 % more."""
     check_choice(time_variable, TIME_VARIABLES, "time variable")
     if time_variable == "auto":
-        network = is_network(score) or is_network(getattr(score, "score", None))    # a CountedScore's inner score
-        return "sigma" if network and is_linear(sde) else "t"
+        return as_score(score).time_variable if is_linear(sde) else "t"
     if time_variable == "sigma":
         require_linear(sde, "the probability-flow ODE in sigma (time_variable='sigma')")
     return time_variable

@@ -114,7 +114,7 @@ def gaussian_flow(sde, c: float):
         v = (sde.scale(ends) ** 2 * c * c + sde.std(ends) ** 2).sqrt()
         return x_T * (v[1] / v[0])
 
-    return score, flow
+    return sd.Score(score, closed_form=True), flow
 
 
 def fitted_order(steps, errors) -> float:

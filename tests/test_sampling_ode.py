@@ -78,7 +78,7 @@ def gaussian_flow_problem(sde, c):
         v = variance(tt)
         return x_T * (v[0] / v[1]).sqrt()
 
-    return score, exact
+    return sd.Score(score, closed_form=True), exact
 
 
 @pytest.mark.parametrize("name, solver, order, steps", [

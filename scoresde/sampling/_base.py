@@ -30,6 +30,7 @@ from .. import conversions
 from .._registry import Registry
 from .._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, require_float64,
                       validated_times)
+from ..score import Score, as_score
 from ..sde import require_linear
 from .grids import TimeGrid, check_times
 
@@ -67,25 +68,24 @@ class SampleResult(SummaryRepr):
             self.network_evaluations = self.nfe
 
 
-class CountedScore:
-    """Wrap a score function: count its calls, check that it returns x's shape and (with a ``watch``) that it
-    is finite."""
+class CountedScore(Score):
+    """A `Score` that counts its calls, checks that it returns x's shape and (with a ``watch``) that it is finite;
+    it keeps what the wrapped score says about itself."""
 
     def __init__(self, score: ScoreFn, watch: Optional[FiniteWatch] = None):
-        if not callable(score):
-            raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
-        self.score, self.watch = score, watch
-        self.nfe = 0
-        self.cost = int(getattr(score, "network_evaluations", 1))
+        inner = as_score(score)
+        super().__init__(inner.fn, network_evaluations=inner.network_evaluations, closed_form=inner.closed_form,
+                         network=inner.network)
+        self.watch, self.nfe = watch, 0
 
     @property
-    def network_evaluations(self) -> int:
+    def total_network_evaluations(self) -> int:
         """Network evaluations of the calls so far (``nfe`` times the score's ``network_evaluations``)."""
-        return self.nfe * self.cost
+        return self.nfe * self.network_evaluations
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
-        out = check_same_shape(self.score(x, t), x)
+        out = check_same_shape(self.fn(x, t), x)
         if self.watch is not None:
             self.watch.score(out, self.nfe, t)
         return out
@@ -267,7 +267,7 @@ class Sampler(abc.ABC):
             raise
         finally:
             recorder.close()
-        return recorder.result(x, counted.nfe, counted.network_evaluations)
+        return recorder.result(x, counted.nfe, counted.total_network_evaluations)
 
     @abc.abstractmethod
     def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],

@@ -48,7 +48,7 @@ class ProbabilityFlowSampler(Sampler):
         max_nfe: an adaptive solve that needs more score evaluations stops with a RuntimeError.
         time_variable: ``"t"``, ``"sigma"`` (the same ODE in x̃ = x/s against σ̃ = σ/s, `scoresde.sde.NoiseLevelFlow`;
             a fixed-step solver then steps between the noise levels of its time grid) or ``"auto"`` (default:
-            σ̃ for a network on a linear SDE, t otherwise).
+            σ̃ on a linear SDE unless the score is a closed form, `scoresde.Score.time_variable`; t otherwise).
 
     With ``trajectory``/``callback``/``progress``, states are reported at the grid times (fixed steps) or at
     ``steps or 100`` uniform times (adaptive; torchdiffeq interpolates), after the solve.
@@ -115,7 +115,7 @@ class ProbabilityFlowSampler(Sampler):
         except Exception as err:
             watch.flush(cause=err)
             raise
-        return SampleResult(x=z, nfe=counted.nfe, network_evaluations=counted.network_evaluations)
+        return SampleResult(x=z, nfe=counted.nfe, network_evaluations=counted.total_network_evaluations)
 
     def _integrate(self, sde, score, x: Tensor, times: Tensor, report) -> Tensor:
         """Integrate the PF ODE over ``times`` (monotone, either direction), reporting at every time."""

@@ -37,6 +37,7 @@ from .._registry import accepts_any_keyword, signature_parameters
 from ..guidance import check_labels, conditional_score, drop_labels, model_classes
 from .._utils import ScoreFn, check_device, require_float64
 from ..data import Batches, Dataset
+from ..score import Score
 from ..sde import is_linear
 from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -558,7 +559,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     # -- sampling and evaluation (EMA weights) --------------------------------------------------------------
-    def _score(self, cond=None) -> ScoreFn:
+    def _score(self, cond=None) -> Score:
         """The model as a score function that accepts any floating dtype (cast to the model's and back); for a
         conditional model the conditional score of the labels ``cond`` ((B,) or an int)."""
         model, dtype = self.model, self.dtype
@@ -572,8 +573,7 @@ class Trainer:
         def score(x: Tensor, t: Tensor) -> Tensor:
             return model(x.to(dtype), t.to(dtype)).to(x.dtype)
 
-        score.network = True
-        return score
+        return Score(score, network=True)
 
     def _require_score_model(self, what: str) -> None:
         if self.uses_labels and self.num_classes is None:
