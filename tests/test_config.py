@@ -31,8 +31,10 @@ def test_a_run_written_before_the_registries_loads_and_scores_the_same(legacy_ru
     ref = np.load(os.path.join(legacy_run, "expected_score.npz"))
     with torch.no_grad():
         score = model(torch.from_numpy(ref["x"]), torch.from_numpy(ref["t"]))
-    # The same weights and the same float32 arithmetic up to reordering.
-    torch.testing.assert_close(score, torch.from_numpy(ref["score"]), rtol=1e-5, atol=1e-5)
+    # The same weights and float32 arithmetic in another order (another CPU's kernels): a first-order worst case of
+    # the MLP's roundings, (n + 1) u ‖W‖‖h‖ per layer, amplified by 1/σ(t) at t = 1e-3, is 4e-4 relative to
+    # 1 + |score|; 10× that. Weights loaded into the wrong places change the score by O(1).
+    torch.testing.assert_close(score, torch.from_numpy(ref["score"]), rtol=5e-3, atol=5e-3)
 
 
 def test_a_legacy_run_samples_and_resumes_from_the_command_line(legacy_run, tmp_path):

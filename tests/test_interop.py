@@ -91,9 +91,11 @@ def tiny_unet(num_class_embeds=None):
     return unet.double().eval()
 
 
-def assert_relative(ours, theirs, tol=1e-5):
+def assert_relative(ours, theirs, tol=2e-4):
     """‖ours − theirs‖ / ‖theirs‖ ≤ tol: diffusers computes its step coefficients from float32 ᾱ in float32
-    (1 − ᾱ, square roots), so agreement is at float32 rounding (~1e-7) amplified over the steps, not float64's."""
+    (1 − ᾱ, square roots, λ_t − λ_s, which cancels) and casts the sample to float32 at each step, so agreement is
+    at float32 rounding amplified over the steps: 10–12 steps × about 20 roundings (10 in the coefficients, |λ|/h
+    from the cancellation) × u = 2⁻²⁴ ≈ 2e-5 in the worst case; 10× that. A wrong formula is off by > 1e-3."""
     error = float((ours - theirs).norm() / theirs.norm())
     assert error <= tol, error
 
@@ -252,7 +254,7 @@ def test_dpm_solver_pp_3m_differs_from_diffusers_only_by_its_halved_second_deriv
     halved = HalvedSecondDerivative(**options).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler)).x
     assert_relative(halved, theirs)
     ours = sd.DPMSolver(**options).sample(sde, score, x_T.shape, x_T=x_T, times=our_times(scheduler)).x
-    assert float((ours - theirs).norm() / theirs.norm()) > 1e-4
+    assert float((ours - theirs).norm() / theirs.norm()) > 1e-3
 
 
 @pytest.mark.slow

@@ -159,10 +159,10 @@ def test_heun_float32_and_image_shaped_state():
     x_T = torch.randn((3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
     res = sd.HeunSampler(steps=30).sample(sde, score, x_T.shape, x_T=x_T)
     assert res.x.dtype == torch.float32 and res.x.shape == x_T.shape
-    # The same sampler in float64: only float32 round-off (~1e-7 relative per operation, 59 evaluations)
-    # separates the two.
+    # The same sampler in float64: only float32 round-off separates the two, about 30 roundings of u = 2⁻²⁴ per
+    # evaluation over 59 evaluations, 1e-4 in the worst case; 10× that.
     x64 = sd.HeunSampler(steps=30).sample(sde, score, x_T.shape, x_T=x_T.double()).x
-    assert torch.allclose(res.x.double(), x64, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(res.x.double(), x64, rtol=1e-3, atol=1e-4)
 
 
 def test_heun_bad_input():

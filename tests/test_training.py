@@ -491,9 +491,10 @@ def test_accumulated_micro_batches_give_the_same_step(importance_sampling):
 # -- precision and compile ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_bf16_loss_matches_fp32_within_its_precision_and_training_converges():
-    """bfloat16 keeps 8 bits of mantissa (relative rounding 2⁻⁸ = 0.4 %): the autocast loss of one batch is within
-    3 % of the float32 one (sums of many rounded terms), and 300 bf16 steps on a Gaussian fit its mean as well
-    as float32 does (within 0.1 of the 0.05 distance float32 reaches)."""
+    """bfloat16 keeps 8 bits of mantissa (relative rounding u = 2⁻⁸ = 0.4 %): the autocast loss of one batch is within
+    10 % of the float32 one (a first-order worst case: the inputs and weights of each of the 3 layers rounded, about
+    6u = 2.3 % on the output, doubled by the square of the residual: 5 %), and 300 bf16 steps on a Gaussian fit
+    its mean as well as float32 does (within 0.1 of the 0.05 distance float32 reaches)."""
     sde = sd.VPSDE()
     x0 = torch.randn(512, 2, generator=torch.Generator().manual_seed(0)) * 0.5 + torch.tensor([1.0, -1.0])
     losses, means = {}, {}
@@ -505,7 +506,7 @@ def test_bf16_loss_matches_fp32_within_its_precision_and_training_converges():
         losses[precision] = float(trainer.loss(x0).detach())
         trainer.train()
         means[precision] = trainer.sample(512, seed=1).mean(0)
-    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.1)
     target = torch.tensor([1.0, -1.0])
     assert float((means["bf16"] - target).norm()) < float((means["fp32"] - target).norm()) + 0.1
     with pytest.raises(ValueError, match="valid choices: 'fp32', 'bf16', 'fp16'"):
@@ -595,8 +596,9 @@ def test_power_ema_weighs_updates_by_the_power_function():
 
 def test_half_life_ema_halves_the_weight_of_old_updates():
     """EDM's profile: with B samples per update and a half-life h (after the ramp-up), an update's weight halves
-    every h/B updates; during the ramp-up the half-life is rampup · samples seen."""
-    model = nn.Linear(1, 1, bias=False)
+    every h/B updates; during the ramp-up the half-life is rampup · samples seen. In float64, so that 8 updates'
+    roundings (a few 2⁻⁵³ each) stay far below the 1e-9 asked of 0.5 (in float32 one rounding is 6e-8)."""
+    model = nn.Linear(1, 1, bias=False).double()
     ema = sd.EMA(model, half_life=800, rampup=0.0, batch_size=100)
     assert ema.current_decay() == pytest.approx(0.5 ** (1 / 8))
     ramped = sd.EMA(model, half_life=800, rampup=0.5, batch_size=100)
