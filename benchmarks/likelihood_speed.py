@@ -574,7 +574,7 @@ def peer_cases(args, sde, device, groups):
             run = sd.load(path, device=str(device))
             run.model.requires_grad_(False)
             model64 = copy.deepcopy(run.model).double()
-            from scoresde.config import build_data
+            from scoresde.app.config import build_data
             ds = build_data(run.config, "test")
             if ds.levels is not None:
                 n = min(args.digits_batch, ds.x.shape[0])

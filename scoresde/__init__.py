@@ -9,12 +9,11 @@
     exact = gmm.posterior(meas)
     res = sd.solve_inverse("split_gibbs", sde, score, meas, (256, 2)) # ... against every method
 """
-from .metrics import energy_distance, sliced_wasserstein
-from .compare import Comparison, compare_samplers
+from .evaluation.metrics import energy_distance, sliced_wasserstein
+from .evaluation.compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .score import Score
-from .oracle import GaussianMixture, eight_gaussians
-from .measurement import LinearMeasurement, Mask
+from .evaluation.oracle import GaussianMixture, eight_gaussians
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
                   RectifiedFlowSDE, ReverseSDE, SubVPSDE, VESDE, VPSDE)
 from . import conversions
@@ -29,19 +28,20 @@ from . import guidance
 from .interop import from_denoiser, from_diffusers, from_velocity
 from .guidance import classifier_free_guidance, classifier_guidance, conditional_score
 from . import inverse
-from .inverse import INVERSE_METHODS, RedResult, dps_score, pigdm_score, red, solve_inverse, tweedie_moment_score
+from .inverse import (INVERSE_METHODS, InpaintingSampler, LinearMeasurement, Mask, RedResult, SplitGibbsSampler,
+                      dps_score, pigdm_score, red, solve_inverse, tweedie_moment_score)
 from .parameterization import PARAMETERIZATIONS, Parameterization, ScoreModel
 from . import data
 from .data import DATASETS
-from . import plot
+from .evaluation import plot
 from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted, post_hoc_ema
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, GridSearchResult, SampleResult, Sampler, TimeGrid, optimize_grid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
-from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, InpaintingSampler, SplitGibbsSampler,
-                       AdaptiveDPMSolver, AncestralSampler, DEISSampler, LMSSampler, UniPCSampler)
+from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, AdaptiveDPMSolver, AncestralSampler,
+                       DEISSampler, LMSSampler, UniPCSampler)
 from ._registry import Registry
-from .runs import Run, load
+from .app.runs import Run, load
 from ._adapters import ODE_SOLVERS
 
 __version__ = "0.1.0"

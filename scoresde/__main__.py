@@ -1,4 +1,4 @@
-"""``python -m scoresde`` runs the command line (see [`scoresde.cli`][scoresde.cli])."""
-from .cli import main
+"""``python -m scoresde`` runs the command line (see [`scoresde.app.cli`][scoresde.app.cli])."""
+from .app.cli import main
 
 raise SystemExit(main())

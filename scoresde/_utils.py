@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import numbers
 from typing import Callable, List, Optional, Tuple, Union
 
@@ -241,7 +242,6 @@ class SummaryRepr:
     """A dataclass mixin whose repr summarises tensors (shape, dtype, mean) instead of printing them."""
 
     def __repr__(self) -> str:
-        import dataclasses
 
         parts = []
         for field in dataclasses.fields(self):

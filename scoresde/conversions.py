@@ -31,6 +31,7 @@ from typing import Tuple
 import torch
 
 from ._utils import ScoreFn, as_time, expand_like
+from .sde import diffusion_values
 
 Tensor = torch.Tensor
 
@@ -104,7 +105,6 @@ def scale_std(sde, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
 def rates(sde, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
     """f(t) and g(t)², computed in float64 and returned in x's dtype, shaped (B, 1, …, 1) (the SDE must have
     ``drift_coef``, as every `scoresde.LinearSDE` has)."""
-    from .sde import diffusion_values
 
     if not hasattr(sde, "drift_coef"):
         raise TypeError(f"{type(sde).__name__} has no drift_coef(t) (f of dx = f x dt + g dw), which the velocity "

@@ -33,11 +33,12 @@ import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ._registry import Registry
 from ._utils import check_finite
-from .oracle import GaussianMixture, eight_gaussians
+from .evaluation.oracle import GaussianMixture, eight_gaussians
 
 Tensor = torch.Tensor
 SampleFn = Callable[[int, Optional[torch.Generator]], Tensor]
@@ -432,7 +433,6 @@ def _digits(split: str, test_fraction: float, dequantize: bool, dtype) -> Datase
 
 def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool, dtype,
            label_key: Optional[str] = None) -> Dataset:
-    import numpy as np
 
     if not os.path.isfile(path):
         raise ValueError(f"no such array file: {path!r}")
@@ -484,7 +484,6 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("loading an image folder needs Pillow (pip install pillow; it comes with "
                           "matplotlib)") from err
-    import numpy as np
 
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' (grey) or 'RGB'; got {mode!r}")

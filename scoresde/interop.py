@@ -23,7 +23,7 @@ from torch import nn
 from . import conversions
 from ._utils import as_time, check_same_shape
 from .score import Score, as_score
-from .sde import require_linear
+from .sde import DiscreteVPSDE, require_linear
 
 Tensor = torch.Tensor
 
@@ -52,7 +52,6 @@ def from_diffusers(unet: Callable, scheduler, cond: Optional[Tensor] = None):
     To run a diffusers sampler's steps, sample on the times ``(scheduler.timesteps + 1) / N``; see
     docs/migration.md for which of our samplers reproduces which scheduler.
     """
-    from .sde import DiscreteVPSDE
 
     if not callable(unet):
         raise TypeError(f"unet must be a callable unet(x, timestep, class_labels=...); got {type(unet).__name__}")

@@ -34,7 +34,7 @@ from ._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, check_tolerances, integrate
 from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_finite, check_same_shape,
                      require_float64, validated_times)
 from .data import Dataset, check_quantization, dequantize
-from .guidance import conditional_score
+from .guidance.conditional import conditional_score
 from .sde import NoiseLevelFlow, choose_time_variable
 
 Tensor = torch.Tensor

@@ -17,7 +17,7 @@ import torch
 from ._registry import Registry
 from ._utils import (ScoreFn, as_time, check_choice, check_finite, check_same_shape, check_time_range, expand_like,
                      require_float64, validated_times)
-from .guidance import check_labels
+from .guidance.labels import check_labels
 from .sde import diffusion_values
 
 Tensor = torch.Tensor

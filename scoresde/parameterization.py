@@ -16,7 +16,7 @@ from torch import nn
 from . import conversions
 from ._registry import Registry
 from ._utils import ScoreFn, as_time, check_same_shape, check_time_range, expand_like, validated_times
-from .guidance import model_classes
+from .guidance.labels import model_classes
 from .sde import require_linear
 
 Tensor = torch.Tensor

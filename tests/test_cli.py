@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from scoresde.cli import main
+from scoresde.app.cli import main
 
 TINY = ["--steps=30", "--batch_size=64", "--data.n=400", "--progress=false", "--model.hidden=32",
         "--model.depth=1", "--log_every=10", "--device=cpu"]
@@ -176,7 +176,7 @@ def test_inpaint_points_writes_npz_and_png_and_keeps_the_observation(run_dir, tm
                  "--resamplings=2", "--jump_length=2", "--n", "10", "--out", out, "--device", "cpu"]) == 0
     saved = np.load(os.path.join(out, "inpaint.npz"))
     mask = saved["mask"]
-    expected = sd.sampling.InpaintingSampler(sd.LinearMeasurement(sd.Mask(torch.as_tensor(mask)), torch.zeros(2)),
+    expected = sd.InpaintingSampler(sd.LinearMeasurement(sd.Mask(torch.as_tensor(mask)), torch.zeros(2)),
                                              steps=6, resamplings=2, jump_length=2).nfe()
     assert int(saved["nfe"]) == expected > 6 and mask.any()
     assert np.array_equal(saved["sampled"][:, mask], saved["observed"][:, mask])

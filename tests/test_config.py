@@ -9,8 +9,8 @@ import torch
 import yaml
 
 import scoresde as sd
-from scoresde.cli import main
-from scoresde.config import ConfigError, RunConfig, build_data, build_model, build_sde, load_config
+from scoresde.app.cli import main
+from scoresde.app.config import ConfigError, RunConfig, build_data, build_model, build_sde, load_config
 
 LEGACY = os.path.join(os.path.dirname(__file__), "data", "legacy_run")
 

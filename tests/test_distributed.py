@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from scoresde.cli import main
+from scoresde.app.cli import main
 
 ARGS = ["--steps=12", "--batch_size=64", "--data.n=512", "--progress=false", "--model.hidden=32",
         "--model.depth=1", "--log_every=3", "--device=cpu", "--lr=1e-3", "--weighting=likelihood",

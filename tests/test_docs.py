@@ -68,7 +68,7 @@ def test_extending_example_trains_and_samples_from_the_command_line(tmp_path, mo
     import yaml
 
     import scoresde as sd
-    from scoresde.cli import main
+    from scoresde.app.cli import main
 
     text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
     module = next(b for b in _code_blocks(text, "python") if b.startswith("# my_components.py"))

@@ -51,7 +51,7 @@ def test_import_path_names_a_users_class_without_registering(monkeypatch):
     (sd.SDES, {"vp", "subvp", "ve", "edm", "rectified_flow", "cosine_vp", "discrete_vp"}),
     (sd.NETS, {"mlp", "unet"}),
     (sd.SAMPLERS, {"euler_maruyama", "reverse_sde", "probability_flow", "pc", "heun", "dpm_solver", "ddim",
-                   "dpm_solver_sde", "unipc", "lms", "deis", "ancestral", "dpm_adaptive"}),
+                   "dpm_solver_sde", "unipc", "lms", "deis", "ancestral", "dpm_adaptive", "inpainting", "split_gibbs"}),
     (sd.PARAMETERIZATIONS, {"eps", "score", "x0", "v", "velocity"}),
     (sd.DATASETS, {"eight_gaussians", "rings", "checkerboard", "swiss_roll", "moons", "digits", "array",
                    "image_folder"}),

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import scoresde as sd
-from scoresde.cli import main
+from scoresde.app.cli import main
 
 SMALL = ["--batch_size=32", "--data.n=256", "--progress=false", "--model.hidden=16", "--model.depth=1",
          "--model.time_embedding_dim=8", "--log_every=5", "--device=cpu"]

@@ -787,7 +787,7 @@ def test_ema_snapshots_survive_resume(tmp_path):
 
 def test_ema_snapshots_from_the_command_line(tmp_path):
     """The config fields reach the CLI and config.yaml like any other: --ema_snapshot_every and a YAML list."""
-    from scoresde.cli import main
+    from scoresde.app.cli import main
 
     out = str(tmp_path / "run")
     assert main(["train", "--out", out, "--steps=4", "--batch_size=16", "--data.n=64", "--progress=false",

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..guidance import check_labels
+from ..guidance.labels import check_labels
 
 Tensor = torch.Tensor
 

@@ -1,5 +1,6 @@
-"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++, DEIS,
-and the inverse-problem samplers (replacement / RePaint inpainting, split Gibbs).
+"""Samplers: reverse SDE, probability-flow ODE, predictor–corrector, EDM Heun, DPM-Solver, DDIM-η, SDE-DPM-Solver++,
+UniPC, LMS, DEIS, ancestral and adaptive DPM-Solver (the inverse-problem samplers live in `scoresde.inverse` and
+register here too).
 
 Each sampler module registers its classes in `SAMPLERS` (name → class), which configs and the command
 line read; a user's sampler is one subclass of `Sampler` and one ``SAMPLERS.register`` line.
@@ -19,12 +20,9 @@ from .deis import DEISSampler
 from .ancestral import AncestralSampler
 from .adaptive_dpm import AdaptiveDPMSolver
 from .optimize import GridSearchResult, optimize_grid
-from .inpainting import InpaintingSampler
-from .split_gibbs import SplitGibbsSampler
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
            "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver",
-           "optimize_grid", "GridSearchResult",
-           "InpaintingSampler", "SplitGibbsSampler"]
+           "optimize_grid", "GridSearchResult"]

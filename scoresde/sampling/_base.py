@@ -73,8 +73,8 @@ class CountedScore(Score):
     it keeps what the wrapped score says about itself."""
 
     def __init__(self, score: ScoreFn, watch: Optional[FiniteWatch] = None):
-        inner = as_score(score)
-        super().__init__(inner.fn, network_evaluations=inner.network_evaluations, closed_form=inner.closed_form,
+        inner = as_score(score)          # called as itself: a Score subclass (another counter) keeps counting
+        super().__init__(inner, network_evaluations=inner.network_evaluations, closed_form=inner.closed_form,
                          network=inner.network)
         self.watch, self.nfe = watch, 0
 

@@ -24,6 +24,9 @@ import torch
 
 from .._utils import SummaryRepr
 from .grids import GRIDS, time_grid
+from .pc import PCSampler
+from .probability_flow import ProbabilityFlowSampler
+from .reverse_sde import ReverseSDESampler
 
 Tensor = torch.Tensor
 
@@ -73,14 +76,11 @@ def optimize_grid(sde, score, sampler, x_T: Tensor, reference: Optional[Tensor] 
     steps, eps = sampler.steps, sampler.eps
     if steps is None:
         raise ValueError(f"{type(sampler).__name__} has no fixed grid (an adaptive sampler): nothing to optimise")
-    from .pc import PCSampler
-    from .reverse_sde import ReverseSDESampler
 
     if getattr(sampler, "eta", 0.0) > 0 or isinstance(sampler, (PCSampler, ReverseSDESampler)):
         raise ValueError(f"optimize_grid needs a deterministic sampler (its error against one reference path); "
                          f"{type(sampler).__name__} draws noise")
     if reference is None:
-        from .probability_flow import ProbabilityFlowSampler
 
         tight = ProbabilityFlowSampler(rtol=1e-9, atol=1e-9, eps=eps, time_variable="t")
         reference = tight.sample(sde, score, tuple(x_T.shape), x_T=x_T).x

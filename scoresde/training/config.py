@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from .._utils import parse_device
-from ..losses import WEIGHTINGS
+from ..losses import TIME_DISTRIBUTIONS, WEIGHTINGS
 
 
 @dataclass
@@ -149,7 +149,6 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: 'fp32', 'bf16', 'fp16'")
         if self.time_distribution is not None:
-            from ..losses import TIME_DISTRIBUTIONS
 
             if self.time_distribution not in TIME_DISTRIBUTIONS:
                 raise ValueError(f"unknown time_distribution {self.time_distribution!r}; valid choices: "

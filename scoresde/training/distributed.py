@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 _joined = False  # this process initialised a process group (see `exit_process`)
 
@@ -50,7 +51,6 @@ class DistributedContext:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls(device=device)
-        import torch.distributed as dist
 
         rank = int(os.environ["RANK"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -70,7 +70,6 @@ class DistributedContext:
     def close(self) -> None:
         """Tear the process group down (no-op for a single process)."""
         if self.enabled:
-            import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.barrier()
@@ -88,7 +87,6 @@ def exit_process(code: int) -> None:
     ``Py_FinalizeEx``. Every file is closed by then (checkpoints are written atomically, metrics per record), so
     the streams are flushed and the process leaves with ``os._exit``.
     """
-    import torch.distributed as dist
 
     if not (_joined and dist.is_available()):
         return
@@ -105,7 +103,6 @@ def _destroy_at_exit() -> None:
     """Tear down a process group still alive at interpreter exit (a rank that stopped on an error skips `close`):
     exiting with live gloo threads aborts the process (SIGABRT, "terminate called without an active exception")
     and hides its own exit status and message."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         try:

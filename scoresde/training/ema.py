@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .checkpoint import check_state_dict, save_checkpoint
 
 Tensor = torch.Tensor
 
@@ -122,7 +123,6 @@ class EMA:
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Restore from `state_dict`; a ValueError names keys that do not match the model."""
-        from .checkpoint import check_state_dict
 
         check_state_dict(self.shadow, state["shadow"], what="EMA")
         self.decay = float(state["decay"])
@@ -245,7 +245,6 @@ def _positive_step(value, what: str) -> int:
 def save_ema_snapshot(emas: Sequence["EMA"], path: str) -> str:
     """Write the power EMAs ``emas`` (one per profile, all after the same number of updates) atomically to ``path``
     (``weights_only`` readable: {"format", "step", "emas": [EMA.state_dict(), …]}); returns the path."""
-    from .checkpoint import save_checkpoint
 
     steps = {ema.num_updates for ema in emas}
     if len(steps) != 1 or any(ema.power is None for ema in emas):
@@ -347,7 +346,6 @@ def post_hoc_ema(snapshots, power: Optional[float] = None, *, sigma_rel: Optiona
     states = load_ema_snapshots(snapshots)
     if not states:
         raise ValueError(f"no EMA snapshots in {snapshots!r} (a run writes them with ema_snapshot_every > 0)")
-    from .checkpoint import check_state_dict
 
     for i, state in enumerate(states):
         if state.get("power") is None:

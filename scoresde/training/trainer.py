@@ -21,6 +21,8 @@ bit on the same device.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import math
 import os
@@ -31,19 +33,24 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from .._registry import accepts_any_keyword, signature_parameters
-from ..guidance import check_labels, conditional_score, drop_labels, model_classes
 from .._utils import ScoreFn, check_device, require_float64
 from ..data import Batches, Dataset
+from ..evaluation.plot import save_samples
+from ..guidance import check_labels, conditional_score, drop_labels, model_classes
+from ..likelihood import evaluate_likelihood
+from ..losses import dsm_loss, noised_class_log_probs
+from ..sampling import DPMSolver, ReverseSDESampler
 from ..score import Score
 from ..sde import is_linear
-from .checkpoint import (CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .ema import (EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot,
-                  snapshot_path)
+from .ema import EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot, snapshot_path
 from .hooks import EMASnapshotHook, Hook, default_hooks
 
 Tensor = torch.Tensor
@@ -71,7 +78,6 @@ class TrainingInterrupted(Exception):
 def default_sampler(sde):
     """DPM-Solver++ (2nd order, 50 steps, Tweedie denoising) for linear SDEs; for other SDEs 500 steps of the
     native Euler–Maruyama reverse-SDE loop (it needs only drift and diffusion)."""
-    from ..sampling import DPMSolver, ReverseSDESampler
 
     if is_linear(sde):
         return DPMSolver(steps=50, order=2, denoise=True)
@@ -190,7 +196,6 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_model = self.model
         if self.distributed is not None:
-            from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
@@ -204,7 +209,7 @@ class Trainer:
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         if loss_fn is None:
-            from ..losses import dsm_loss as loss_fn
+            loss_fn = dsm_loss
         self.loss_fn = loss_fn
         self._loss_keywords = None if accepts_any_keyword(loss_fn) else set(signature_parameters(loss_fn))
         self._loss_shards = "shard" in signature_parameters(loss_fn)
@@ -259,7 +264,6 @@ class Trainer:
     def _setup_labels(self, model, loss_fn, config: TrainConfig) -> None:
         """Whether batches carry labels (a conditional model, or a loss that requires ``cond``) and the label
         dropout probability."""
-        import inspect
 
         self.num_classes = model_classes(model)
         try:
@@ -381,7 +385,6 @@ class Trainer:
         late = self._deadline is not None and now >= self._deadline
         if self.distributed is None:
             return float(loss), stop, clock, late
-        import torch.distributed as dist
 
         values = torch.tensor([float(loss), stop, clock, late], device=loss.device, dtype=torch.float64)
         dist.all_reduce(values)
@@ -437,7 +440,6 @@ class Trainer:
         """Gradients of the global batch in ``accumulate`` micro-batches: each replays the loss generator from the
         same state, so that the times, noise and label dropout are those of one whole-batch call, and evaluates its
         strided rows; the k gradients of (micro-batch mean)/k sum to the gradient of the batch mean."""
-        import contextlib
 
         k = self.config.accumulate
         if not self._loss_shards:
@@ -482,7 +484,6 @@ class Trainer:
         c = self.config
         target = c.steps if num_steps is None else self.global_step + int(num_steps)
         if c.progress and self.is_main:
-            from tqdm.auto import tqdm
 
             self.bar = tqdm(total=target, initial=self.global_step, unit="step", desc="train", dynamic_ncols=True)
         self.model.train()
@@ -604,7 +605,6 @@ class Trainer:
 
     def save_samples(self, path: Optional[str] = None) -> str:
         """Sample with the EMA weights and save the figure (default ``out_dir/samples_<step>.png``)."""
-        from ..plot import save_samples
 
         if path is None:
             if self.config.out_dir is None:
@@ -634,7 +634,6 @@ class Trainer:
                     return dict(self.eval_fn(self.model, self.sde))
                 if self.eval_data is None:
                     return {}
-                from ..likelihood import evaluate_likelihood
 
                 generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 104729)
                 c = self.config
@@ -649,7 +648,6 @@ class Trainer:
             self.model.train(was_training)
 
     def _evaluate_classifier(self, generator: torch.Generator) -> Dict[str, float]:
-        from ..losses import noised_class_log_probs
 
         data = self.eval_data
         if data.labels is None:
@@ -704,7 +702,6 @@ class Trainer:
         if self.is_main:
             save_checkpoint(self.state_dict(), path)
         if self.distributed is not None:
-            import torch.distributed as dist
 
             dist.barrier()  # every rank may read the checkpoint once rank 0 has written it
         self.last_checkpoint, self.checkpoint_step = path, self.global_step

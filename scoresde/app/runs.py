@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 import torch
+import yaml
 
+from ..training import EMA
+from ..training.checkpoint import check_state_dict, load_checkpoint
 from .config import SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_model, build_sde
 
 CONFIG_NAME = "config.yaml"
@@ -25,7 +28,7 @@ class Run:
     Attributes:
         sde: the forward SDE of the run.
         model: the score model (EMA weights unless ``ema=False``), in eval mode on the requested device.
-        config: the run's `scoresde.config.RunConfig`.
+        config: the run's `scoresde.app.config.RunConfig`.
         sample_shape: the per-sample shape D of its data.
         step: the number of training steps the checkpoint holds.
     """
@@ -39,9 +42,7 @@ class Run:
 
 def read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any]]:
     """The run config saved next to ``checkpoint``, the per-sample shape and the checkpoint itself."""
-    import yaml
 
-    from .training.checkpoint import load_checkpoint
 
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
@@ -63,8 +64,6 @@ def read_run(checkpoint: str) -> Tuple[RunConfig, Tuple[int, ...], Dict[str, Any
 def load(path: str, device: str = "cpu", ema: bool = True) -> Run:
     """Rebuild a run from its checkpoint (or its folder): the SDE, the model with the EMA weights (``ema=True``)
     or the raw ones, the config and the sample shape. The checkpoint is read with ``weights_only=True``."""
-    from .training import EMA
-    from .training.checkpoint import check_state_dict
 
     cfg, shape, state = read_run(os.fspath(path))
     sde = build_sde(cfg)

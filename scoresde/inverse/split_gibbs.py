@@ -16,19 +16,22 @@ as ρ → 0. Gibbs sampling alternates two exact steps:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .. import conversions
-from ..measurement import LinearMeasurement
-from ._base import SampleResult, Sampler
-from .grids import _positive_int
+from .._utils import ScoreFn
+from ..sampling import SAMPLERS, DPMSolverSDE, SampleResult, Sampler
+from ..sampling._base import CountedScore, Recorder
+from ..sampling.grids import _positive_int
+from .measurement import LinearMeasurement
 
 Tensor = torch.Tensor
 
 
-class SplitGibbsSampler:
+@SAMPLERS.register("split_gibbs")
+class SplitGibbsSampler(Sampler):
     """Split Gibbs for y = A x₀ + n with the score as the prior: ``sample(sde, score, shape, generator)``.
 
     Args:
@@ -38,12 +41,16 @@ class SplitGibbsSampler:
         rho_min: with a number ``rho``, anneal geometrically from ``rho`` to ``rho_min`` over the sweeps.
         sampler: the stochastic sampler of the prior step, run on its own grid kind from t*(ρ) down to its eps
             (default ``DPMSolverSDE(steps=30)``, SDE-DPM-Solver++(2M) with the final denoising).
-        initial: ``"prior"`` (default: start from an unconditional sample of the same sampler, from T) or
-            ``"measurement"`` (the first z from x = 0 at the first ρ: no extra run).
+        initial: ``"prior"`` (default: the first x is an unconditional sample of the same sampler, run from the
+            prior draw x_T), ``"measurement"`` (the first z from x = 0 at the first ρ: no extra run) or ``"x_T"``
+            (the chain starts at the ``x_T`` given to `sample`, e.g. a draw of the target to check stationarity).
 
     NFE: ``iterations`` × the prior step's NFE (+ one full run for ``initial="prior"``). The result's x is the
-    last prior step's sample: at a fixed ρ a draw of p(x₀ | y′).
+    last prior step's sample: at a fixed ρ a draw of p(x₀ | y′). A ``callback`` and a trajectory see one report
+    per sweep, ``(k, ρ_k, x)``: the "time" of a sweep is its coupling ρ_k.
     """
+
+    label = "split Gibbs"
 
     def __init__(self, measurement, rho=0.5, iterations: int = 20, rho_min: Optional[float] = None,
                  sampler: Optional[Sampler] = None, initial: str = "prior"):
@@ -53,38 +60,41 @@ class SplitGibbsSampler:
         self.measurement = measurement
         self.iterations = _positive_int(iterations, "iterations")
         self.rhos = _rho_schedule(rho, rho_min, self.iterations)
-        if sampler is None:
-            from .dpm_solver_sde import DPMSolverSDE
-
-            sampler = DPMSolverSDE(steps=30)
+        sampler = DPMSolverSDE(steps=30) if sampler is None else sampler
         if not isinstance(sampler, Sampler):
             raise TypeError(f"sampler must be a scoresde Sampler; got {type(sampler).__name__}")
-        if initial not in ("prior", "measurement"):
-            raise ValueError(f"unknown initial {initial!r}; valid choices: 'prior', 'measurement'")
+        if initial not in INITIAL:
+            raise ValueError(f"unknown initial {initial!r}; valid choices: {', '.join(repr(i) for i in INITIAL)}")
         self.sampler, self.initial = sampler, initial
+        self.schedule = sampler.schedule          # the grid of the initial run from T
 
-    def nfe(self) -> Optional[int]:
+    def nfe(self, times: Optional[Tensor] = None) -> Optional[int]:
         inner = self.sampler.nfe()
         if inner is None:
             return None
         return inner * (self.iterations + int(self.initial == "prior"))
 
-    def sample(self, sde, score, shape, generator: Optional[torch.Generator] = None, x_init: Optional[Tensor] = None,
-               *, callback: Optional[Callable[[int, float, Tensor], None]] = None, device=None,
-               dtype=None) -> SampleResult:
-        """Run the sweeps and return the last x (shape ``shape``); ``callback(k, rho_k, x)`` after each sweep."""
-        shape = tuple(int(s) for s in shape)
-        meas = self.measurement
-        nfe = evaluations = 0
-        if x_init is not None:
-            if not torch.is_tensor(x_init) or tuple(x_init.shape) != shape or not x_init.is_floating_point():
-                raise ValueError(f"x_init must be a floating-point tensor of shape {shape}")
-            x = x_init
-        elif self.initial == "prior":
-            res = self.sampler.sample(sde, score, shape, generator, device=device, dtype=dtype)
-            x, nfe, evaluations = res.x, res.nfe, res.network_evaluations
-        else:
-            x = torch.zeros(shape, device=device, dtype=dtype or torch.get_default_dtype())
+    def _reports(self, times: Tensor) -> int:
+        return self.iterations
+
+    def sample(self, sde, score: ScoreFn, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+               x_T: Optional[Tensor] = None, *, times: Optional[Tensor] = None, **options) -> SampleResult:
+        """Run the sweeps and return the last x (shape ``shape``); see `scoresde.Sampler.sample` for the options.
+        ``times`` is refused: every prior step runs on the inner sampler's own grid from t*(ρ_k)."""
+        if times is not None:
+            raise ValueError("SplitGibbsSampler runs its prior steps on its inner sampler's grid from t*(rho); give "
+                             "the inner sampler's settings (sampler=...) instead of times")
+        if self.initial == "x_T" and x_T is None:
+            raise ValueError("initial='x_T' starts the chain at x_T: pass x_T (shape (B, *D))")
+        return super().sample(sde, score, shape, generator, x_T, **options)
+
+    def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],
+             report: Recorder) -> Tensor:
+        meas, shape = self.measurement, tuple(x.shape)
+        if self.initial == "prior":
+            x = self.sampler.sample(sde, score, shape, generator, x_T=x).x
+        elif self.initial == "measurement":
+            x = torch.zeros_like(x)
         meas.check_x(x)
         starts = {}
         for k, rho in enumerate(self.rhos):
@@ -95,13 +105,15 @@ class SplitGibbsSampler:
                                      f"{self.sampler.eps:g}: raise rho_min or lower the sampler's eps")
                 s_star = float(sde.scale(torch.tensor([t_star], dtype=torch.float64))[0])
                 starts[rho] = (self.sampler.schedule.times(sde, device=x.device, start=t_star), s_star)
-            times, s_star = starts[rho]
+            grid, s_star = starts[rho]
             z = meas.sample_proximal(x, rho, generator)
-            res = self.sampler.sample(sde, score, shape, generator, x_T=s_star * z, times=times)
-            x, nfe, evaluations = res.x, nfe + res.nfe, evaluations + res.network_evaluations
-            if callback is not None:
-                callback(k + 1, rho, x)
-        return SampleResult(x=x, nfe=nfe, network_evaluations=evaluations)
+            x = self.sampler.sample(sde, score, shape, generator, x_T=s_star * z, times=grid).x
+            report(k + 1, rho, x)
+        return x
+
+
+#: How the chain of `SplitGibbsSampler` starts.
+INITIAL = ("prior", "measurement", "x_T")
 
 
 def _rho_schedule(rho, rho_min, iterations: int) -> list:

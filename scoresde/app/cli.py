@@ -21,13 +21,27 @@ import textwrap
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
-from ._utils import check_device
+from .._utils import check_device
+from ..data import DATASETS, Dataset, load as load_data
+from ..evaluation.compare import compare_samplers
+from ..evaluation.plot import figure, image_grid, save_samples
+from ..guidance import classifier_free_guidance, conditional_score
+from ..inverse import INVERSE_METHODS, solve_inverse
+from ..inverse.measurement import LinearMeasurement, Mask
+from ..likelihood import DIVERGENCES, evaluate_likelihood
+from ..nets import NETS
+from ..parameterization import PARAMETERIZATIONS
+from ..sampling import SAMPLERS
+from ..sde import SDES
+from ..training import Trainer, TrainingInterrupted
+from ..training.distributed import DistributedContext, exit_process
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
                      default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
+from .demo import run_demo
 from .runs import CONFIG_NAME, load, read_run
-from .training.distributed import exit_process
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
@@ -36,7 +50,6 @@ def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
 
     A sampler named by import path keeps its colon: "mypkg.samplers:Mine:steps=4".
     """
-    from .sampling import SAMPLERS
 
     head, sep, rest = spec.rpartition(":")
     if sep and ("=" in rest or head in SAMPLERS):
@@ -95,8 +108,6 @@ def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
 
 
 def cmd_train(args, overrides) -> int:
-    from .training import Trainer, TrainingInterrupted
-    from .training.distributed import DistributedContext
 
     cfg = load_config(args.config, overrides)
     default_out = os.path.join("runs", "-".join(str(getattr(cfg, s)["name"]).split(":")[-1] for s in ("data", "sde")))
@@ -179,10 +190,7 @@ def _label_choice(value: Optional[str], num_classes: Optional[int], allow_all: b
 
 
 def cmd_sample(args, overrides) -> int:
-    import numpy as np
 
-    from .guidance import classifier_free_guidance, conditional_score
-    from .plot import save_samples
 
     device = _device(args.device)
     _output_folder(args.out)
@@ -238,9 +246,6 @@ def cmd_sample(args, overrides) -> int:
 
 
 def cmd_likelihood(args, overrides) -> int:
-    from .data import Dataset
-    from .guidance import conditional_score
-    from .likelihood import evaluate_likelihood
 
     device = _device(args.device)
     for name in ("n", "batch_size", "n_probes"):
@@ -302,7 +307,6 @@ _INVERSE_ARGUMENTS = ("sde", "score", "measurement", "shape", "generator")
 
 
 def _inverse_method_options(name: str):
-    from .inverse import INVERSE_METHODS
 
     return [p for p in INVERSE_METHODS.parameters(name) if p not in _INVERSE_ARGUMENTS]
 
@@ -310,7 +314,6 @@ def _inverse_method_options(name: str):
 def _inverse_options(method: str, overrides) -> Dict[str, Any]:
     """The method options given as --key=value, checked against the method's own; ``--sampler=heun:steps=18``
     (for dps, pigdm, tweedie_moment) builds that sampler."""
-    from .inverse import INVERSE_METHODS
 
     INVERSE_METHODS.get(method)                            # an unknown name fails before the checkpoint loads
     options = {k.replace("-", "_"): v for k, v in overrides}
@@ -327,11 +330,7 @@ def _inverse_options(method: str, overrides) -> Dict[str, Any]:
 
 
 def cmd_inpaint(args, overrides) -> int:
-    import numpy as np
 
-    from .guidance import conditional_score
-    from .inverse import solve_inverse
-    from .measurement import LinearMeasurement, Mask
 
     device = _device(args.device)
     _output_folder(args.out)
@@ -406,7 +405,6 @@ def cmd_inpaint(args, overrides) -> int:
 def _save_inpainting(path: str, true, observed, sampled, mask, title: str, data_range) -> None:
     """observed / sampled / true: three image rows (unobserved pixels blue), or three scatter panels of 2-D points
     (an observed coordinate drawn as a line); a ValueError for other shapes."""
-    from .plot import figure, image_grid
 
     true, observed, sampled = (v.detach().cpu().to(torch.float64) for v in (true, observed, sampled))
     mask = mask.cpu()
@@ -462,8 +460,6 @@ def _save_inpainting(path: str, true, observed, sampled, mask, title: str, data_
 
 
 def cmd_compare(args, overrides) -> int:
-    from .compare import compare_samplers
-    from .data import load as load_data
 
     device = _device(args.device)
     _output_folder(args.out)
@@ -497,7 +493,6 @@ def cmd_compare(args, overrides) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "comparison.md"), "w") as fh:
         fh.write(table.to_markdown() + "\n")
-    from .plot import figure
 
     fig = figure((6.0, 4.0))
     table.plot(ax=fig.add_subplot(1, 1, 1))
@@ -507,7 +502,6 @@ def cmd_compare(args, overrides) -> int:
 
 
 def cmd_demo(args, overrides) -> int:
-    from .demo import run_demo
 
     return run_demo(out=args.out, seconds=args.seconds, seed=args.seed, overrides=overrides)
 
@@ -519,20 +513,13 @@ def _names(registry) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; the lists of valid names in the help come from the registries."""
-    from .data import DATASETS
-    from .inverse import INVERSE_METHODS
-    from .likelihood import DIVERGENCES
-    from .nets import NETS
-    from .parameterization import PARAMETERIZATIONS
-    from .sampling import SAMPLERS
-    from .sde import SDES
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads trained 3.5x slower; "
                              "see benchmarks/threads.py)")
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
-                                     epilog="Config overrides: --section.key=value or --key=value (see scoresde.config).")
+                                     epilog="Config overrides: --section.key=value or --key=value (see scoresde.app.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,inpaint,compare,demo}")
 

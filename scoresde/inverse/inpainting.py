@@ -18,10 +18,11 @@ from typing import List, Optional
 import torch
 
 from .._utils import check_steps
-from ..measurement import LinearMeasurement
-from ._base import Sampler, batch_time, randn_like
-from .ddim import ddim_step
-from .grids import TimeGrid, _positive_int
+from ..sampling import SAMPLERS
+from ..sampling._base import Sampler, batch_time, randn_like
+from ..sampling.ddim import ddim_step
+from ..sampling.grids import TimeGrid, _positive_int
+from .measurement import LinearMeasurement
 
 Tensor = torch.Tensor
 
@@ -42,6 +43,7 @@ def repaint_path(steps: int, jump_length: int, resamplings: int) -> List[int]:
     return [steps - q for q in path]
 
 
+@SAMPLERS.register("inpainting")
 class InpaintingSampler(Sampler):
     """Replacement inpainting (``resamplings=1``) and RePaint (``resamplings > 1``) for any linear SDE.
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.sampling.inpainting import repaint_path
+from scoresde.inverse.inpainting import repaint_path
 
 F64 = torch.float64
 

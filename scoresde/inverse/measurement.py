@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._utils import expand_like
+from .._utils import expand_like
 
 Tensor = torch.Tensor
 

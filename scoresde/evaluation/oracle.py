@@ -31,10 +31,10 @@ from typing import Optional
 
 import torch
 
-from . import conversions
-from ._utils import ScoreFn, as_time
-from .guidance import check_labels
-from .score import Score
+from .. import conversions
+from .._utils import ScoreFn, as_time
+from ..guidance.labels import check_labels
+from ..score import Score
 
 Tensor = torch.Tensor
 

@@ -12,11 +12,12 @@ imports it.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
 import torch
 
-from ._utils import ScoreFn
+from .._utils import ScoreFn
 
 Tensor = torch.Tensor
 
@@ -54,8 +55,6 @@ def save_samples(x: Tensor, path: str, *, data_range: Optional[Tuple[float, floa
     """Save `samples` of x as a PNG at ``path`` (folders created; images clipped to ``data_range``,
     default (−1, 1); ``nrow`` images per row; 2-D points coloured by ``labels``) through `figure`; returns
     ``path``."""
-    import os
-
     fig = figure()
     samples(x, ax=fig.add_subplot(1, 1, 1), title=title, reference=reference,
             data_range=data_range or (-1.0, 1.0), nrow=nrow, labels=labels)

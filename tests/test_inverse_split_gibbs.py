@@ -58,8 +58,8 @@ def test_the_inflated_posterior_is_stationary_in_16d():
     for rho in (0.3, 1.0):
         target = gmm.posterior(meas.inflated(rho))
         start = target.sample(n, _gen(4))
-        res = sd.SplitGibbsSampler(meas, rho=rho, iterations=5, sampler=sd.DPMSolverSDE(steps=60)).sample(
-            sde, gmm.score(sde), (n, D), _gen(5), x_init=start)
+        res = sd.SplitGibbsSampler(meas, rho=rho, iterations=5, sampler=sd.DPMSolverSDE(steps=60),
+                                   initial="x_T").sample(sde, gmm.score(sde), (n, D), _gen(5), x_T=start)
         lp = target.log_prob(res.x)
         neg_entropy, _ = target.entropy_mc(200_000, _gen(6))
         assert abs(float(lp.mean()) + neg_entropy) < 5 * float(lp.std()) / math.sqrt(n) + 0.05
@@ -129,3 +129,22 @@ def test_a_coupling_the_sde_cannot_reach_is_refused():
     general = sd.LinearMeasurement(torch.ones(1, 2, dtype=F64), torch.ones(1, dtype=F64), noise_cov=torch.eye(1))
     with pytest.raises(ValueError, match="isotropic"):
         sd.SplitGibbsSampler(general)
+
+
+def test_it_is_a_registered_sampler_and_refuses_what_it_cannot_use():
+    """A Sampler subclass registered as "split_gibbs": built by name, its chain can start at a given x_T, and it
+    refuses explicit times (its prior steps run on the inner sampler's grid from t*(ρ))."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    meas = sd.LinearMeasurement(sd.Mask(torch.tensor([True, False])), torch.tensor([1.0, 0.0], dtype=F64), 0.1)
+    sampler = sd.SAMPLERS.build("split_gibbs", measurement=meas, rho=0.5, iterations=2,
+                                sampler=sd.DPMSolverSDE(steps=4))
+    assert isinstance(sampler, sd.Sampler) and isinstance(sampler, sd.SplitGibbsSampler)
+    assert isinstance(sd.SAMPLERS.build("inpainting", measurement=meas, steps=4), sd.Sampler)
+    start = torch.zeros(5, 2, dtype=F64)
+    given = sd.SplitGibbsSampler(meas, rho=0.5, iterations=2, sampler=sd.DPMSolverSDE(steps=4), initial="x_T")
+    res = given.sample(sde, gmm.score(sde), (5, 2), _gen(11), x_T=start, trajectory=True)
+    assert res.nfe == given.nfe() == 2 * 5 and res.times.tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="initial='x_T' starts the chain at x_T: pass x_T"):
+        given.sample(sde, gmm.score(sde), (5, 2), _gen(11))
+    with pytest.raises(ValueError, match="runs its prior steps on its inner sampler's grid"):
+        sampler.sample(sde, gmm.score(sde), (5, 2), _gen(11), times=torch.tensor([1.0, 0.5], dtype=F64))

@@ -19,14 +19,21 @@ fields that did not apply to the named component are dropped.
 """
 from __future__ import annotations
 
+import inspect as _inspect
 import os
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+import yaml
 
-from ._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
-from .training import TrainConfig
+from .._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
+from ..data import DATASETS, resolve_name
+from ..nets import NETS
+from ..parameterization import PARAMETERIZATIONS, ScoreModel
+from ..sampling import SAMPLERS
+from ..sde import SDES
+from ..training import TrainConfig
 
 SECTIONS = ("data", "sde", "model", "train")
 #: The per-sample shape a training run records next to its sections in config.yaml (ignored when read back).
@@ -62,9 +69,6 @@ class ConfigError(ValueError):
 
 
 def _registries() -> Dict[str, Registry]:
-    from .data import DATASETS
-    from .nets import NETS
-    from .sde import SDES
 
     return {"data": DATASETS, "sde": SDES, "model": NETS}
 
@@ -151,7 +155,6 @@ class RunConfig:
         target = getattr(self, section)
         path = None
         if section == "data" and name == "name":     # a file or folder given as the name
-            from .data import resolve_name
 
             value, path = resolve_name(value)
         if name == _name_key(section) and value != target.get(name):
@@ -230,7 +233,6 @@ class RunConfig:
                 check_types(target, self.options(section), section)
             except TypeError as err:
                 raise ConfigError(f"{section}: {err}" if not str(err).startswith(section) else str(err)) from None
-        from .parameterization import PARAMETERIZATIONS
 
         if self.model["parameterization"] not in PARAMETERIZATIONS and ":" not in str(self.model["parameterization"]):
             raise ConfigError(f"unknown model.parameterization {self.model['parameterization']!r}; valid choices: "
@@ -286,7 +288,6 @@ def _upgrade_legacy(section: str, values: Dict[str, Any]) -> Dict[str, Any]:
 
 def _descriptions(obj) -> Dict[str, str]:
     """name → first line of its description in a Google-style docstring's Args / Attributes sections."""
-    import inspect as _inspect
 
     doc = _inspect.getdoc(obj) or ""
     out, inside = {}, False
@@ -317,7 +318,6 @@ def _show(value) -> str:
 def describe_keys(config: Optional[RunConfig] = None, width: int = 110) -> str:
     """Every config key of ``config`` (default: the defaults) with its value and a one-line description, by
     section: the command line's ``train --help`` epilog. The descriptions come from the components' docstrings."""
-    from .parameterization import ScoreModel
 
     config = config or RunConfig()
     lines = []
@@ -344,7 +344,6 @@ def describe_keys(config: Optional[RunConfig] = None, width: int = 110) -> str:
 
 def parse_value(text: str) -> Any:
     """Parse an override's value as a YAML scalar or list ("3" → 3, "1e-3" → 0.001, "[1,2]", "null", "true")."""
-    import yaml
 
     try:
         value = yaml.safe_load(text)
@@ -378,7 +377,6 @@ def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]]
                 base: Optional[Mapping[str, Any]] = None) -> RunConfig:
     """Defaults, then ``base`` (a nested dict), then the YAML file at ``path``, then the overrides (component
     names first, so that ``--sde.name=ve --sigma_max=100`` works in either order)."""
-    import yaml
 
     config = RunConfig()
     config.update(base or {}, origin="base config")
@@ -401,7 +399,6 @@ def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]]
 
 def save_config(config: RunConfig, path: str, extra: Optional[Mapping[str, Any]] = None) -> str:
     """Write the resolved config (and ``extra`` top-level entries) as YAML, atomically."""
-    import yaml
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -423,7 +420,6 @@ def _build(section: str, registry: Registry, name, options: Mapping[str, Any], *
 
 def build_data(config: RunConfig, split: str, **overrides):
     """The data set of the config's data section (``overrides`` replace its options, e.g. ``n``)."""
-    from .data import DATASETS, resolve_name
 
     options = {**config.options("data"), **overrides}
     name, path = resolve_name(config.data["name"], options.pop("path", None))
@@ -439,15 +435,12 @@ def build_data(config: RunConfig, split: str, **overrides):
 
 def build_sde(config: RunConfig):
     """The SDE of the config's sde section."""
-    from .sde import SDES
 
     return _build("sde", SDES, config.sde["name"], config.options("sde"))
 
 
 def build_model(config: RunConfig, sde, sample_shape: Sequence[int]):
     """A [`scoresde.ScoreModel`][scoresde.ScoreModel] around the net of the model section, for samples of ``sample_shape``."""
-    from .nets import NETS
-    from .parameterization import ScoreModel
 
     name = config.model["net"]
     target, _ = _component("model", name)
@@ -468,7 +461,6 @@ def build_model(config: RunConfig, sde, sample_shape: Sequence[int]):
 
 def build_sampler(name: str, options: Mapping[str, Any]):
     """A sampler by registry name with keyword options; bad names or options raise a ConfigError listing valid ones."""
-    from .sampling import SAMPLERS
 
     try:
         return SAMPLERS.build(name, **options)

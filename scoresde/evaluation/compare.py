@@ -17,8 +17,9 @@ from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ._utils import NonFiniteError, check_choice
+from .._utils import NonFiniteError, check_choice
 from .metrics import energy_distance, sliced_wasserstein
+from .plot import error_vs_nfe
 
 Tensor = torch.Tensor
 METRICS = ("energy", "sliced_wasserstein")
@@ -89,9 +90,8 @@ class Comparison:
         return self.to_markdown()
 
     def plot(self, ax=None):
-        """Distance against NFE (log-log) with the noise floor: [`scoresde.plot.error_vs_nfe`][scoresde.plot.error_vs_nfe]. Returns the
+        """Distance against NFE (log-log) with the noise floor: [`scoresde.evaluation.plot.error_vs_nfe`][scoresde.evaluation.plot.error_vs_nfe]. Returns the
         matplotlib Figure."""
-        from .plot import error_vs_nfe
 
         return error_vs_nfe(self, ax=ax)
 

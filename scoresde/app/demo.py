@@ -18,6 +18,11 @@ from typing import Sequence, Tuple
 
 import torch
 
+import scoresde as sd
+from ..evaluation import plot
+from .config import SAMPLE_SHAPE_KEY, build_data, build_model, build_sde, load_config, save_config
+from .runs import CONFIG_NAME
+
 #: Settings of the demo run (any can be overridden on the command line: ``scoresde demo --train.lr=1e-3``).
 DEMO_CONFIG = {
     "data": {"name": "eight_gaussians", "n": 20000},
@@ -29,9 +34,6 @@ DEMO_CONFIG = {
 
 def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
              overrides: Sequence[Tuple[str, object]] = ()) -> int:
-    import scoresde as sd
-    from .config import SAMPLE_SHAPE_KEY, build_data, build_model, build_sde, load_config, save_config
-    from .runs import CONFIG_NAME
 
     torch.manual_seed(seed)
     cfg = load_config(None, list(overrides), base=DEMO_CONFIG)
@@ -90,7 +92,6 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
 
 
 def _save_figures(res, data: torch.Tensor, out: str) -> None:
-    from . import plot
 
     for name, draw in [
         ("samples.png", lambda ax: plot.samples(res.x, ax=ax, reference=data,
