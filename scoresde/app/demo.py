@@ -18,8 +18,10 @@ from typing import Sequence, Tuple
 
 import torch
 
-import scoresde as sd
-from ..evaluation import plot
+from ..evaluation import compare_samplers, plot
+from ..likelihood import evaluate_likelihood
+from ..sampling import DPMSolver, HeunSampler, ProbabilityFlowSampler, ReverseSDESampler
+from ..training import Trainer
 from .config import SAMPLE_SHAPE_KEY, build_data, build_model, build_sde, load_config, save_config
 from .runs import CONFIG_NAME
 
@@ -45,7 +47,7 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
     oracle = train.oracle
     sde = build_sde(cfg)
     model = build_model(cfg, sde, train.shape)
-    trainer = sd.Trainer(model, sde, train, cfg.train)
+    trainer = Trainer(model, sde, train, cfg.train)
 
     print(f"training an MLP score model on {cfg.data['name']} under {type(sde).__name__} for {seconds:.0f} s ...")
     start = time.perf_counter()
@@ -63,13 +65,13 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
     gen = torch.Generator().manual_seed(seed + 1)
 
     # Samples and reverse trajectories.
-    res = sd.DPMSolver(steps=20, order=3).sample(sde, score, (2000, 2), generator=gen, trajectory=True,
+    res = DPMSolver(steps=20, order=3).sample(sde, score, (2000, 2), generator=gen, trajectory=True,
                                                  dtype=torch.float64)
     _save_figures(res, test.x, out)
 
     # Held-out NLL against the truth.
     x = test.x[:500].double()
-    lik = sd.evaluate_likelihood(sde, score, x, divergence="exact", rtol=1e-5, atol=1e-5)
+    lik = evaluate_likelihood(sde, score, x, divergence="exact", rtol=1e-5, atol=1e-5)
     h, h_se = oracle.entropy_mc(200_000, torch.Generator().manual_seed(seed + 2))
     cross = float(-oracle.log_prob(x).mean())
     print(f"\nheld-out NLL (PF-ODE, exact divergence, {len(x)} points): {lik.nll:.4f} ± {lik.nll_stderr:.4f} nats")
@@ -78,13 +80,13 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
 
     # A small sampler comparison on the trained model.
     samplers = {
-        "Euler–Maruyama, 200 steps": sd.ReverseSDESampler(steps=200, backend="native"),
-        "EDM Heun, 10 steps": sd.HeunSampler(steps=10),
-        "DDIM, 20 steps": sd.DPMSolver(steps=20, order=1),
-        "DPM-Solver++ 3M, 10 steps": sd.DPMSolver(steps=10, order=3),
-        "PF-ODE dopri5": sd.ProbabilityFlowSampler(),
+        "Euler–Maruyama, 200 steps": ReverseSDESampler(steps=200, backend="native"),
+        "EDM Heun, 10 steps": HeunSampler(steps=10),
+        "DDIM, 20 steps": DPMSolver(steps=20, order=1),
+        "DPM-Solver++ 3M, 10 steps": DPMSolver(steps=10, order=3),
+        "PF-ODE dopri5": ProbabilityFlowSampler(),
     }
-    table = sd.compare_samplers(sde, score, samplers, n=2000, reference=oracle, dtype=torch.float64, seed=seed)
+    table = compare_samplers(sde, score, samplers, n=2000, reference=oracle, dtype=torch.float64, seed=seed)
     print("\nsampler comparison (trained model, 2000 samples; distance to fresh samples of the true mixture):")
     print(table)
     print(f"\nfigures: {os.path.join(out, 'samples.png')}, {os.path.join(out, 'trajectories.png')}")
