@@ -29,6 +29,7 @@ from ._adapters import integrate_ode, integrate_sde
 from ._registry import Registry
 from ._utils import (ScoreFn, as_time, check_choice, check_same_shape, check_steps, check_time_range,
                      check_time_vector, expand_like, validated_times)
+from .discrete import ddpm_betas
 from .score import as_score
 
 Tensor = torch.Tensor
@@ -47,6 +48,11 @@ class SDE(abc.ABC):
     Args:
         T: end time of the forward process (noise lives at t = T).
     """
+
+    @classmethod
+    def example(cls, **fixed) -> "SDE":
+        """An instance for tests and docs: the defaults (``fixed``, a registry entry's fixed arguments, on top)."""
+        return cls(**fixed)
 
     def __init__(self, T: float = 1.0):
         if not (isinstance(T, (int, float)) and T > 0 and math.isfinite(T)):
@@ -586,6 +592,11 @@ class DiscreteVPSDE(LinearSDE):
         betas: β_0 … β_{N−1} in (0, 1); ᾱ_n = Π_{k ≤ n} (1 − β_k).
         grid: quadrature panels of the derived marginals (the closed forms above are used).
     """
+
+    @classmethod
+    def example(cls, **fixed) -> "DiscreteVPSDE":
+        """DDPM's linear β table of 1000 steps (`scoresde.ddpm_betas`)."""
+        return cls(**{"betas": ddpm_betas(1000), **fixed})
 
     def __init__(self, alphas_cumprod=None, betas=None, grid: int = 1024):
         if (alphas_cumprod is None) == (betas is None):

@@ -96,3 +96,23 @@ def test_extending_example_trains_and_samples_from_the_command_line(tmp_path, mo
     t = torch.tensor([0.3, 0.9], dtype=torch.float64)
     torch.testing.assert_close(sde.std(t) ** 2, 1 - torch.exp(-6.0 * t), rtol=1e-7, atol=0)
     assert sd.SAMPLERS.build("euler_ode", steps=100).nfe() == 100
+
+
+def test_the_registry_table_of_the_extending_guide_lists_every_registered_name():
+    """docs/extending.md's table is checked against the registries, so it cannot drift from them (it listed 8 of
+    13 samplers, 3 of 7 SDEs and 3 of 8 weightings)."""
+    import re
+
+    import scoresde as sd
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    rows = re.findall(r"^\| `sd\.([\w.]+)` \| [^|]+ \| (.+) \|$", text, flags=re.M)
+    assert len(rows) >= 9
+    for path, names in rows:
+        registry = sd
+        for part in path.split("."):
+            registry = getattr(registry, part)
+        assert re.findall(r"`(\w+)`", names) == registry.names(), path
+    listed = {path.split(".")[-1] for path, _ in rows}
+    assert {"SDES", "NETS", "PARAMETERIZATIONS", "SAMPLERS", "DATASETS", "WEIGHTINGS", "TIME_DISTRIBUTIONS",
+            "INVERSE_METHODS", "ODE_SOLVERS"} <= listed

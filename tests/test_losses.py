@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from scoresde.losses import TIME_DISTRIBUTIONS
 
 
 F64 = torch.float64
@@ -325,10 +326,9 @@ def test_classifier_loss_is_minimised_by_the_exact_classifier():
         sd.classifier_loss(sde, exact, x0[:2], torch.tensor([0, 4]))
 
 
-@pytest.mark.parametrize("weighting", ["sigma2", "likelihood", "none", "x0", "snr", "min_snr", "edm",
-                                       "flow_matching"])
+@pytest.mark.parametrize("weighting", sd.WEIGHTINGS.names())
 @pytest.mark.slow
-@pytest.mark.parametrize("distribution", ["uniform", "importance", "log_snr", "log_normal"])
+@pytest.mark.parametrize("distribution", TIME_DISTRIBUTIONS.names())
 def test_every_weighting_has_its_closed_form_expectation_at_the_exact_score(weighting, distribution):
     """For x₀ ~ N(0, c² I) and the exact score, E_z ‖score + z/σ‖² = D (1/σ² − 1/v) with v = s² c² + σ², so the loss
     is D E_{t ~ U(eps, T)} λ(t) (1/σ² − 1/v) (quadrature on 200,001 points). The Monte Carlo loss (n = 200,000),
@@ -365,7 +365,7 @@ def test_time_distributions_have_their_densities_and_log_snr_equals_importance()
     """Each sampler's reported q(t) is its law's density: the histogram of 400,000 draws in 40 cells of log t
     matches ∫ q over each cell within 5 binomial standard errors + 1e-3; and log-SNR-uniform times have the
     importance proposal's density g²/σ² / Z in closed form."""
-    from scoresde.losses import TIME_DISTRIBUTIONS
+
 
     sde, eps, n = sd.VPSDE(), 1e-3, 400_000
     edges = torch.logspace(math.log10(eps), 0, 41, dtype=torch.float64)

@@ -93,7 +93,7 @@ class OracleNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
-@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v", "velocity"])
+@pytest.mark.parametrize("parameterization", sd.PARAMETERIZATIONS.names())
 @pytest.mark.parametrize("preconditioning", [True, False])
 def test_exact_net_gives_oracle_score_and_denoiser(sde, parameterization, preconditioning):
     gmm = _mixture()
@@ -122,7 +122,7 @@ def test_exact_net_gives_oracle_score_and_denoiser(sde, parameterization, precon
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
-@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v", "velocity"])
+@pytest.mark.parametrize("parameterization", sd.PARAMETERIZATIONS.names())
 def test_preconditioning_gives_unit_variance_input_and_target(sde, parameterization):
     # For data N(0, σ_d² I): Var(c_in x_t) = 1 and the net's regression target (prediction / c_out) has unit
     # variance. Monte Carlo over n = 40000 draws: the standard error of a sample variance of a unit Gaussian is

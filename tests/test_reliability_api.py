@@ -15,17 +15,21 @@ import scoresde as sd
 
 F64 = torch.float64
 
-#: One configuration of every sampler family, small enough to run in a fraction of a second.
-SAMPLERS = {
+def _example(name):
+    cls, fixed = sd.SAMPLERS.get(name)
+    return lambda: cls.example(**fixed)
+
+
+#: Every registered sampler in its example configuration, and variants of the families.
+SAMPLERS = {name: _example(name) for name in sd.SAMPLERS.names()}
+SAMPLERS.update({
     "reverse_sde torchsde": lambda: sd.ReverseSDESampler(steps=12),
     "reverse_sde native": lambda: sd.ReverseSDESampler(steps=12, backend="native"),
     "pf dopri5": lambda: sd.ProbabilityFlowSampler(rtol=1e-3, atol=1e-3),
     "pf euler": lambda: sd.ProbabilityFlowSampler("euler", steps=12),
-    "pc": lambda: sd.PCSampler(steps=6, corrector_steps=1),
     "pc corrector only": lambda: sd.PCSampler(predictor=None, corrector="annealed_langevin", steps=5),
-    "heun": lambda: sd.HeunSampler(steps=6),
     "dpm": lambda: sd.DPMSolver(steps=6),
-}
+})
 
 
 class VPLike(sd.LinearSDE):

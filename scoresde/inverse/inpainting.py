@@ -22,7 +22,7 @@ from ..sampling import SAMPLERS
 from ..sampling._base import Sampler, batch_time, randn_like
 from ..sampling.ddim import ddim_step
 from ..sampling.grids import TimeGrid, _positive_int
-from .measurement import LinearMeasurement
+from .measurement import LinearMeasurement, Mask
 
 Tensor = torch.Tensor
 
@@ -60,6 +60,12 @@ class InpaintingSampler(Sampler):
     """
 
     label = "inpainting"
+
+    @classmethod
+    def example(cls, **fixed) -> "InpaintingSampler":
+        """6 steps on (B, 2) data with the first coordinate observed at y = 1 (no noise)."""
+        measurement = LinearMeasurement(Mask(torch.tensor([True, False])), torch.tensor([1.0, 0.0]), 0.0)
+        return cls(**{"measurement": measurement, "steps": 6, **fixed})
 
     def __init__(self, measurement, steps: int = 100, resamplings: int = 1, jump_length: int = 10,
                  eta: float = 1.0, grid: str = "log_snr", eps: float = 1e-3, rho: float = 7.0):

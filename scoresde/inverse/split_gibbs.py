@@ -52,6 +52,13 @@ class SplitGibbsSampler(Sampler):
 
     label = "split Gibbs"
 
+    @classmethod
+    def example(cls, **fixed) -> "SplitGibbsSampler":
+        """Two sweeps of 4-step prior runs on (B, 2) data with y = x₁ + n, σ_y = 0.1."""
+        measurement = LinearMeasurement(torch.tensor([[1.0, 0.0]]), torch.tensor([1.0]), 0.1)
+        return cls(**{"measurement": measurement, "rho": 0.5, "iterations": 2, "sampler": DPMSolverSDE(steps=4),
+                      **fixed})
+
     def __init__(self, measurement, rho=0.5, iterations: int = 20, rho_min: Optional[float] = None,
                  sampler: Optional[Sampler] = None, initial: str = "prior"):
         if not isinstance(measurement, LinearMeasurement):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence
 
 import torch
 
@@ -148,10 +148,19 @@ class Sampler(abc.ABC):
 
     #: Shown on the progress bar.
     label = "sampler"
+    #: A small, fast configuration for data of shape (B, 2): `example` builds it (the registry-driven contract tests
+    #: build one of every registered sampler).
+    EXAMPLE: ClassVar[Dict[str, Any]] = {}
     #: Whether `_run` uses more of the SDE than drift and diffusion (scale, std, log_snr, transition).
     needs_linear_sde = True
     schedule: TimeGrid
     denoise: bool = False
+
+    @classmethod
+    def example(cls, **fixed) -> "Sampler":
+        """The sampler in its small `EXAMPLE` configuration for (B, 2) data; ``fixed`` (a registry entry's fixed
+        arguments) override it."""
+        return cls(**{**cls.EXAMPLE, **fixed})
 
     # -- the grid settings, validated once by TimeGrid -----------------------------------------------
     @property

@@ -72,6 +72,8 @@ class AdaptiveDPMSolver(Sampler):
         max_nfe: stop with a RuntimeError after this many evaluations.
     """
 
+    EXAMPLE = dict(rtol=0.1, atol=0.05)
+
     label = "dpm-adaptive"
 
     def __init__(self, order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,

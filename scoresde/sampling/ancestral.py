@@ -47,6 +47,8 @@ class AncestralSampler(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "ancestral"
 
     def __init__(self, steps: int = 30, order: int = 1, eta: float = 1.0, s_noise: float = 1.0, grid: str = "edm",

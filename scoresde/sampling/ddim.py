@@ -40,6 +40,8 @@ class DDIMSampler(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    EXAMPLE = dict(steps=6, eta=1.0)
+
     label = "ddim"
 
     def __init__(self, steps: int = 20, eta: float = 0.0, grid: str = "log_snr", eps: float = 1e-3,

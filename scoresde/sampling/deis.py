@@ -50,6 +50,8 @@ class DEISSampler(Sampler):
         quadrature: Gauss–Legendre nodes per step for the coefficients.
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "deis"
 
     def __init__(self, steps: int = 20, order: int = 3, basis: str = "t", grid: str = "log_snr", eps: float = 1e-3,

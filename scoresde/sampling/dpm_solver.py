@@ -87,6 +87,8 @@ class DPMSolver(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    EXAMPLE = dict(steps=6, order=3)
+
     label = "dpm-solver"
 
     def __init__(self, steps: int = 20, order: int = 2, multistep: bool = True, prediction: str = "x0",

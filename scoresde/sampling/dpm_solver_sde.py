@@ -71,6 +71,8 @@ class DPMSolverSDE(Sampler):
             (k-diffusion's Brownian tree in σ̃) or ``"independent"``.
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "dpm-solver-sde"
 
     def __init__(self, steps: int = 50, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,

@@ -61,6 +61,8 @@ class HeunSampler(Sampler):
             ``sample_heun`` on a grid ending in σ = 0).
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "heun"
 
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,

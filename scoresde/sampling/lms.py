@@ -52,6 +52,8 @@ class LMSSampler(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "lms"
 
     def __init__(self, steps: int = 20, order: int = 4, grid: str = "log_snr", eps: float = 1e-3,

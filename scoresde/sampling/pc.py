@@ -100,6 +100,8 @@ class PCSampler(Sampler):
     error.
     """
 
+    EXAMPLE = dict(steps=6, corrector_steps=1)
+
     label = "predictor-corrector"
 
     def __init__(self, predictor: Optional[str] = "reverse_diffusion", corrector: Optional[str] = "langevin",

@@ -54,6 +54,8 @@ class ProbabilityFlowSampler(Sampler):
     ``steps or 100`` uniform times (adaptive; torchdiffeq interpolates), after the solve.
     """
 
+    EXAMPLE = dict(rtol=1e-3, atol=1e-3)
+
     label = "probability flow"
     #: The ODE needs only drift and diffusion (the "log_snr" and "edm" grids and denoising need scale and std).
     needs_linear_sde = False

@@ -65,6 +65,8 @@ class ReverseSDESampler(Sampler):
     native backend reports every step as it happens. The denoising step is not part of the trajectory.
     """
 
+    EXAMPLE = dict(steps=12)
+
     label = "reverse SDE"
     #: Euler–Maruyama needs only drift and diffusion; the final denoising needs scale and std.
     needs_linear_sde = False

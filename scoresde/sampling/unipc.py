@@ -79,6 +79,8 @@ class UniPCSampler(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
     """
 
+    EXAMPLE = dict(steps=6)
+
     label = "unipc"
 
     def __init__(self, steps: int = 20, order: int = 2, variant: str = "bh2", corrector: bool = True,
