@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
+from dataclasses import dataclass
+from typing import List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import torch
@@ -158,6 +159,40 @@ def _as_time_values(fn, t: Tensor, what: str) -> Tensor:
 def diffusion_values(sde, t: Tensor) -> Tensor:
     """g(t) of any SDE as a (B,) tensor on t's device and dtype; a constant (a number) is broadcast to t's shape."""
     return _as_time_values(sde.diffusion, t, f"{type(sde).__name__}.diffusion")
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """The per-time coefficients of an SDE on a grid of times, computed once (`coefficients`); every field is a
+    float64 tensor of the times' shape (N,), on their device.
+
+    Attributes:
+        t: the times.
+        s: s(t), the scale of x_t = s x_0 + σ z (None for an SDE that is not linear).
+        sigma: σ(t), the standard deviation of that kernel (None likewise).
+        lam: λ(t) = log s − log σ, half the log-SNR, from the realised s and σ (None likewise).
+        level: EDM's noise level σ̃ = σ/s (None likewise).
+    """
+
+    t: Tensor
+    s: Optional[Tensor] = None
+    sigma: Optional[Tensor] = None
+    lam: Optional[Tensor] = None
+    level: Optional[Tensor] = None
+
+    def points(self) -> List[Tuple[float, float, float]]:
+        """(λ, s, σ) at each time as Python floats: what the exponential integrators step between."""
+        return list(zip(self.lam.tolist(), self.s.tolist(), self.sigma.tolist()))
+
+
+def coefficients(sde, t: Tensor) -> Coefficients:
+    """`Coefficients` of ``sde`` at the times ``t`` (float64, (N,)): s, σ, λ and σ̃ for a linear SDE (through its
+    public ``scale`` and ``std``), the times alone for any other. Samplers get them once per grid from their base
+    class instead of recomputing them at the top of every solver."""
+    if not is_linear(sde):
+        return Coefficients(t=t)
+    s, sigma = sde.scale(t), sde.std(t)
+    return Coefficients(t=t, s=s, sigma=sigma, lam=torch.log(s) - torch.log(sigma), level=sigma / s)
 
 
 class LinearSDE(SDE):

@@ -198,3 +198,32 @@ def test_which_samplers_a_callback_can_steer(name, steers):
     plain = run(lambda i, t, x: None)
     zeroed = run(lambda i, t, x: x.mul_(0) if i == 1 else None)
     assert (not torch.allclose(plain, zeroed)) == steers
+
+
+def test_run_gets_the_grids_coefficients_and_an_old_style_sampler_still_runs():
+    """The base computes s, σ, λ and σ̃ once per grid and hands them to `_run` (`sd.sde.Coefficients`); a sampler
+    written against the old signature, ``_run(sde, score, x, times, ...)``, gets the tensor with a warning."""
+    seen = {}
+
+    class New(sd.Sampler):
+        def __init__(self):
+            self.schedule = sd.TimeGrid(4, "uniform", 1e-3)
+
+        def _run(self, sde, score, x, grid, generator, report):
+            seen["grid"] = grid
+            return x
+
+    class Old(New):
+        def _run(self, sde, score, x, times, generator, report):
+            seen["times"] = times
+            return x
+
+    sde = sd.VPSDE()
+    New().sample(sde, lambda x, t: -x, (2, 2), dtype=F64)
+    grid, t = seen["grid"], sd.time_grid(sde, 4, "uniform", 1e-3)
+    assert torch.equal(grid.t, t) and torch.equal(grid.s, sde.scale(t)) and torch.equal(grid.sigma, sde.std(t))
+    assert torch.equal(grid.lam, torch.log(grid.s) - torch.log(grid.sigma)) and torch.equal(grid.level,
+                                                                                          grid.sigma / grid.s)
+    with pytest.warns(DeprecationWarning, match=r"Old._run\(sde, score, x, times, generator, report\) is deprecated"):
+        Old().sample(sde, lambda x, t: -x, (2, 2), dtype=F64)
+    assert torch.equal(seen["times"], t)

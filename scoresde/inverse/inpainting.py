@@ -91,18 +91,17 @@ class InpaintingSampler(Sampler):
     def _reports(self, times: Tensor) -> int:
         return len(self._path(len(times) - 1)) - 1
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         meas = self.measurement
         meas.check_x(x)
         keep = meas.mask.mask.to(x.device)[None]
         y = meas.observation(x)
-        s, sigma = sde.scale(t).tolist(), sde.std(t).tolist()
-        t_l = t.tolist()
+        s, sigma, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
 
         def replace(state: Tensor, i: int) -> Tensor:
             return torch.where(keep, s[i] * y + sigma[i] * randn_like(state, generator), state)
 
-        path = self._path(len(t) - 1)
+        path = self._path(len(t_l) - 1)
         x = replace(x, path[0])
         for k, (i, j) in enumerate(zip(path, path[1:])):
             if j > i:                                     # down: a denoising step, then replacement

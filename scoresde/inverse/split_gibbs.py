@@ -25,6 +25,7 @@ from .._utils import ScoreFn
 from ..sampling import SAMPLERS, DPMSolverSDE, SampleResult, Sampler
 from ..sampling._base import CountedScore, Recorder
 from ..sampling.grids import _positive_int
+from ..sde import Coefficients
 from .measurement import LinearMeasurement
 
 Tensor = torch.Tensor
@@ -95,7 +96,7 @@ class SplitGibbsSampler(Sampler):
             raise ValueError("initial='x_T' starts the chain at x_T: pass x_T (shape (B, *D))")
         return super().sample(sde, score, shape, generator, x_T, **options)
 
-    def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],
+    def _run(self, sde, score: CountedScore, x: Tensor, grid: Coefficients, generator: Optional[torch.Generator],
              report: Recorder) -> Tensor:
         meas, shape = self.measurement, tuple(x.shape)
         if self.initial == "prior":

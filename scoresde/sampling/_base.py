@@ -21,6 +21,9 @@ its time) or step where one appeared.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence
 
@@ -31,7 +34,7 @@ from .._registry import Registry
 from .._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, require_float64,
                       validated_times)
 from ..score import Score, as_score
-from ..sde import require_linear
+from ..sde import Coefficients, coefficients, require_linear
 from .grids import TimeGrid, check_times
 
 Tensor = torch.Tensor
@@ -206,9 +209,9 @@ class Sampler(abc.ABC):
         """Whether `_run` calls ``report`` after each step as it happens (not after a library's solve)."""
         return True
 
-    def _check_std(self, sde, grid: Tensor) -> None:
+    def _check_std(self, sde, grid: Coefficients) -> None:
         """The samplers that use σ(t) (PC, Heun, DPM-Solver) divide by it: it must be positive on the grid."""
-        std = sde.std(grid)
+        std, grid = grid.sigma, grid.t
         zero = ~(std > 0)
         if bool(zero.any()):
             raise ValueError(f"{type(self).__name__} needs std(t) > 0 at every time of its grid; "
@@ -260,14 +263,16 @@ class Sampler(abc.ABC):
         check_finite(x_T, "x_T")
         require_float64(x_T.device, type(self).__name__)
         grid = self.times(sde, device=x_T.device) if times is None else check_times(times, sde, x_T.device)
+        coefs = coefficients(sde, grid)                 # s, σ, λ, σ̃ on the grid, once
         if self.needs_linear_sde:
-            self._check_std(sde, grid)
+            self._check_std(sde, coefs)
         watch = FiniteWatch(type(self).__name__, live_steps=self._reports_live())
         counted = CountedScore(score, watch)
         recorder = Recorder(trajectory, callback, progress, self._reports(grid), self.label, watch)
         try:
             with torch.no_grad(), validated_times():
-                x = self._run(sde, counted, x_T, grid, generator, recorder)
+                x = self._run(sde, counted, x_T, coefs if _takes_coefficients(type(self)) else grid, generator,
+                              recorder)
                 if self.denoise:
                     x = conversions.denoise(sde, counted, x, float(grid[-1]))
             watch.result(x, float(grid[-1]))
@@ -279,9 +284,23 @@ class Sampler(abc.ABC):
         return recorder.result(x, counted.nfe, counted.total_network_evaluations)
 
     @abc.abstractmethod
-    def _run(self, sde, score: CountedScore, x: Tensor, times: Tensor, generator: Optional[torch.Generator],
+    def _run(self, sde, score: CountedScore, x: Tensor, grid: Coefficients, generator: Optional[torch.Generator],
              report: Recorder) -> Tensor:
-        """Run from x = x_T at times[0] down to times[-1] (float64, decreasing); return the final state."""
+        """Run from x = x_T at grid.t[0] down to grid.t[-1] (float64, decreasing) with the grid's coefficients
+        (s, σ, λ, σ̃, computed once by `sample`); return the final state."""
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_coefficients(cls) -> bool:
+    """Whether ``cls._run`` takes the grid's `Coefficients` (its fourth parameter not named ``times``); a sampler
+    written before them gets the tensor of times, with a DeprecationWarning (once per class)."""
+    names = list(inspect.signature(cls._run).parameters)
+    if len(names) > 4 and names[4] == "times":
+        warnings.warn(f"{cls.__name__}._run(sde, score, x, times, generator, report) is deprecated: take grid, the "
+                      f"scoresde.sde.Coefficients of the times (grid.t), instead of times", DeprecationWarning,
+                      stacklevel=3)
+        return False
+    return True
 
 
 def batch_time(t: float, x: Tensor) -> Tensor:

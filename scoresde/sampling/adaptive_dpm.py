@@ -124,7 +124,8 @@ class AdaptiveDPMSolver(Sampler):
         a2, _ = solver._derivatives(m0, [(p2[0] - start[0], m_2)])
         return low, solver._step(x, start, end, m0, a2, taylor=True)    # DPM-Solver-3
 
-    def _run(self, sde, score, x: Tensor, times: Tensor, generator, report) -> Tensor:
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        times = grid.t
         t_now, t_end = float(times[0]), float(times[-1])
         here = lambda_points(sde, times[:1])[0]
         lam_end = lambda_points(sde, times[-1:])[0][0]

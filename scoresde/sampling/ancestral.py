@@ -69,10 +69,9 @@ class AncestralSampler(Sampler):
         x = s * x_tilde
         return conversions.score_to_x0(x, score(x, batch_time(t, x)), s, sigma)
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        s_t, sigma_t = sde.scale(t), sde.std(t)
-        level = (sigma_t / s_t).tolist()
-        s_l, sigma_l, t_l = s_t.tolist(), sigma_t.tolist(), t.tolist()
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        level = grid.level.tolist()
+        s_l, sigma_l, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
         x_tilde = x / s_l[0]
         for i in range(len(t_l) - 1):
             down, up = ancestral_split(level[i], level[i + 1], self.eta)

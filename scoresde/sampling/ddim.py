@@ -51,10 +51,9 @@ class DDIMSampler(Sampler):
             raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
         self.eta, self.denoise = float(eta), bool(denoise)
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        s, sigma = sde.scale(t).tolist(), sde.std(t).tolist()
-        t_l = t.tolist()
-        for i in range(len(t) - 1):
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        s, sigma, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
+        for i in range(len(t_l) - 1):
             sc = score(x, batch_time(t_l[i], x))
             x = ddim_step(x, sc, (s[i], sigma[i]), (s[i + 1], sigma[i + 1]), self.eta, generator)
             report(i + 1, t_l[i + 1], x)

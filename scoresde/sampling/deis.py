@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .._utils import check_choice
+from ..sde import coefficients as grid_coefficients
 from ._base import SAMPLERS, Sampler
 from .dpm_solver import multistep_order
 from .grids import TimeGrid, check_steps
@@ -75,8 +76,10 @@ class DEISSampler(Sampler):
 
     def coefficients(self, sde, t: Tensor) -> List[List[float]]:
         """c_{ij} (newest node first) for every step of the grid t (float64, decreasing)."""
-        s, sigma = sde.scale(t), sde.std(t)
-        lam = (torch.log(s) - torch.log(sigma)).to(torch.float64)
+        return self._weights(sde, grid_coefficients(sde, t))
+
+    def _weights(self, sde, grid) -> List[List[float]]:
+        t, lam = grid.t, grid.lam
         n = len(t) - 1
         nodes, weights = np.polynomial.legendre.leggauss(self.quadrature)
         nodes = torch.as_tensor(nodes, dtype=torch.float64, device=t.device)
@@ -101,5 +104,5 @@ class DEISSampler(Sampler):
             out.append(row)
         return out
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        return adams_run(sde, score, x, t, self.coefficients(sde, t), report)
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        return adams_run(score, x, grid, self._weights(sde, grid), report)

@@ -33,6 +33,7 @@ import torch
 
 from .. import conversions
 from .._utils import check_choice
+from ..sde import coefficients
 from ._base import SAMPLERS, Sampler, batch_time
 from .grids import TimeGrid, check_steps
 
@@ -165,9 +166,9 @@ class DPMSolver(Sampler):
     #: the 2-D mixture h = 4.8 already gave 1.4–3.3 RMS error (DDIM: 0.8) and h = 9.6 (one step) 127–156.
     MAX_SINGLESTEP_EPS_H = 4.0
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        t, points = grid.t, grid.points()
         n = len(t) - 1
-        points = lambda_points(sde, t)
         if self.prediction == "eps" and not self.multistep and self.order >= 2:
             widest = max(b[0] - a[0] for a, b in zip(points, points[1:]))
             if widest > self.MAX_SINGLESTEP_EPS_H:
@@ -217,9 +218,7 @@ class DPMSolver(Sampler):
 
 def lambda_points(sde, t: Tensor) -> List[Tuple[float, float, float]]:
     """(λ, s, σ) at the times t (float64), with λ = log(s/σ) computed from the realised s and σ."""
-    s, sigma = sde.scale(t), sde.std(t)
-    lam = torch.log(s) - torch.log(sigma)
-    return list(zip(lam.tolist(), s.tolist(), sigma.tolist()))
+    return coefficients(sde, t).points()
 
 
 def intermediate_points(sde, points, r, device):

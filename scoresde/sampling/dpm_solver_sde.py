@@ -109,12 +109,10 @@ class DPMSolverSDE(Sampler):
         eta = self.eta
         return math.exp(-eta * (h - h_1)) * math.sqrt(math.expm1(-2 * eta * h_1) / math.expm1(-2 * eta * h))
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         if not self.multistep:
-            return self._run_singlestep(sde, score, x, t, generator, report)
-        s, sigma = sde.scale(t), sde.std(t)
-        lam = (torch.log(s) - torch.log(sigma)).tolist()
-        s, sigma, t_l = s.tolist(), sigma.tolist(), t.tolist()
+            return self._run_singlestep(sde, score, x, grid, generator, report)
+        lam, s, sigma, t_l = grid.lam.tolist(), grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
         previous, h_previous = None, None
         older, h_older = None, None
         for i in range(len(t_l) - 1):
@@ -154,8 +152,8 @@ class DPMSolverSDE(Sampler):
             out = out + (self.s_noise * sigma_to * math.sqrt(-math.expm1(-2 * self.eta * h))) * noise
         return out
 
-    def _run_singlestep(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        points = lambda_points(sde, t)
+    def _run_singlestep(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        t, points = grid.t, grid.points()
         stages = intermediate_points(sde, points, (self.r,), x.device)
         t_l = t.tolist()
         fac = 1.0 / (2.0 * self.r)

@@ -89,10 +89,9 @@ class HeunSampler(Sampler):
             return n + int(self.denoise)
         return 2 * n - 1 + int(self.final_correction) + int(self.denoise)
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        t, s, sig = grid.t, grid.s, grid.level                                          # σ̃_i
         n = len(t) - 1
-        s = sde.scale(t)
-        sig = sde.std(t) / s                                                            # σ̃_i
         # Churned levels σ̂_i and their times t̂_i, all known in advance (γ depends only on i and σ̃_i).
         sig_hat, t_hat = sig.clone(), t.clone()
         if self.churn > 0:

@@ -64,17 +64,17 @@ class LMSSampler(Sampler):
         check_choice(order, (1, 2, 3, 4), "order")
         self.order, self.denoise = int(order), bool(denoise)
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        level = (sde.std(t) / sde.scale(t)).tolist()
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        level = grid.level.tolist()
         coefficients = [adams_coefficients(level[i::-1][: min(self.order, i + 1)], level[i], level[i + 1])
                         for i in range(len(level) - 1)]
-        return adams_run(sde, score, x, t, coefficients, report)
+        return adams_run(score, x, grid, coefficients, report)
 
 
-def adams_run(sde, score, x: Tensor, t: Tensor, coefficients: List[List[float]], report) -> Tensor:
-    """x̃_{i+1} = x̃_i + Σ_j c_{ij} ε̂_{i−j} on the grid t, with ``coefficients[i]`` newest first (x̃ = x/s); one score
-    evaluation per step."""
-    s, sigma, t_l = sde.scale(t).tolist(), sde.std(t).tolist(), t.tolist()
+def adams_run(score, x: Tensor, grid, coefficients: List[List[float]], report) -> Tensor:
+    """x̃_{i+1} = x̃_i + Σ_j c_{ij} ε̂_{i−j} on the grid (its times and `scoresde.sde.Coefficients`), with
+    ``coefficients[i]`` newest first (x̃ = x/s); one score evaluation per step."""
+    s, sigma, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
     x_tilde = x / s[0]
     derivatives: List[Tensor] = []                 # ε̂_i, ε̂_{i−1}, …
     for i in range(len(t_l) - 1):

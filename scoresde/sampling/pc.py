@@ -145,7 +145,8 @@ class PCSampler(Sampler):
         per_level = self.corrector_steps + (1 if self.predictor is not None else 0)
         return self._levels(n_times) * per_level + int(self.denoise)
 
-    def _run(self, sde, score, x, times, generator, report):
+    def _run(self, sde, score, x, grid, generator, report):
+        times = grid.t
         levels = self._levels(len(times))
         tb = times.to(x.dtype)[:, None].expand(len(times), x.shape[0])
         t_list = times.tolist()
@@ -153,7 +154,7 @@ class PCSampler(Sampler):
         # of the level above): a_i, b_i with x_{t_i} = a_i x_{t_{i+1}} + b_i z. Used for α and the predictors.
         lower = torch.cat([times[1:], (2 * times[-1] - times[-2]).clamp_min(0).reshape(1)])
         a_all, b_all = sde.transition(lower, times)
-        a_list, b_list, std_list = a_all.tolist(), b_all.tolist(), sde.std(times).tolist()
+        a_list, b_list, std_list = a_all.tolist(), b_all.tolist(), grid.sigma.tolist()
         if self.corrector == "annealed_langevin":
             eps_list = [self.step_ratio * std ** 2 for std in std_list]  # ε_i = r σ(t_i)²
         for i in range(levels):

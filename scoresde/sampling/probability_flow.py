@@ -93,8 +93,8 @@ class ProbabilityFlowSampler(Sampler):
             return TimeGrid(self.steps or 100, "uniform", self.eps).times(sde, device=device)
         return super().times(sde, device=device)
 
-    def _run(self, sde, score, x, times, generator, report):
-        return self._integrate(sde, score, x, times, report)
+    def _run(self, sde, score, x, grid, generator, report):
+        return self._integrate(sde, score, x, grid.t, report)
 
     def encode(self, sde, score, x0: Tensor) -> SampleResult:
         """Map data to latents: integrate the ODE from eps up to T starting at ``x0`` (B, *D).

@@ -101,7 +101,8 @@ class ReverseSDESampler(Sampler):
             return 0
         return 1 + int(self.solver == "reversible_heun")
 
-    def _run(self, sde, score, x, times, generator, report):
+    def _run(self, sde, score, x, grid, generator, report):
+        times = grid.t
         if self.backend == "native":
             h = (times[:-1] - times[1:]).sqrt().tolist()
 

@@ -120,12 +120,9 @@ class UniPCSampler(Sampler):
             out = out - (s_to * B_h) * total
         return out
 
-    def _run(self, sde, score, x: Tensor, t: Tensor, generator, report) -> Tensor:
-        n = len(t) - 1
-        s, sigma = sde.scale(t), sde.std(t)
-        lam = (torch.log(s) - torch.log(sigma)).tolist()
-        points = list(zip(lam, s.tolist(), sigma.tolist()))
-        t_l = t.tolist()
+    def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
+        points, t_l = grid.points(), grid.t.tolist()
+        n = len(t_l) - 1
         history: List[Tuple[float, Tensor]] = []          # (λ_j, m_j), newest first
         previous = None                                     # (x_{i−1}, its step order)
         for i in range(n):
