@@ -52,6 +52,8 @@ def samplers():
         "ancestral 20": sd.AncestralSampler(steps=20),
         "ancestral 2 10": sd.AncestralSampler(steps=10, order=2),
         "adaptive dpm": sd.AdaptiveDPMSolver(),
+        "pf dopri5 sigma 1e-4": sd.ProbabilityFlowSampler(rtol=1e-4, atol=1e-4, time_variable="sigma"),
+        "pf rk4 sigma 10": sd.ProbabilityFlowSampler("rk4", steps=10, time_variable="sigma"),
     }
 
 
@@ -66,6 +68,8 @@ def main() -> None:
         x = gmm.sample(64, torch.Generator().manual_seed(1))
         lik = sd.log_likelihood(sde, score, x, divergence="exact")
         print(f"{sde_name:9} {'log_likelihood exact':26} nfe {lik.nfe:4}  {digest(lik.log_prob, lik.z)}")
+        sig = sd.log_likelihood(sde, score, x, divergence="exact", time_variable="sigma")
+        print(f"{sde_name:9} {'log_likelihood exact sigma':26} nfe {sig.nfe:4}  {digest(sig.log_prob, sig.z)}")
         hut = sd.log_likelihood(sde, score, x, generator=torch.Generator().manual_seed(2))
         print(f"{sde_name:9} {'log_likelihood hutchinson':26} nfe {hut.nfe:4}  {digest(hut.log_prob, hut.z)}")
         for weighting in ("sigma2", "likelihood"):

@@ -25,7 +25,7 @@ from . import nets
 from .nets import NETS
 from .losses import WEIGHTINGS, classifier_loss, dsm_loss, score_matching_loss, sliced_score_matching_loss
 from . import guidance
-from .interop import from_denoiser, from_diffusers, from_velocity
+from .interop import as_denoiser, from_denoiser, from_diffusers, from_velocity
 from .guidance import classifier_free_guidance, classifier_guidance, conditional_score
 from . import inverse
 from .inverse import (INVERSE_METHODS, InpaintingSampler, LinearMeasurement, Mask, RedResult, SplitGibbsSampler,
@@ -55,7 +55,7 @@ __all__ = [
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
-    "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
+    "as_denoiser", "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
     "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "optimize_grid", "GridSearchResult", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",

@@ -115,6 +115,13 @@ def rates(sde, t: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
     return expand_like(f.to(x.dtype), x), expand_like(g2.to(x.dtype), x)
 
 
+def denoised_at(score: ScoreFn, x_tilde: Tensor, t: float, s: float, sigma: float) -> Tensor:
+    """EDM's denoiser D(x̃; σ̃) = E[x_0 | x_t = s x̃] (Tweedie) from a score at the time t where the kernel has
+    scale s and std σ = s σ̃ (numbers): the one place the samplers that step in x̃ (Heun, ancestral) form it."""
+    x = s * x_tilde
+    return score_to_x0(x, score(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)), s, sigma)
+
+
 def denoise(sde, score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
     """Tweedie's denoiser E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t), shape of x (B, *D); t (B,)."""
     t = as_time(t, x)

@@ -185,6 +185,12 @@ class Coefficients:
         return list(zip(self.lam.tolist(), self.s.tolist(), self.sigma.tolist()))
 
 
+def time_at_level(sde, level: Tensor) -> Tensor:
+    """The times t(σ̃) in [0, T] (float64, level's shape) where σ(t)/s(t) = σ̃ = ``level``: the inverse log-SNR
+    at −2 log σ̃, the one σ̃ → t lookup of the samplers and flows that step in EDM's noise level."""
+    return sde.time_from_log_snr(-2 * torch.log(level.to(torch.float64))).clamp(0, sde.T)
+
+
 def coefficients(sde, t: Tensor) -> Coefficients:
     """`Coefficients` of ``sde`` at the times ``t`` (float64, (N,)): s, σ, λ and σ̃ for a linear SDE (through its
     public ``scale`` and ``std``), the times alone for any other. Samplers get them once per grid from their base
@@ -762,8 +768,7 @@ class NoiseLevelFlow:
 
     def time(self, noise_level: Tensor) -> Tensor:
         """t(σ̃) in [0, T], shape (B,), in σ̃'s dtype."""
-        lam = -2 * torch.log(noise_level.to(torch.float64))
-        return self.sde.time_from_log_snr(lam).clamp(0, self.sde.T).to(noise_level.dtype)
+        return time_at_level(self.sde, noise_level).to(noise_level.dtype)
 
     def drift(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """dx̃/dσ̃ at x̃ = ``x`` (B, *D) and σ̃ = ``noise_level`` (B,)."""

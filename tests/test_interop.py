@@ -35,6 +35,23 @@ def test_an_edm_denoiser_gives_the_exact_score_on_any_sde(sde):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_as_denoiser_is_the_exact_edm_denoiser_and_inverts_from_denoiser(sde):
+    """as_denoiser(sde, exact score)(x̃, σ̃) is E[x_0 | x_0 + σ̃ n = x̃], the oracle's denoiser on EDM's process at
+    t = σ̃, on every SDE; through from_denoiser it gives the score back. Both are float64 formulas of the same
+    quantities, so 1e-8 allows the inverse-log-SNR lookup (the tabulated t(σ̃) of a numerical SDE) and no more."""
+    gmm, edm = sd.eight_gaussians(), sd.EDMSDE(sigma_max=1e4)
+    x, t = points(sde)
+    level = sde.std(t) / sde.scale(t)
+    x_tilde = x / sde.scale(t)[:, None]
+    denoiser = sd.as_denoiser(sde, gmm.score(sde))
+    torch.testing.assert_close(denoiser(x_tilde, level), gmm.denoiser(edm)(x_tilde, level), rtol=1e-8, atol=1e-8)
+    back = sd.from_denoiser(denoiser, sde)
+    torch.testing.assert_close(back(x, t), gmm.score(sde)(x, t), rtol=1e-8, atol=1e-8)
+    with pytest.raises(TypeError, match="score must be a callable"):
+        sd.as_denoiser(sde, 3)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_a_velocity_field_gives_the_exact_score(sde):
     """u(x, t) = E[ṡ x_0 + σ̇ z | x_t] from the mixture posterior (ṡ, σ̇ by central differences) → the exact score."""
     gmm = sd.eight_gaussians()

@@ -218,3 +218,34 @@ def test_the_langevin_correctors_bias_is_the_derived_variance_inflation():
         bound = -D * snr ** 2 / 2
         assert 0.6 * bound > gap > 1.1 * bound, (snr, gap, bound)
         assert 1 < float(res.x.var(0).mean()) / c ** 2 < 1 / (1 - snr ** 2) + 0.01
+
+
+def test_a_predictor_and_a_corrector_are_registered_classes_a_user_can_add():
+    """Predictors and correctors live in registries (score_sde_pytorch's register_predictor): a user's move is one
+    class and one line, and PCSampler takes its name. Here a corrector that does nothing and a predictor that is
+    reverse diffusion again give the plain reverse-diffusion chain, draw for draw."""
+    from scoresde.sampling import CORRECTORS, PREDICTORS, Corrector
+    from scoresde.sampling.pc import ReverseDiffusion
+
+    assert PREDICTORS.names() == ["reverse_diffusion", "euler_maruyama", "ancestral"]
+    assert CORRECTORS.names() == ["langevin", "annealed_langevin"]
+
+    class Idle(Corrector):
+        def __call__(self, score, x, level, generator):
+            return x
+
+    PREDICTORS.register("mine", ReverseDiffusion)
+    CORRECTORS.register("idle", Idle)
+    try:
+        sde, gmm, shape = sd.VPSDE(), sd.eight_gaussians(), (16, 2)
+        options = dict(generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        plain = sd.PCSampler(corrector=None, steps=8).sample(sde, gmm.score(sde), shape, **options)
+        options["generator"] = torch.Generator().manual_seed(0)
+        mine = sd.PCSampler(predictor="mine", corrector="idle", steps=8).sample(sde, gmm.score(sde), shape, **options)
+        assert torch.equal(plain.x, mine.x)
+        with pytest.raises(ValueError, match="valid choices: 'reverse_diffusion', 'euler_maruyama', 'ancestral', "
+                                             "'mine', None"):
+            sd.PCSampler(predictor="heun")
+    finally:
+        PREDICTORS._entries.pop("mine")
+        CORRECTORS._entries.pop("idle")

@@ -9,7 +9,7 @@ from ._base import SAMPLERS, SampleResult, Sampler
 from .grids import GRIDS, TimeGrid, time_grid
 from .reverse_sde import ReverseSDESampler
 from .probability_flow import ProbabilityFlowSampler
-from .pc import PCSampler
+from .pc import CORRECTORS, PREDICTORS, Corrector, PCSampler, Predictor
 from .heun import HeunSampler
 from .dpm_solver import DPMSolver
 from .ddim import DDIMSampler
@@ -25,4 +25,4 @@ SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
            "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver",
-           "optimize_grid", "GridSearchResult"]
+           "optimize_grid", "GridSearchResult", "PREDICTORS", "CORRECTORS", "Predictor", "Corrector"]

@@ -20,7 +20,7 @@ import torch
 
 from .. import conversions
 from .._utils import check_choice
-from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from ._base import SAMPLERS, Sampler, randn_like
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -65,25 +65,21 @@ class AncestralSampler(Sampler):
     def _evaluations_per_step(self) -> int:
         return self.order
 
-    def _denoised(self, sde, score, x_tilde: Tensor, t: float, s: float, sigma: float) -> Tensor:
-        x = s * x_tilde
-        return conversions.score_to_x0(x, score(x, batch_time(t, x)), s, sigma)
-
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         level = grid.level.tolist()
         s_l, sigma_l, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
         x_tilde = x / s_l[0]
         for i in range(len(t_l) - 1):
             down, up = ancestral_split(level[i], level[i + 1], self.eta)
-            d = self._denoised(sde, score, x_tilde, t_l[i], s_l[i], sigma_l[i])
+            d = conversions.denoised_at(score, x_tilde, t_l[i], s_l[i], sigma_l[i])
             if self.order == 1:
                 x_tilde = x_tilde + (x_tilde - d) / level[i] * (down - level[i])
             else:
                 mid = math.sqrt(level[i] * down)
-                t_mid = float(sde.time_from_log_snr(torch.tensor([-2 * math.log(mid)], dtype=torch.float64))[0])
+                t_mid = conversions.time_at_noise_level(sde, mid)
                 s_mid = float(sde.scale(torch.tensor([t_mid], dtype=torch.float64))[0])
                 x_mid = (mid / level[i]) * x_tilde + (1 - mid / level[i]) * d
-                d_mid = self._denoised(sde, score, x_mid, t_mid, s_mid, s_mid * mid)
+                d_mid = conversions.denoised_at(score, x_mid, t_mid, s_mid, s_mid * mid)
                 x_tilde = (down / level[i]) * x_tilde + (1 - down / level[i]) * d_mid
             if up > 0 and self.s_noise > 0:
                 x_tilde = x_tilde + (up * self.s_noise) * randn_like(x_tilde, generator)

@@ -19,7 +19,8 @@ import math
 import torch
 
 from .. import conversions
-from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from ..sde import time_at_level
+from ._base import SAMPLERS, Sampler, randn_like
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -100,16 +101,14 @@ class HeunSampler(Sampler):
             sig_hat[:-1] = torch.where(inside, (sig[:-1] * (1 + gamma)).clamp_max(sig[0]), sig[:-1])
             bumped = sig_hat[:-1] > sig[:-1]
             if bool(bumped.any()):
-                t_new = sde.time_from_log_snr(-2 * torch.log(sig_hat[:-1][bumped]))
+                t_new = time_at_level(sde, sig_hat[:-1][bumped])
                 t_hat[:-1][bumped] = t_new.to(t_hat).clamp(float(t[-1]), float(t[0]))
         s_hat = sde.scale(t_hat)
         sig_l, sig_hat_l = sig.tolist(), sig_hat.tolist()
         t_l, t_hat_l, s_l, s_hat_l = t.tolist(), t_hat.tolist(), s.tolist(), s_hat.tolist()
 
         def denoised(xh: Tensor, time: float, scale: float, level: float) -> Tensor:
-            # D(x̂; σ̃) = E[x_0 | x_t = s x̂] (Tweedie) with σ = s σ̃.
-            x_t = scale * xh
-            return conversions.score_to_x0(x_t, score(x_t, batch_time(time, xh)), scale, scale * level)
+            return conversions.denoised_at(score, xh, time, scale, scale * level)     # σ = s σ̃
 
         xh = x / s_l[0]
         for i in range(n):

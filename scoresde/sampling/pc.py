@@ -50,11 +50,13 @@ NFE: with a predictor, steps × (1 + corrector_steps); without, steps × correct
 from __future__ import annotations
 
 import numbers
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
 
 from .. import conversions
+from .._registry import Registry, signature_parameters
 from .._utils import check_choice, expand_like
 from ..sde import diffusion_values
 from ._base import SAMPLERS, Sampler, randn_like
@@ -62,13 +64,114 @@ from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
 
-PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", None)
-CORRECTORS = ("langevin", "annealed_langevin", None)
-
 
 def _norm(v: Tensor) -> Tensor:
     """Per-sample Euclidean norm, shape (B,)."""
     return v.reshape(v.shape[0], -1).norm(dim=1)
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a predictor or a corrector knows at grid time t_i: t (a (B,) tensor of t_i), h = t_i − t_{i+1}, the
+    forward kernel x_{t_i} = a x_{t_{i+1}} + b z from the next-lower grid time, σ(t_i), and the std of the ancestral
+    posterior b σ(t_{i+1})/σ(t_i) (None where there is no next level)."""
+
+    t: Tensor
+    h: float
+    a: float
+    b: float
+    sigma: float
+    posterior_std: Optional[float] = None
+
+
+# -- predictors: one move from t_i down to t_{i+1} ------------------------------------------------------------
+#: Predictors by name (`PCSampler(predictor=...)`); a new one is a `Predictor` subclass and one register line.
+PREDICTORS = Registry("predictor")
+
+
+class Predictor:
+    """One move of the reverse process from t_i to t_{i+1}: ``predictor(sde, score, x, level, generator)``, one score
+    evaluation; noise is drawn after the score."""
+
+    def __call__(self, sde, score, x: Tensor, level: Level, generator) -> Tensor:
+        raise NotImplementedError
+
+
+@PREDICTORS.register("reverse_diffusion")
+class ReverseDiffusion(Predictor):
+    """x' = x − (a − 1) x + b² S + b z: the reversed discrete forward step (Song et al. eq. 47)."""
+
+    def __call__(self, sde, score, x, level, generator):
+        s = score(x, level.t)
+        z = randn_like(x, generator)
+        return x - (level.a - 1) * x + level.b * level.b * s + level.b * z
+
+
+@PREDICTORS.register("euler_maruyama")
+class EulerMaruyama(Predictor):
+    """x' = x − [f(x, t) − g² S] h + g √h z."""
+
+    def __call__(self, sde, score, x, level, generator):
+        s = score(x, level.t)
+        z = randn_like(x, generator)
+        g = expand_like(diffusion_values(sde, level.t), x)
+        return x - level.h * (sde.drift(x, level.t) - g * g * s) + g * level.h ** 0.5 * z
+
+
+@PREDICTORS.register("ancestral")
+class Ancestral(Predictor):
+    """A draw of q(x_{t'} | x_t, x_0 = x̂_0): mean (x + b² S)/a = E[X_{t'} | X_t], the posterior's std."""
+
+    def __call__(self, sde, score, x, level, generator):
+        s = score(x, level.t)
+        z = randn_like(x, generator)
+        return conversions.to_intermediate(x, s, level.a, level.b) + level.posterior_std * z
+
+
+# -- correctors: MCMC moves that keep p_{t_i} invariant -------------------------------------------------------
+#: Correctors by name (`PCSampler(corrector=...)`); a new one is a `Corrector` subclass and one register line.
+CORRECTORS = Registry("corrector")
+
+
+class Corrector:
+    """One move at t_i, x ← x + ε S + √(2ε) z: ``corrector(score, x, level, generator)``, one score evaluation;
+    noise is drawn before the score."""
+
+    def step_size(self, score: Tensor, z: Tensor, level: Level):
+        """ε: a number or a tensor broadcastable against x."""
+        raise NotImplementedError
+
+    def __call__(self, score, x: Tensor, level: Level, generator) -> Tensor:
+        z = randn_like(x, generator)
+        s = score(x, level.t)
+        step = self.step_size(s, z, level)
+        return x + step * s + (2 * step) ** 0.5 * z
+
+
+@CORRECTORS.register("langevin")
+class Langevin(Corrector):
+    """ε = 2 α (snr ‖z‖/‖S‖)², α = a² (Song et al., Algorithm 4); ``norm="batch"`` uses batch-mean norms."""
+
+    def __init__(self, snr: float = 0.16, langevin_norm: str = "batch"):
+        self.snr, self.norm = float(snr), check_choice(langevin_norm, ("sample", "batch"), "langevin_norm")
+
+    def step_size(self, score, z, level):
+        z_norm, s_norm = _norm(z), _norm(score)
+        if self.norm == "batch":
+            z_norm, s_norm = z_norm.mean(), s_norm.mean().expand_as(s_norm)
+        ratio = self.snr * z_norm / s_norm.clamp_min(torch.finfo(score.dtype).tiny)
+        return expand_like(2 * level.a ** 2 * ratio ** 2, score)
+
+
+@CORRECTORS.register("annealed_langevin")
+class AnnealedLangevin(Corrector):
+    """NCSN's schedule ε_i = r σ(t_i)², r = ``step_ratio`` = δ/σ_L² (Song & Ermon 2019, Algorithm 1)."""
+
+    def __init__(self, step_ratio: float = 0.2):
+        self.step_ratio = float(step_ratio)
+
+    def step_size(self, score, z, level):
+        return self.step_ratio * level.sigma ** 2
 
 
 @SAMPLERS.register("pc")
@@ -108,8 +211,8 @@ class PCSampler(Sampler):
                  steps: int = 1000, snr: float = 0.16, corrector_steps: int = 1, eps: float = 1e-3,
                  grid: str = "uniform", denoise: bool = True, step_ratio: float = 0.2,
                  langevin_norm: str = "batch", rho: float = 7.0):
-        check_choice(predictor, PREDICTORS, "predictor")
-        check_choice(corrector, CORRECTORS, "corrector")
+        check_choice(predictor, PREDICTORS.names() + [None], "predictor")
+        check_choice(corrector, CORRECTORS.names() + [None], "corrector")
         check_choice(langevin_norm, ("sample", "batch"), "langevin_norm")
         if predictor is None and corrector is None:
             raise ValueError("predictor and corrector cannot both be None")
@@ -127,6 +230,10 @@ class PCSampler(Sampler):
         self.snr, self.step_ratio = float(snr), float(step_ratio)
         self.corrector_steps = int(corrector_steps) if corrector is not None else 0
         self.denoise, self.langevin_norm = bool(denoise), langevin_norm
+        self._predictor = None if predictor is None else PREDICTORS.build(predictor)
+        options = dict(snr=self.snr, langevin_norm=langevin_norm, step_ratio=self.step_ratio)
+        self._corrector = None if corrector is None else CORRECTORS.build(
+            corrector, **{k: v for k, v in options.items() if k in signature_parameters(CORRECTORS.get(corrector)[0])})
 
     @property
     def steps(self) -> int:
@@ -155,39 +262,14 @@ class PCSampler(Sampler):
         lower = torch.cat([times[1:], (2 * times[-1] - times[-2]).clamp_min(0).reshape(1)])
         a_all, b_all = sde.transition(lower, times)
         a_list, b_list, std_list = a_all.tolist(), b_all.tolist(), grid.sigma.tolist()
-        if self.corrector == "annealed_langevin":
-            eps_list = [self.step_ratio * std ** 2 for std in std_list]  # ε_i = r σ(t_i)²
         for i in range(levels):
-            t = tb[i]
+            has_next = i + 1 < len(t_list)
+            level = Level(t=tb[i], h=t_list[i] - t_list[i + 1] if has_next else 0.0, a=a_list[i], b=b_list[i],
+                          sigma=std_list[i],
+                          posterior_std=b_list[i] * std_list[i + 1] / std_list[i] if has_next else None)
             for _ in range(self.corrector_steps):
-                z = randn_like(x, generator)
-                s = score(x, t)
-                if self.corrector == "langevin":
-                    z_norm, s_norm = _norm(z), _norm(s)
-                    if self.langevin_norm == "batch":
-                        z_norm, s_norm = z_norm.mean(), s_norm.mean().expand_as(s_norm)
-                    ratio = self.snr * z_norm / s_norm.clamp_min(torch.finfo(x.dtype).tiny)
-                    step = expand_like(2 * a_list[i] ** 2 * ratio ** 2, x)
-                else:
-                    step = eps_list[i]
-                x = x + step * s + (2 * step) ** 0.5 * z
-            if self.predictor is not None:
-                posterior_std = b_list[i] * std_list[i + 1] / std_list[i]
-                x = self._predict(sde, score, x, t, t_list[i] - t_list[i + 1], a_list[i], b_list[i],
-                                  posterior_std, generator)
+                x = self._corrector(score, x, level, generator)
+            if self._predictor is not None:
+                x = self._predictor(sde, score, x, level, generator)
             report(i + 1, t_list[i + 1] if self.predictor is not None else t_list[i], x)
         return x
-
-    def _predict(self, sde, score, x: Tensor, t: Tensor, h: float, a: float, b: float, posterior_std: float,
-                 generator) -> Tensor:
-        """One predictor move from t down to t − h; (a, b) is the forward kernel from t − h to t and
-        ``posterior_std`` = b σ(t − h)/σ(t) the std of the ancestral posterior."""
-        s = score(x, t)
-        z = randn_like(x, generator)
-        if self.predictor == "euler_maruyama":
-            g = expand_like(diffusion_values(sde, t), x)
-            return x - h * (sde.drift(x, t) - g * g * s) + g * h ** 0.5 * z
-        if self.predictor == "reverse_diffusion":
-            return x - (a - 1) * x + b * b * s + b * z
-        # ancestral: posterior of x_{t'} given x_t and x_0 = Tweedie's estimate; its mean is E[X_{t'} | X_t].
-        return conversions.to_intermediate(x, s, a, b) + posterior_std * z
