@@ -27,7 +27,6 @@ import json
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -52,6 +51,7 @@ from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rn
 from .config import TrainConfig
 from .ema import EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot, snapshot_path
 from .hooks import EMASnapshotHook, Hook, default_hooks
+from .signals import StopOnSignal
 
 Tensor = torch.Tensor
 
@@ -249,7 +249,7 @@ class Trainer:
         self.last_checkpoint: Optional[str] = None
         self.checkpoint_step: Optional[int] = None
         self.bar = None
-        self._signal: Optional[int] = None
+        self._stop = StopOnSignal()
         self.stop_requested = self.checkpoint_clock_due = self.out_of_time = False
         self._deadline: Optional[float] = None
         self._checkpoint_time = time.monotonic()
@@ -380,7 +380,7 @@ class Trainer:
         same decisions."""
         c = self.config
         now = time.monotonic()
-        stop = self._signal is not None
+        stop = self._stop.requested
         clock = c.out_dir is not None and c.checkpoint_seconds > 0 and now - self._checkpoint_time >= c.checkpoint_seconds
         late = self._deadline is not None and now >= self._deadline
         if self.distributed is None:
@@ -489,21 +489,20 @@ class Trainer:
         self.model.train()
         for hook in self.hooks:
             hook.start(self)
-        previous = self._catch_signals()
         self._deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
         try:
-            while self.global_step < target:
-                metrics = self.step(next(self.batches))
-                if self.bar is not None:
-                    self.bar.update(1)
-                for hook in self.hooks:
-                    hook.after_step(self, metrics, last=self.global_step == target or self.out_of_time)
-                if self.stop_requested:
-                    raise self._interrupted()
-                if self.out_of_time:
-                    break
+            with self._stop:
+                while self.global_step < target:
+                    metrics = self.step(next(self.batches))
+                    if self.bar is not None:
+                        self.bar.update(1)
+                    for hook in self.hooks:
+                        hook.after_step(self, metrics, last=self.global_step == target or self.out_of_time)
+                    if self.stop_requested:
+                        raise self._interrupted()
+                    if self.out_of_time:
+                        break
         finally:
-            self._restore_signals(previous)
             self._deadline = None
             if self.bar is not None:
                 self.bar.close()
@@ -512,26 +511,8 @@ class Trainer:
             hook.end(self)
         return self.history
 
-    def _catch_signals(self):
-        """Turn SIGTERM/SIGINT into a stop request at the end of the current step (main thread only)."""
-        self._signal = None
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def request_stop(signum, frame):
-            if self._signal is not None:          # a second signal: stop now
-                raise KeyboardInterrupt
-            self._signal = signum
-
-        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def _restore_signals(self, previous) -> None:
-        for sig, handler in (previous or {}).items():
-            signal.signal(sig, handler)
-
     def _interrupted(self) -> "TrainingInterrupted":
-        signum = self._signal if self._signal is not None else signal.SIGTERM
-        name = signal.Signals(signum).name
+        signum, name = self._stop.signum if self._stop.requested else signal.SIGTERM, self._stop.name
         path = None
         if self.config.out_dir is not None:
             path = self.checkpoint_path if self.checkpoint_step == self.global_step else self.save_checkpoint()
