@@ -96,6 +96,20 @@ def main() -> None:
     res = sd.HeunSampler(steps=10).sample(sde, clf, (128, 2), generator=torch.Generator().manual_seed(6), dtype=F64)
     print(f"{'guidance':9} {'classifier heun 10':26} nfe {res.nfe:4}  {digest(res.x)}")
 
+    # Training: 30 steps of a small MLP for several loss settings (the Trainer's loss path), weights fingerprinted.
+    x0 = sd.eight_gaussians().sample(512, torch.Generator().manual_seed(7)).float()
+    for label, options in (("default", {}), ("sigma2 uniform", dict(weighting="sigma2", importance_sampling=False)),
+                           ("log_normal unweighted", dict(weighting="edm", time_distribution="log_normal",
+                                                          importance_weight=False)),
+                           ("accumulate 2", dict(accumulate=2))):
+        torch.manual_seed(0)
+        model = sd.ScoreModel(sd.nets.MLP(2, hidden=16), sde)
+        config = sd.TrainConfig(steps=30, batch_size=64, log_every=30, progress=False, **options)
+        trainer = sd.Trainer(model, sde, x0, config, hooks=[])
+        trainer.train()
+        weights = [p.detach() for p in model.parameters()]
+        print(f"{'train':9} {label:26} {'':8}  {digest(*weights)}")
+
 
 if __name__ == "__main__":
     main()

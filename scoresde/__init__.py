@@ -23,7 +23,8 @@ from .likelihood import (BitsPerDimResult, EvaluationResult, LikelihoodResult, b
                          bits_per_dim_from_log_prob, evaluate_likelihood, log_likelihood)
 from . import nets
 from .nets import NETS
-from .losses import WEIGHTINGS, classifier_loss, dsm_loss, score_matching_loss, sliced_score_matching_loss
+from .losses import (LOSSES, WEIGHTINGS, DSMLoss, classifier_loss, dsm_loss, score_matching_loss,
+                     sliced_score_matching_loss)
 from . import guidance
 from .interop import as_denoiser, from_denoiser, from_diffusers, from_velocity
 from .guidance import classifier_free_guidance, classifier_guidance, conditional_score
@@ -56,7 +57,7 @@ __all__ = [
     "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "as_denoiser", "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
-    "nets", "ScoreModel", "dsm_loss", "sliced_score_matching_loss", "score_matching_loss",
+    "nets", "ScoreModel", "dsm_loss", "DSMLoss", "LOSSES", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "optimize_grid", "GridSearchResult", "tweedie_denoise",
     "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
     "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver", "InpaintingSampler", "SplitGibbsSampler",

@@ -383,6 +383,64 @@ def _prepare(x: Tensor, t):
     return x.detach().requires_grad_(True), t
 
 
+#: Training objectives as objects that carry their own settings (the Trainer calls ``loss(sde, model, x0,
+#: generator=, shard=, cond=)``): ``LOSSES.build("dsm", weighting="sigma2")``.
+LOSSES = Registry("loss")
+
+
+@LOSSES.register("dsm")
+class DSMLoss:
+    """Denoising score matching (`dsm_loss`) with its settings: ``loss(sde, model, x0, cond=None, generator=None,
+    shard=None)`` → the batch mean.
+
+    Args:
+        weighting: λ(t), a name in `WEIGHTINGS`, an import path ``"package.module:fn"`` or ``fn(sde, t) -> (B,)``.
+        time_distribution: the law of the training time, the one way to ask for importance sampling: a name in
+            `TIME_DISTRIBUTIONS` ("importance", the default: q(t) ∝ g²/σ², Song et al. 2021's proposal for the
+            likelihood weighting; "uniform"; "log_snr"; "log_normal") or an object with ``sample``.
+        importance_weight: multiply ℓ by 1/((T − eps) q(t)), so that the estimate is unbiased for the uniform-t
+            objective; False trains on E_q[ℓ] (EDM's practice). Ignored for "uniform".
+        eps: the smallest training time, 0 < eps < T.
+    """
+
+    def __init__(self, weighting: Union[str, Callable] = "likelihood", time_distribution="importance",
+                 importance_weight: bool = True, eps: float = 1e-5):
+        if not callable(weighting):
+            if not (isinstance(weighting, str) and (weighting in WEIGHTINGS or ":" in weighting)):
+                raise ValueError(f"unknown weighting {weighting!r}; valid choices: "
+                                 f"{', '.join(repr(w) for w in WEIGHTINGS)} (or an import path 'package.module:fn')")
+        if isinstance(time_distribution, str):
+            check_choice(time_distribution, TIME_DISTRIBUTIONS.names(), "time_distribution")
+        elif not hasattr(time_distribution, "sample"):
+            raise TypeError(f"time_distribution must be a name or an object with a sample method; got "
+                            f"{type(time_distribution).__name__}")
+        if not isinstance(importance_weight, bool):
+            raise ValueError(f"importance_weight must be true or false; got {importance_weight!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a number > 0; got {eps!r}")
+        self.weighting, self.time_distribution = weighting, time_distribution
+        self.importance_weight, self.eps = importance_weight, float(eps)
+
+    @classmethod
+    def from_config(cls, config) -> "DSMLoss":
+        """The loss a `scoresde.TrainConfig` describes (its ``weighting``, ``time_distribution`` or the older
+        ``importance_sampling``, ``importance_weight`` and ``eps``)."""
+        if config.time_distribution is not None:
+            return cls(config.weighting, config.time_distribution, config.importance_weight, config.eps)
+        return cls(config.weighting, "importance" if config.importance_sampling else "uniform", True, config.eps)
+
+    def __call__(self, sde, model: ScoreFn, x0: Tensor, cond: Optional[Tensor] = None,
+                 generator: Optional[torch.Generator] = None, shard: Optional[Tuple[int, int]] = None) -> Tensor:
+        uniform = self.time_distribution == "uniform"          # dsm_loss's own uniform draw, with no weight
+        return dsm_loss(sde, model, x0, weighting=self.weighting, eps=self.eps, generator=generator, shard=shard,
+                        cond=cond, time_distribution=None if uniform else self.time_distribution,
+                        importance_weight=self.importance_weight)
+
+    def __repr__(self) -> str:
+        return (f"DSMLoss(weighting={self.weighting!r}, time_distribution={self.time_distribution!r}, "
+                f"importance_weight={self.importance_weight}, eps={self.eps:g})")
+
+
 def sliced_score_matching_loss(model: Callable, x: Tensor, t: Optional[Tensor] = None, n_projections: int = 1,
                                generator: Optional[torch.Generator] = None, reduce: str = "mean",
                                projection: str = "rademacher", cond: Optional[Tensor] = None) -> Tensor:

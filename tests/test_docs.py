@@ -115,4 +115,4 @@ def test_the_registry_table_of_the_extending_guide_lists_every_registered_name()
         assert re.findall(r"`(\w+)`", names) == registry.names(), path
     listed = {path.split(".")[-1] for path, _ in rows}
     assert {"SDES", "NETS", "PARAMETERIZATIONS", "SAMPLERS", "DATASETS", "WEIGHTINGS", "TIME_DISTRIBUTIONS",
-            "INVERSE_METHODS", "ODE_SOLVERS", "PREDICTORS", "CORRECTORS"} <= listed
+            "INVERSE_METHODS", "ODE_SOLVERS", "PREDICTORS", "CORRECTORS", "LOSSES"} <= listed

@@ -434,3 +434,46 @@ def test_dsm_loss_refuses_what_would_make_it_nan_and_names_the_row():
             return torch.where(t < 0.5, torch.full_like(t, float("inf")), torch.ones_like(t))
 
         sd.dsm_loss(sde, model, x0, t=t, weighting=blows_up)
+
+
+def test_the_loss_object_carries_its_settings_and_equals_dsm_loss():
+    """DSMLoss is dsm_loss with its settings bound (the same draws, bit for bit); the Trainer's default is the
+    config's; time_distribution is the one way to ask for importance sampling."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    x0, score = gmm.sample(32, torch.Generator().manual_seed(0)), gmm.score(sd.VPSDE())
+    cases = [(sd.DSMLoss(), dict(weighting="likelihood", importance_sampling=True)),
+             (sd.DSMLoss("sigma2", "uniform"), dict(weighting="sigma2")),
+             (sd.DSMLoss("edm", "log_normal", importance_weight=False, eps=1e-3),
+              dict(weighting="edm", time_distribution="log_normal", importance_weight=False, eps=1e-3))]
+    for loss, options in cases:
+        got = loss(sde, score, x0, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(got, sd.dsm_loss(sde, score, x0, generator=torch.Generator().manual_seed(1), **options))
+    assert sd.LOSSES.get("dsm")[0] is sd.DSMLoss
+    made = sd.DSMLoss.from_config(sd.TrainConfig(weighting="sigma2", importance_sampling=False))
+    assert (made.weighting, made.time_distribution) == ("sigma2", "uniform")
+    made = sd.DSMLoss.from_config(sd.TrainConfig(time_distribution="log_snr", importance_weight=False))
+    assert (made.time_distribution, made.importance_weight) == ("log_snr", False)
+    assert "time_distribution='importance'" in repr(sd.DSMLoss())
+    with pytest.raises(ValueError, match="unknown weighting 'nope'"):
+        sd.DSMLoss("nope")
+    with pytest.raises(ValueError, match="valid choices: 'uniform', 'importance', 'log_snr', 'log_normal'"):
+        sd.DSMLoss(time_distribution="beta")
+    with pytest.raises(ValueError, match="eps must be a number > 0"):
+        sd.DSMLoss(eps=0)
+
+
+def test_a_trainer_given_a_loss_object_uses_its_settings_not_the_configs():
+    sde = sd.VPSDE()
+    x0 = sd.eight_gaussians().sample(256, torch.Generator().manual_seed(2)).float()
+
+    def train(config, loss_fn=None):
+        torch.manual_seed(0)
+        model = sd.ScoreModel(sd.nets.MLP(2, hidden=8), sde)
+        sd.Trainer(model, sde, x0, config, loss_fn=loss_fn, hooks=[]).train()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    quiet = dict(steps=5, batch_size=32, progress=False)
+    by_config = train(sd.TrainConfig(weighting="sigma2", importance_sampling=False, **quiet))
+    by_object = train(sd.TrainConfig(**quiet), sd.DSMLoss("sigma2", "uniform"))
+    assert torch.equal(by_config, by_object)
+    assert not torch.equal(by_object, train(sd.TrainConfig(**quiet)))

@@ -43,7 +43,7 @@ from ..data import Batches, Dataset
 from ..evaluation.plot import save_samples
 from ..guidance import check_labels, conditional_score, drop_labels, model_classes
 from ..likelihood import evaluate_likelihood
-from ..losses import dsm_loss, noised_class_log_probs
+from ..losses import DSMLoss, noised_class_log_probs
 from ..sampling import DPMSolver, ReverseSDESampler
 from ..score import Score
 from ..sde import is_linear
@@ -140,10 +140,12 @@ class Trainer:
         sampler: any sampler (``sample(sde, score, shape, generator)`` returning a
             [`scoresde.SampleResult`][scoresde.SampleResult]; default: `default_sampler`).
         eval_fn: ``eval_fn(model, sde) -> dict`` replacing the default evaluation (called with EMA weights).
-        loss_fn: ``loss_fn(sde, model, x0, weighting=, importance_sampling=, eps=, generator=)`` returning a
-            scalar (default: [`scoresde.dsm_loss`][scoresde.dsm_loss]); only the keywords it declares are passed, and ``cond=``
-            (the batch's labels) when the model is conditional or the loss requires it (e.g.
-            [`scoresde.classifier_loss`][scoresde.classifier_loss]).
+        loss_fn: the objective: a loss object that carries its own settings, called ``loss_fn(sde, model, x0,
+            generator=, shard=, cond=)`` (default: `scoresde.DSMLoss.from_config(config)`, from the config's
+            ``weighting``, ``time_distribution`` and ``eps``); or a plain function ``loss_fn(sde, model, x0,
+            weighting=, importance_sampling=, eps=, generator=)`` returning a scalar, which gets only the keywords
+            it declares. ``cond=`` (the batch's labels) is passed when the model is conditional or the loss
+            requires it (e.g. [`scoresde.classifier_loss`][scoresde.classifier_loss]).
         optimizer: a ``torch.optim.Optimizer`` over the model's parameters, or a function ``params ->
             Optimizer`` (default: Adam with ``lr``, ``adam_betas`` and ``weight_decay`` of the config).
         lr_schedule: ``lr_schedule(n) -> learning rate`` of the update after n completed steps (default:
@@ -209,8 +211,9 @@ class Trainer:
         if config.compile:
             self.train_model = torch.compile(self.train_model)
         if loss_fn is None:
-            loss_fn = dsm_loss
+            loss_fn = DSMLoss.from_config(config)
         self.loss_fn = loss_fn
+        self._loss_carries_settings = isinstance(loss_fn, DSMLoss)
         self._loss_keywords = None if accepts_any_keyword(loss_fn) else set(signature_parameters(loss_fn))
         self._loss_shards = "shard" in signature_parameters(loss_fn)
         self._setup_labels(model, loss_fn, config)
@@ -350,11 +353,12 @@ class Trainer:
                 cond = None if cond is None else cond[rank::world]
         if cond is not None:
             extra["cond"] = cond
-        options = {"weighting": c.weighting, "importance_sampling": c.importance_sampling, "eps": c.eps,
-                   "generator": self.loss_generator}
-        if c.time_distribution is not None:
-            options.update(importance_sampling=False, time_distribution=c.time_distribution,
-                           importance_weight=c.importance_weight)
+        options = {"generator": self.loss_generator}
+        if not self._loss_carries_settings:          # a plain function: the config's settings, those it takes
+            options.update(weighting=c.weighting, importance_sampling=c.importance_sampling, eps=c.eps)
+            if c.time_distribution is not None:
+                options.update(importance_sampling=False, time_distribution=c.time_distribution,
+                               importance_weight=c.importance_weight)
         if self._loss_keywords is not None:
             options = {k: v for k, v in options.items() if k in self._loss_keywords}
         if self._autocast is None:
