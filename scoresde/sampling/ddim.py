@@ -16,7 +16,6 @@ import math
 import torch
 
 from .. import conversions
-from .._utils import check_choice
 from ._base import SAMPLERS, Sampler, batch_time, randn_like
 from .grids import TimeGrid, check_steps
 

@@ -38,7 +38,7 @@ import torch
 from .. import conversions
 from .._utils import check_choice
 from ._base import SAMPLERS, Sampler, batch_time, randn_like
-from .dpm_solver import intermediate_points, lambda_points
+from .dpm_solver import intermediate_points
 from .grids import TimeGrid, check_steps
 
 #: How the two noises of a singlestep step are correlated (see the module docstring).

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 

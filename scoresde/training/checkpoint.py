@@ -5,6 +5,7 @@ None), so ``torch.load(path, weights_only=True)`` reads it without unpickling ar
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any, Dict, Mapping, Optional
@@ -118,3 +119,88 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch_cpu"].cpu())
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["torch_cuda"]])
+
+
+# -- a Trainer's whole state ---------------------------------------------------------------------------------
+def trainer_state(trainer) -> Dict[str, Any]:
+    """Everything a `scoresde.Trainer` needs to continue exactly: model, EMA (and the snapshot EMAs), optimizer,
+    step, the RNG states (global and the loss generator), the batch iterator, config, history, AMP scaler."""
+    extra = trainer._extra_emas()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "step": trainer.global_step,
+        "model": trainer.model.state_dict(),
+        "ema": trainer.ema.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "rng": {**rng_state(trainer.device), "loss_generator": trainer.loss_generator.get_state()},
+        "data": trainer.batches.state_dict(),
+        "config": trainer.config.to_dict(),
+        "history": list(trainer.history),
+        **({} if trainer.scaler is None else {"scaler": trainer.scaler.state_dict()}),
+        **({"snapshot_emas": [ema.state_dict() for ema in extra]} if extra else {}),
+    }
+
+
+def check_trainer_state(trainer, state: Mapping[str, Any]) -> None:
+    """A ValueError naming what does not fit (architecture, EMAs, optimizer, batch iterator) before anything of
+    ``state`` is loaded into ``trainer``."""
+    missing = [k for k in ("step", "model", "ema", "optimizer", "rng", "data") if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint lacks {', '.join(missing)}: not a training checkpoint of scoresde")
+    check_state_dict(trainer.model.state_dict(), state["model"], what="model")
+    check_state_dict(trainer.ema.shadow, state["ema"]["shadow"], what="EMA")
+    extra = [ema.power for ema in trainer._extra_emas()]
+    stored = [s.get("power") for s in state.get("snapshot_emas", [])]
+    if extra != stored:
+        raise ValueError(f"checkpoint's snapshot EMAs have powers {stored}; this run tracks {extra} beside its EMA "
+                         f"(ema_snapshot_powers must be those of the run being resumed)")
+    for s in state.get("snapshot_emas", []):
+        check_state_dict(trainer.ema.shadow, s["shadow"], what="snapshot EMA")
+    groups = state["optimizer"].get("param_groups", [])
+    ours = trainer.optimizer.param_groups
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
+        raise ValueError(f"checkpoint's optimizer has parameter groups of sizes {[len(g['params']) for g in groups]};"
+                         f" this trainer's has {[len(g['params']) for g in ours]} (another optimizer?)")
+    data, batches = state["data"], trainer.batches
+    if int(data["batch_size"]) != batches.batch_size or bool(data["fresh"]) != batches.fresh:
+        raise ValueError(f"checkpoint's batch iterator has batch_size={data['batch_size']}, fresh={data['fresh']}; "
+                         f"this run has batch_size={batches.batch_size}, fresh={batches.fresh}")
+
+
+def load_trainer_state(trainer, state: Mapping[str, Any]) -> None:
+    """Restore ``trainer`` from `trainer_state` after `check_trainer_state`: nothing is loaded unless all fits."""
+    check_trainer_state(trainer, state)
+    trainer.model.load_state_dict(state["model"])
+    trainer.ema.load_state_dict(state["ema"])
+    for ema, s in zip(trainer._extra_emas(), state.get("snapshot_emas", [])):
+        ema.load_state_dict(s)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.global_step = int(state["step"])
+    set_rng_state(state["rng"])
+    trainer.loss_generator.set_state(state["rng"]["loss_generator"].cpu())
+    trainer.batches.load_state_dict(state["data"])
+    trainer.history = [dict(r) for r in state.get("history", [])]
+    if trainer.scaler is not None and "scaler" in state:
+        trainer.scaler.load_state_dict(state["scaler"])
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Keep the records of a ``metrics.jsonl`` up to ``step`` (atomically), so that a resumed run does not repeat
+    the ones an interrupted run wrote after its checkpoint; no file: nothing to do."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as fh:
+        lines = fh.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, AttributeError):
+            continue                              # a torn last line from the kill
+    if len(kept) == len(lines):
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.writelines(kept)
+    os.replace(tmp, path)

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .._registry import accepts_any_keyword, signature_parameters
-from .._utils import ScoreFn, check_device, require_float64
+from .._utils import check_device, require_float64
 from ..data import Batches, Dataset
 from ..evaluation.plot import save_samples
 from ..guidance import check_labels, conditional_score, drop_labels, model_classes
@@ -47,7 +47,8 @@ from ..losses import DSMLoss, noised_class_log_probs
 from ..sampling import DPMSolver, ReverseSDESampler
 from ..score import Score
 from ..sde import is_linear
-from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (check_trainer_state, load_checkpoint, load_trainer_state, save_checkpoint, trainer_state,
+                         truncate_metrics)
 from .config import TrainConfig
 from .ema import EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot, snapshot_path
 from .hooks import EMASnapshotHook, Hook, default_hooks
@@ -647,20 +648,9 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to continue exactly: model, EMA, optimizer, step, RNG and data states, config."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.global_step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {**rng_state(self.device), "loss_generator": self.loss_generator.get_state()},
-            "data": self.batches.state_dict(),
-            "config": self.config.to_dict(),
-            "history": list(self.history),
-            **({} if self.scaler is None else {"scaler": self.scaler.state_dict()}),
-            **({"snapshot_emas": [ema.state_dict() for ema in self._extra_emas()]} if self._extra_emas() else {}),
-        }
+        """Everything needed to continue exactly: model, EMA, optimizer, step, RNG and data states, config
+        (`scoresde.training.checkpoint.trainer_state`)."""
+        return trainer_state(self)
 
     @property
     def snapshot_folder(self) -> Optional[str]:
@@ -696,43 +686,11 @@ class Trainer:
     def check_state_dict(self, state: Dict[str, Any]) -> None:
         """Raise a ValueError if ``state`` cannot be loaded (architecture, EMA, optimizer, batch iterator), so
         that `load_state_dict` changes nothing unless everything fits."""
-        missing = [k for k in ("step", "model", "ema", "optimizer", "rng", "data") if k not in state]
-        if missing:
-            raise ValueError(f"checkpoint lacks {', '.join(missing)}: not a training checkpoint of scoresde")
-        check_state_dict(self.model.state_dict(), state["model"], what="model")
-        check_state_dict(self.ema.shadow, state["ema"]["shadow"], what="EMA")
-        extra = [ema.power for ema in self._extra_emas()]
-        stored = [s.get("power") for s in state.get("snapshot_emas", [])]
-        if extra != stored:
-            raise ValueError(f"checkpoint's snapshot EMAs have powers {stored}; this run tracks {extra} beside its EMA "
-                             f"(ema_snapshot_powers must be those of the run being resumed)")
-        for s in state.get("snapshot_emas", []):
-            check_state_dict(self.ema.shadow, s["shadow"], what="snapshot EMA")
-        groups = state["optimizer"].get("param_groups", [])
-        ours = self.optimizer.param_groups
-        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
-            raise ValueError(f"checkpoint's optimizer has parameter groups of sizes {[len(g['params']) for g in groups]};"
-                             f" this trainer's has {[len(g['params']) for g in ours]} (another optimizer?)")
-        data = state["data"]
-        if int(data["batch_size"]) != self.batches.batch_size or bool(data["fresh"]) != self.batches.fresh:
-            raise ValueError(f"checkpoint's batch iterator has batch_size={data['batch_size']}, fresh={data['fresh']}; "
-                             f"this run has batch_size={self.batches.batch_size}, fresh={self.batches.fresh}")
+        check_trainer_state(self, state)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore from `state_dict` after `check_state_dict`: nothing is loaded unless all of it fits."""
-        self.check_state_dict(state)
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        for ema, s in zip(self._extra_emas(), state.get("snapshot_emas", [])):
-            ema.load_state_dict(s)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.global_step = int(state["step"])
-        set_rng_state(state["rng"])
-        self.loss_generator.set_state(state["rng"]["loss_generator"].cpu())
-        self.batches.load_state_dict(state["data"])
-        self.history = [dict(r) for r in state.get("history", [])]
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        load_trainer_state(self, state)
 
     def resume(self, path: Optional[str] = None) -> int:
         """Load a checkpoint (default ``out_dir/checkpoint.pt``) and continue from its step; returns the step.
@@ -749,27 +707,6 @@ class Trainer:
         self.last_checkpoint, self.checkpoint_step = path, self.global_step
         self._checkpoint_time = time.monotonic()
         if self.config.out_dir is not None and self.is_main:
-            _truncate_metrics(os.path.join(self.config.out_dir, "metrics.jsonl"), self.global_step)
+            truncate_metrics(os.path.join(self.config.out_dir, "metrics.jsonl"), self.global_step)
             drop_snapshots_after(self.snapshot_folder, self.global_step)
         return self.global_step
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """Keep the records of a ``metrics.jsonl`` up to ``step`` (atomically); no file: nothing to do."""
-    if not os.path.isfile(path):
-        return
-    with open(path) as fh:
-        lines = fh.readlines()
-    kept = []
-    for line in lines:
-        try:
-            if int(json.loads(line).get("step", 0)) <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, AttributeError):
-            continue                              # a torn last line from the kill
-    if len(kept) == len(lines):
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.writelines(kept)
-    os.replace(tmp, path)
