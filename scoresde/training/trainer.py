@@ -40,13 +40,12 @@ from tqdm.auto import tqdm
 from .._registry import accepts_any_keyword, signature_parameters
 from .._utils import check_device, require_float64
 from ..data import Batches, Dataset
-from ..evaluation.plot import save_samples
-from ..guidance import check_labels, conditional_score, drop_labels, model_classes
-from ..likelihood import evaluate_likelihood
-from ..losses import DSMLoss, noised_class_log_probs
+from ..guidance import check_labels, drop_labels, model_classes
+from ..losses import DSMLoss
 from ..sampling import DPMSolver, ReverseSDESampler
 from ..score import Score
 from ..sde import is_linear
+from . import monitor
 from .checkpoint import (check_trainer_state, load_checkpoint, load_trainer_state, save_checkpoint, trainer_state,
                          truncate_metrics)
 from .config import TrainConfig
@@ -545,27 +544,10 @@ class Trainer:
             with open(os.path.join(self.config.out_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    # -- sampling and evaluation (EMA weights) --------------------------------------------------------------
+    # -- sampling and evaluation (EMA weights; scoresde.training.monitor) ----------------------------------
     def _score(self, cond=None) -> Score:
-        """The model as a score function that accepts any floating dtype (cast to the model's and back); for a
-        conditional model the conditional score of the labels ``cond`` ((B,) or an int)."""
-        model, dtype = self.model, self.dtype
-        if self.num_classes is not None:
-            def cast(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
-                return model(x.to(dtype), t.to(dtype), labels).to(x.dtype)
-
-            cast.num_classes, cast.network = self.num_classes, True
-            return conditional_score(cast, self.num_classes if cond is None else cond)
-
-        def score(x: Tensor, t: Tensor) -> Tensor:
-            return model(x.to(dtype), t.to(dtype)).to(x.dtype)
-
-        return Score(score, network=True)
-
-    def _require_score_model(self, what: str) -> None:
-        if self.uses_labels and self.num_classes is None:
-            raise ValueError(f"Trainer.{what} needs a score model; this trainer trains a classifier (a model "
-                             f"without cond whose loss takes labels)")
+        """The model as a score function in any floating dtype; a conditional model's score given ``cond``."""
+        return monitor.model_score(self, cond)
 
     def sample(self, n: Optional[int] = None, seed: Optional[int] = None) -> Tensor:
         """Draw ``n`` samples (default ``num_samples``: 1000 points, or 64 images) with the EMA weights: (n, *D).
@@ -574,77 +556,23 @@ class Trainer:
         start from the same noise, and training's random streams are untouched. A conditional model draws
         sample i from class i mod K (unguided: the conditional score).
         """
-        self._require_score_model("sample")
-        if n is None:
-            n = self.config.num_samples or (1000 if len(self.dataset.shape) == 1 else 64)
-        n = int(n)
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed if seed is None else seed)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.ema.average_parameters(), torch.no_grad():
-                cond = None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
-                res = self.sampler.sample(self.sde, self._score(cond), (n,) + self.dataset.shape, generator)
-        finally:
-            self.model.train(was_training)
-        return res.x
+        return monitor.sample(self, n, seed)
 
     def save_samples(self, path: Optional[str] = None) -> str:
         """Sample with the EMA weights and save the figure (default ``out_dir/samples_<step>.png``)."""
-
-        if path is None:
-            if self.config.out_dir is None:
-                raise ValueError("no path given and config.out_dir is None")
-            path = os.path.join(self.config.out_dir, f"samples_{self.global_step:07d}.png")
-        x = self.sample()
-        reference = self.dataset.x[:2000] if x.dim() == 2 and x.shape[1] <= 2 else None   # 2-D: the data overlaid
-        return save_samples(x, path, data_range=self.dataset.data_range, reference=reference,
-                            title=f"step {self.global_step} (black: data)" if reference is not None
-                            else f"step {self.global_step}")
+        return monitor.save_figure(self, path)
 
     def evaluate(self) -> Dict[str, float]:
         """Evaluate with the EMA weights: ``eval_fn`` if given, else NLL (and bits/dim) on ``eval_data``.
 
-        Default: [`scoresde.evaluate_likelihood`][scoresde.evaluate_likelihood] on the first ``num_eval`` held-out points (exact divergence
-        for d ≤ 16, else Hutchinson with 1 Rademacher probe; quantized data dequantized with a fixed seed) gives
-        "nll" and "nll_stderr" in nats, plus "bpd" and "bpd_stderr" for quantized data; for a conditional model
-        with labelled eval_data they are −log p(x | c) with each point's label. A classifier gets "accuracy" and
-        "class_nll" on the noised held-out points (one t ~ U(eps, T) each, fixed seed). Returns {} when there
-        is no eval_data.
+        Default: [`scoresde.evaluate_likelihood`][scoresde.evaluate_likelihood] on the first ``num_eval``
+        held-out points (exact divergence for d ≤ 16, else Hutchinson with 1 Rademacher probe; quantized data
+        dequantized with a fixed seed) gives "nll" and "nll_stderr" in nats, plus "bpd" and "bpd_stderr" for
+        quantized data; for a conditional model with labelled eval_data they are −log p(x | c) with each point's
+        label. A classifier gets "accuracy" and "class_nll" on the noised held-out points (one t ~ U(eps, T)
+        each, fixed seed). Returns {} when there is no eval_data.
         """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.ema.average_parameters():
-                if self.eval_fn is not None:
-                    return dict(self.eval_fn(self.model, self.sde))
-                if self.eval_data is None:
-                    return {}
-
-                generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 104729)
-                c = self.config
-                if self.uses_labels and self.num_classes is None:
-                    return self._evaluate_classifier(generator)
-                labelled = self.num_classes is not None and self.eval_data.labels is not None
-                score = self.model if labelled else self._score()      # points are cast to the model's dtype
-                return evaluate_likelihood(self.sde, score, self.eval_data, n=c.num_eval, labels=labelled,
-                                           generator=generator, device=self.device, dtype=self.dtype,
-                                           eps=c.eps, rtol=c.eval_rtol, atol=c.eval_atol).metrics()
-        finally:
-            self.model.train(was_training)
-
-    def _evaluate_classifier(self, generator: torch.Generator) -> Dict[str, float]:
-
-        data = self.eval_data
-        if data.labels is None:
-            raise ValueError(f"evaluating a classifier needs labelled eval_data; {data.name!r} has no labels")
-        n = min(len(data), self.config.num_eval)
-        x = data.x[:n].to(device=self.device, dtype=self.dtype)
-        with torch.no_grad():
-            log_probs, cond = noised_class_log_probs(self.sde, self.model, x, data.labels[:n].to(self.device),
-                                                     eps=self.config.eps, generator=generator)
-        return {"class_nll": float(-log_probs.gather(1, cond[:, None]).mean()),
-                "accuracy": float((log_probs.argmax(1) == cond).double().mean())}
+        return monitor.evaluate(self)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
