@@ -23,7 +23,7 @@ from torch import nn
 from . import conversions
 from ._utils import as_time, check_same_shape
 from .score import Score, as_score
-from .sde import DiscreteVPSDE, require_linear, time_at_level
+from .sde import DiscreteVPSDE, require_linear, times_at_noise_levels
 
 Tensor = torch.Tensor
 
@@ -112,7 +112,7 @@ def from_denoiser(denoiser: Callable, sde, cond: Optional[Tensor] = None) -> Sco
 def as_denoiser(sde, score: Callable) -> Callable[[Tensor, Tensor], Tensor]:
     """The EDM denoiser ``D(x̃, σ̃)`` ≈ E[x_0 | x_0 + σ̃ n = x̃] of a score on ``sde``: the inverse of `from_denoiser`.
 
-    At the time t(σ̃) where σ/s = σ̃ (`scoresde.sde.time_at_level`), x = s x̃ and D = (x + σ² score(x, t))/s
+    At the time t(σ̃) where σ/s = σ̃ (`scoresde.sde.times_at_noise_levels`), x = s x̃ and D = (x + σ² score(x, t))/s
     (Tweedie). x̃: (B, *D); σ̃: (B,) (or a number), in (0, σ(T)/s(T)]. So a scoresde model runs in EDM's or
     k-diffusion's samplers, and ``from_denoiser(as_denoiser(sde, score), sde)`` is ``score`` again.
     """
@@ -122,7 +122,7 @@ def as_denoiser(sde, score: Callable) -> Callable[[Tensor, Tensor], Tensor]:
 
     def denoiser(x_tilde: Tensor, level) -> Tensor:
         level = as_time(level, x_tilde, name="sigma")
-        t = time_at_level(sde, level).to(x_tilde.dtype)
+        t = times_at_noise_levels(sde, level).to(x_tilde.dtype)
         s, sigma = conversions.scale_std(sde, t, x_tilde)
         x = s * x_tilde
         return conversions.score_to_x0(x, check_same_shape(score(x, t), x, what="score"), s, sigma)

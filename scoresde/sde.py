@@ -171,24 +171,25 @@ class Coefficients:
         s: s(t), the scale of x_t = s x_0 + σ z (None for an SDE that is not linear).
         sigma: σ(t), the standard deviation of that kernel (None likewise).
         lam: λ(t) = log s − log σ, half the log-SNR, from the realised s and σ (None likewise).
-        level: EDM's noise level σ̃ = σ/s (None likewise).
+        noise_level: EDM's noise level σ̃ = σ/s (None likewise).
     """
 
     t: Tensor
     s: Optional[Tensor] = None
     sigma: Optional[Tensor] = None
     lam: Optional[Tensor] = None
-    level: Optional[Tensor] = None
+    noise_level: Optional[Tensor] = None
 
     def points(self) -> List[Tuple[float, float, float]]:
         """(λ, s, σ) at each time as Python floats: what the exponential integrators step between."""
         return list(zip(self.lam.tolist(), self.s.tolist(), self.sigma.tolist()))
 
 
-def time_at_level(sde, level: Tensor) -> Tensor:
-    """The times t(σ̃) in [0, T] (float64, level's shape) where σ(t)/s(t) = σ̃ = ``level``: the inverse log-SNR
-    at −2 log σ̃, the one σ̃ → t lookup of the samplers and flows that step in EDM's noise level."""
-    return sde.time_from_log_snr(-2 * torch.log(level.to(torch.float64))).clamp(0, sde.T)
+def times_at_noise_levels(sde, noise_level: Tensor) -> Tensor:
+    """The times t(σ̃) in [0, T] (float64, the shape of ``noise_level``) where σ(t)/s(t) = σ̃: the inverse log-SNR
+    at −2 log σ̃, the one σ̃ → t lookup of the samplers and flows that step in EDM's noise level (for one number,
+    with its range checked, `scoresde.conversions.time_at_noise_level`)."""
+    return sde.time_from_log_snr(-2 * torch.log(noise_level.to(torch.float64))).clamp(0, sde.T)
 
 
 def coefficients(sde, t: Tensor) -> Coefficients:
@@ -198,7 +199,7 @@ def coefficients(sde, t: Tensor) -> Coefficients:
     if not is_linear(sde):
         return Coefficients(t=t)
     s, sigma = sde.scale(t), sde.std(t)
-    return Coefficients(t=t, s=s, sigma=sigma, lam=torch.log(s) - torch.log(sigma), level=sigma / s)
+    return Coefficients(t=t, s=s, sigma=sigma, lam=torch.log(s) - torch.log(sigma), noise_level=sigma / s)
 
 
 class LinearSDE(SDE):
@@ -768,7 +769,7 @@ class NoiseLevelFlow:
 
     def time(self, noise_level: Tensor) -> Tensor:
         """t(σ̃) in [0, T], shape (B,), in σ̃'s dtype."""
-        return time_at_level(self.sde, noise_level).to(noise_level.dtype)
+        return times_at_noise_levels(self.sde, noise_level).to(noise_level.dtype)
 
     def drift(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """dx̃/dσ̃ at x̃ = ``x`` (B, *D) and σ̃ = ``noise_level`` (B,)."""

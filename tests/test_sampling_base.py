@@ -222,7 +222,7 @@ def test_run_gets_the_grids_coefficients_and_an_old_style_sampler_still_runs():
     New().sample(sde, lambda x, t: -x, (2, 2), dtype=F64)
     grid, t = seen["grid"], sd.time_grid(sde, 4, "uniform", 1e-3)
     assert torch.equal(grid.t, t) and torch.equal(grid.s, sde.scale(t)) and torch.equal(grid.sigma, sde.std(t))
-    assert torch.equal(grid.lam, torch.log(grid.s) - torch.log(grid.sigma)) and torch.equal(grid.level,
+    assert torch.equal(grid.lam, torch.log(grid.s) - torch.log(grid.sigma)) and torch.equal(grid.noise_level,
                                                                                           grid.sigma / grid.s)
     with pytest.warns(DeprecationWarning, match=r"Old._run\(sde, score, x, times, generator, report\) is deprecated"):
         Old().sample(sde, lambda x, t: -x, (2, 2), dtype=F64)

@@ -18,7 +18,7 @@ from .unipc import UniPCSampler
 from .lms import LMSSampler
 from .deis import DEISSampler
 from .ancestral import AncestralSampler
-from .adaptive_dpm import AdaptiveDPMSolver
+from .dpm_adaptive import AdaptiveDPMSolver
 from .optimize import GridSearchResult, optimize_grid
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)

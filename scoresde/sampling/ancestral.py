@@ -66,7 +66,7 @@ class AncestralSampler(Sampler):
         return self.order
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
-        level = grid.level.tolist()
+        level = grid.noise_level.tolist()
         s_l, sigma_l, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()
         x_tilde = x / s_l[0]
         for i in range(len(t_l) - 1):

@@ -19,7 +19,7 @@ import math
 import torch
 
 from .. import conversions
-from ..sde import time_at_level
+from ..sde import times_at_noise_levels
 from ._base import SAMPLERS, Sampler, randn_like
 from .grids import TimeGrid, check_steps
 
@@ -91,7 +91,7 @@ class HeunSampler(Sampler):
         return 2 * n - 1 + int(self.final_correction) + int(self.denoise)
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
-        t, s, sig = grid.t, grid.s, grid.level                                          # σ̃_i
+        t, s, sig = grid.t, grid.s, grid.noise_level                                          # σ̃_i
         n = len(t) - 1
         # Churned levels σ̂_i and their times t̂_i, all known in advance (γ depends only on i and σ̃_i).
         sig_hat, t_hat = sig.clone(), t.clone()
@@ -101,7 +101,7 @@ class HeunSampler(Sampler):
             sig_hat[:-1] = torch.where(inside, (sig[:-1] * (1 + gamma)).clamp_max(sig[0]), sig[:-1])
             bumped = sig_hat[:-1] > sig[:-1]
             if bool(bumped.any()):
-                t_new = time_at_level(sde, sig_hat[:-1][bumped])
+                t_new = times_at_noise_levels(sde, sig_hat[:-1][bumped])
                 t_hat[:-1][bumped] = t_new.to(t_hat).clamp(float(t[-1]), float(t[0]))
         s_hat = sde.scale(t_hat)
         sig_l, sig_hat_l = sig.tolist(), sig_hat.tolist()

@@ -65,7 +65,7 @@ class LMSSampler(Sampler):
         self.order, self.denoise = int(order), bool(denoise)
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
-        level = grid.level.tolist()
+        level = grid.noise_level.tolist()
         coefficients = [adams_coefficients(level[i::-1][: min(self.order, i + 1)], level[i], level[i + 1])
                         for i in range(len(level) - 1)]
         return adams_run(score, x, grid, coefficients, report)

@@ -5,7 +5,7 @@ import torch
 
 import scoresde as sd
 from helpers import CountingScore, accurate_flow, oracle_problem, rms_error
-from scoresde.sampling.adaptive_dpm import PIDController
+from scoresde.sampling.dpm_adaptive import PIDController
 
 
 @pytest.mark.parametrize("order", [2, 3])
