@@ -296,6 +296,7 @@ def test_a_diffusers_unet_trains_with_our_trainer():
     assert fixed_loss() < before
 
 
+@pytest.mark.slow
 def test_importing_scoresde_does_not_import_diffusers():
     import subprocess
     import sys

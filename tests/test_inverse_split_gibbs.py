@@ -20,6 +20,7 @@ def _floor(post, n, repeats=5, seed=100):
                for i in range(repeats))
 
 
+@pytest.mark.slow
 def test_fixed_rho_draws_the_inflated_posterior_in_2d():
     """Eight Gaussians, y = x₁ + x₂/2 + noise 0.3, ρ = 0.5: the chain's energy distance to exact samples of the
     inflated posterior is within the largest of five noise-floor draws plus their spread (n = 1000; measured 0.0008
@@ -69,6 +70,7 @@ def test_the_inflated_posterior_is_stationary_in_16d():
         assert bool(((mass - w).abs() < 5 * (w * (1 - w) / n).sqrt() + 0.005).all())
 
 
+@pytest.mark.slow
 def test_annealing_moves_towards_the_posterior():
     """A unimodal case where the chain mixes at every ρ: the inflated posterior's distance to the posterior falls
     with ρ, and so does the annealed chain's (ρ 1 → 0.05 against a fixed ρ = 1)."""

@@ -470,6 +470,7 @@ class _Opaque(torch.autograd.Function):
         return grad
 
 
+@pytest.mark.slow
 def test_vjps_fall_back_to_one_at_a_time_when_vmap_cannot_batch():
     dim = 4
     sde = sd.VPSDE()

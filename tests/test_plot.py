@@ -22,6 +22,7 @@ def close_figures():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_import_scoresde_does_not_import_matplotlib():
     code = "import sys, scoresde; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -259,6 +259,7 @@ class TensorG(ConstantG):
         return torch.ones_like(t)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_a_constant_diffusion_is_broadcast_by_every_sampler(name):
     """g returned as the number 1.0 gives exactly what g = ones_like(t) gives."""
@@ -272,6 +273,7 @@ def test_a_constant_diffusion_is_broadcast_by_every_sampler(name):
     assert torch.equal(results[0], results[1])
 
 
+@pytest.mark.slow
 def test_a_constant_diffusion_in_the_likelihood_and_the_losses():
     x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     values = []

@@ -94,6 +94,7 @@ def test_bad_input_is_refused_with_what_was_expected(name):
         sampler.sample(sde, score, (4, 2), dtype=F64, times=torch.tensor([1.5, 0.5], dtype=F64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", sd.SDES.names())
 @pytest.mark.parametrize("name", NAMES)
 def test_every_sampler_runs_on_every_registered_sde(name, sde_name):

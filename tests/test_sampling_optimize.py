@@ -9,6 +9,7 @@ from scoresde.sampling.optimize import rms_distance
 
 @pytest.mark.parametrize("sampler", [sd.DPMSolver(steps=5, order=2), sd.UniPCSampler(steps=6, order=2)],
                          ids=["dpm-5", "unipc-6"])
+@pytest.mark.slow
 def test_the_searched_grid_beats_every_fixed_grid_on_fresh_draws(sampler):
     """Searched on 64 prior draws, scored on 256 others against dopri5 at 1e-9: no worse than the best fixed grid
     there (measured 4–30× better on the 2-D and 16-D mixtures at 5–10 NFE; benchmarks/grid_search.py)."""

@@ -366,6 +366,7 @@ def test_conditional_training_errors_name_what_is_wrong():
         trainer.step(torch.zeros(8, 2))
 
 
+@pytest.mark.slow
 def test_a_classifier_trains_with_the_same_trainer():
     """classifier_loss through the Trainer: on the evaluation's noised held-out points (one t ~ U(eps, T) each)
     the trained classifier comes within 5 points of accuracy and 0.1 nats of the exact noisy classifier on the
