@@ -287,9 +287,8 @@ def log_likelihood(
             log p_eps(x) = log p_T(s_T x̃_T) + D log(s_T/s_eps) + ∫ ∇·(dx̃/dσ̃) dσ̃. ``"auto"`` (default): σ̃
             on a linear SDE unless the score is a closed form (`scoresde.Score.time_variable`), t otherwise.
         state_dtype: the dtype of the solver's state, a floating dtype at least as wide as x's. None (default):
-            float64 (`solver_dtype`). x's dtype is faster for a small network on a CPU (measured 6 % per
-            evaluation for an MLP in 16-D, 16 % in 64-D) and less accurate: the state's rounding accumulates in the
-            log-density (for a float32 ε-network in 16-D at 1e-5, 1.4e-4 nats against 7e-5). On a fixed grid the
+            float64 (`solver_dtype`). x's dtype is faster for a small network on a CPU and less accurate: the
+            state's rounding accumulates in the log-density (docs/benchmarks.md, lab notes). On a fixed grid the
             float64 state leaves only the score's rounding; an adaptive solver's steps also depend on that
             rounding, so a float32 x and its float64 copy agree to the solver's tolerance, not to rounding (which
             CPU kernels run then changes the result within that tolerance).
@@ -369,12 +368,9 @@ def log_likelihood(
 
 
 def solver_dtype(x: Tensor) -> torch.dtype:
-    """The dtype of the ODE state of `log_likelihood`: float64 (the score still runs in x's dtype).
-
-    Measured (docs/benchmarks.md): on a float32 ε-network in 16-D, dopri5 at 1e-5 takes the same steps either
-    way, but the float32 state's rounding in the accumulated log-density (a sum of about d log(σ̃_T/σ̃_eps) ≈ 170
-    nats) is most of the error: 1.4e-4 nats against 7e-5 with the float64 state, 1.2e-4 against 3.6e-5 at 5e-6.
-    """
+    """The dtype of the ODE state of `log_likelihood`: float64 (the score still runs in x's dtype), because a
+    float32 state's rounding in the accumulated log-density (a sum of about d log(σ̃_T/σ̃_eps) nats) is most of the
+    error of a float32 ε-network's likelihood (docs/benchmarks.md, lab notes)."""
     return torch.float64
 
 

@@ -11,8 +11,8 @@ cost of one call in network evaluations, and whether the field is a closed form.
 
 **The time variable.** The probability-flow ODE of a linear SDE can be integrated in t or in EDM's noise level
 σ̃ = σ/s (`scoresde.sde.NoiseLevelFlow`). For a learned score, ε̂ = −σ s(x, t) is bounded, so the field in σ̃ is
-smooth and adaptive solvers take far fewer steps (a 2-layer ε-MLP: 68 evaluations in σ̃ against 140 in t in 2-D,
-80 against 152 in 16-D, issue 26). An exact mixture score is smooth in t and takes about 40 % fewer steps there.
+smooth and adaptive solvers take far fewer steps; an exact mixture score is smooth in t and takes fewer steps
+there (docs/benchmarks.md, lab notes).
 So "auto" means σ̃ for every score on a linear SDE unless it declares ``closed_form=True``: a plain closure around
 a network (score_sde_pytorch's ``get_score_fn`` is one) gets the fast variable without saying anything.
 """

@@ -786,8 +786,7 @@ TIME_VARIABLES = ("auto", "t", "sigma")
 def choose_time_variable(time_variable: str, sde, score) -> str:
     """Resolve ``"auto"``: on a linear SDE the score's own preference (`scoresde.Score.time_variable`: "sigma",
     where a learned score's field is bounded, unless the score is a closed form such as the oracle's), "t" on any
-    other SDE. Measured (docs/benchmarks.md): with a trained 2-D model dopri5 at 1e-5 needed 128 evaluations in σ̃
-    against 164 in t, at a tenth of the error; with the exact mixture score σ̃ needed 40 % more."""
+    other SDE (the measured evaluations of each are in docs/benchmarks.md, lab notes)."""
     check_choice(time_variable, TIME_VARIABLES, "time variable")
     if time_variable == "auto":
         return as_score(score).time_variable if is_linear(sde) else "t"

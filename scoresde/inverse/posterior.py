@@ -11,8 +11,8 @@ and p(y | x_t) = ∫ p(y | x₀) p(x₀ | x_t) dx₀ is approximated through Twe
   (``normalized=False``), or the paper's practical step ζ/‖y − A x̂₀‖ on the squared residual, in score units
   −ζ ∇_x ‖y − A x̂₀‖ / σ(t)² (``normalized=True``, the default, for σ_y = 0 too). Biased in general, even with the
   exact score. The plain Gaussian form is overconfident at high noise, where the true p(y | x_t) is far wider than
-  σ_y: with a learned score its guidance there is amplified by 1/s(t) and the sampler diverges (measured on a
-  trained 2-D model: NaN after 2–12 of 200 DDPM steps, at σ_y = 0.3 and 0.05); the normalized form stays bounded.
+  σ_y: with a learned score its guidance there is amplified by 1/s(t) and the sampler diverges (docs/benchmarks.md,
+  lab notes); the normalized form stays bounded.
 - ΠGDM (Song et al. 2023): p(y | x_t) ≈ N(y; A x̂₀, σ_y² I + r_t² A Aᵀ), r_t² = σ_d² σ²/(s² σ_d² + σ²), the
   posterior variance of a N(μ, σ_d² I) prior: exact for such a prior (σ_d = ``data_std``).
 - Tweedie-moment guidance: N(y; A x̂₀, A Cov[x₀ | x_t] Aᵀ + R) with the second-order Tweedie covariance

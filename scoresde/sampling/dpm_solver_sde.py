@@ -11,7 +11,7 @@ Order 3 (``3M``) replaces the bracket's correction by the Taylor terms of a quad
 with the η-stretched step h_η = (1 + η) h: φ₂ d₁ − 2 φ₃ d₂, φ₂ = 1 − (1 − e^{−h_η})/h_η, φ₃ = φ₂/h_η − ½, where
 d₁ ≈ h D′ and d₂ ≈ h² D″/2 are divided differences of D in λ. The exact integral of the quadratic's u²/2 term is
 −2 φ₃ d₂: k-diffusion's ``sample_dpmpp_3m_sde`` (and diffusers' 3M) use −φ₃ d₂, half of it, which makes them
-globally second order (measured slope 2.07 at N = 64–128 on the Gaussian flow, against 3.98 with the full term);
+globally second order (the fitted slopes are in docs/benchmarks.md, lab notes);
 ``kdiffusion_3m=True`` reproduces theirs (to 1e-15, benchmarks/kdiffusion_crosscheck.py's loader).
 Back in x = s x̃ the first term is (σ'/σ) e^{−ηh} x and the noise term σ' √(1 − e^{−2ηh}) z. η = 1 is the
 reverse SDE's exact variation-of-constants solution with a piecewise-constant D; η = 0 is DPM-Solver++(2M) (the

@@ -10,9 +10,8 @@ worse than the best fixed grid; on fresh draws the tests check that it still is 
 
 The batch must represent the error's tail. In 2-D, and in 16-D at 5–10 evaluations, 256 draws suffice (gains of
 1.2–34× on fresh draws, benchmarks/grid_search.py). In 16-D at 20 evaluations the RMS error is dominated by the
-few draws whose path ends near another mode. Every fixed grid gave 0.42 on 4,096 fresh draws, but 0.04–0.55 on
-256-draw batches. A search on 256 draws can then return a grid that is worse on fresh draws (measured 0.36 vs
-0.42 with 256 draws in one case, 0.26 vs 0.067 in another); use thousands of draws there.
+few draws whose path ends near another mode, so a search on 256 draws can return a grid that is worse on fresh
+draws (docs/benchmarks.md, lab notes); use thousands of draws there.
 """
 from __future__ import annotations
 

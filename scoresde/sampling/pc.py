@@ -196,10 +196,9 @@ class PCSampler(Sampler):
     The Langevin corrector is unadjusted, so it biases what it corrects. On a Gaussian N(0, v I) its step is
     ε = 2 r² ‖z‖²/‖score‖² ≈ 2 r² v, and the chain x ← x + ε score + √(2ε) z has stationary variance
     v/(1 − ε/(2v)) = v/(1 − r²) in every dimension. That inflation, independent of D, costs −(D/2) log(1/(1 − r²))
-    ≈ −D r²/2 nats of mean log-density. At the default r = 0.16 this is −0.026 nats in 2-D and −0.20 in 16-D.
-    Measured in 16-D with 500 steps: −0.18 at r = 0.16, −0.055 at 0.08, −0.78 at 0.32; the predictor keeps each
-    level slightly short of its equilibrium. So choose r ≤ √(2δ/D) for a gap below δ nats. The default stays at
-    score_sde_pytorch's 0.16, which suits images, whose corrector mainly repairs the predictor's discretisation
+    ≈ −D r²/2 nats of mean log-density. At the default r = 0.16 this is −0.026 nats in 2-D and −0.20 in 16-D
+    (the measured gaps are in docs/benchmarks.md, lab notes). So choose r ≤ √(2δ/D) for a gap below δ nats. The
+    default stays at score_sde_pytorch's 0.16, which suits images, whose corrector mainly repairs the predictor's discretisation
     error.
     """
 
