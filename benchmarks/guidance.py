@@ -140,7 +140,7 @@ def part_2d(args):
     steps = args.steps_2d
     schedule, _ = step_decay_schedule(2e-3, 100, decay_at=int(0.8 * steps))
     config = sd.TrainConfig(steps=steps, batch_size=512, lr=2e-3, warmup_steps=100, ema_decay=0.999,
-                            weighting="likelihood", importance_sampling=True, eps=1e-5, cond_dropout=0.1,
+                            weighting="likelihood", time_distribution="importance", eps=1e-5, cond_dropout=0.1,
                             seed=seed, log_every=100, progress=False)
     trainer = sd.Trainer(model, sde, data, config, lr_schedule=schedule)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -262,7 +262,7 @@ def part_digits(args):
     n_params = sum(p.numel() for p in model.parameters())
     schedule, decay = step_decay_schedule(args.lr, 100, decay_at=math.inf)
     config = sd.TrainConfig(steps=10**9, batch_size=args.batch_size, lr=args.lr, warmup_steps=100, grad_clip=1.0,
-                            ema_decay=args.ema, weighting="likelihood", importance_sampling=True, eps=1e-5,
+                            ema_decay=args.ema, weighting="likelihood", time_distribution="importance", eps=1e-5,
                             cond_dropout=0.1, seed=seed, log_every=100, progress=False)
     trainer = sd.Trainer(model, sde, train, config, lr_schedule=schedule)
 

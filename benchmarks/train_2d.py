@@ -59,8 +59,9 @@ def build(args):
     model = sd.ScoreModel(net, sde, parameterization=args.parameterization)
     config = sd.TrainConfig(steps=10**9, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                             grad_clip=1.0, ema_decay=args.ema, weighting=args.weighting,
-                            importance_sampling=args.importance_sampling, eps=1e-5, seed=args.seed,
-                            time_distribution=getattr(args, "time_distribution", None),
+                            eps=1e-5, seed=args.seed,
+                            time_distribution=getattr(args, "time_distribution", None) or (
+                                "importance" if args.importance_sampling else "uniform"),
                             importance_weight=getattr(args, "importance_weight", True),
                             log_every=500, progress=False)
     return sde, model, config

@@ -65,7 +65,7 @@ def main():
                       out_dir=folder.name, checkpoint_every=0) if folder else {})
     config = sd.TrainConfig(steps=10**9, batch_size=args.batch_size, lr=args.lr, warmup_steps=100, grad_clip=1.0,
                             ema_decay=args.ema, weighting=args.weighting,
-                            importance_sampling=args.importance_sampling, eps=1e-5, seed=args.seed,
+                            time_distribution="importance" if args.importance_sampling else "uniform", eps=1e-5, seed=args.seed,
                             log_every=100, num_eval=args.n_test, eval_rtol=1e-4, eval_atol=1e-4,
                             num_samples=64, progress=False, **snapshots)
     trainer = sd.Trainer(model, sde, train, config, eval_data=test)

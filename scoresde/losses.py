@@ -423,11 +423,9 @@ class DSMLoss:
 
     @classmethod
     def from_config(cls, config) -> "DSMLoss":
-        """The loss a `scoresde.TrainConfig` describes (its ``weighting``, ``time_distribution`` or the older
-        ``importance_sampling``, ``importance_weight`` and ``eps``)."""
-        if config.time_distribution is not None:
-            return cls(config.weighting, config.time_distribution, config.importance_weight, config.eps)
-        return cls(config.weighting, "importance" if config.importance_sampling else "uniform", True, config.eps)
+        """The loss a `scoresde.TrainConfig` describes (its ``weighting``, ``time_distribution``,
+        ``importance_weight`` and ``eps``)."""
+        return cls(config.weighting, config.time_distribution, config.importance_weight, config.eps)
 
     def __call__(self, sde, model: ScoreFn, x0: Tensor, cond: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None, shard: Optional[Tuple[int, int]] = None) -> Tensor:

@@ -12,7 +12,7 @@ from scoresde.app.cli import main
 
 ARGS = ["--steps=12", "--batch_size=64", "--data.n=512", "--progress=false", "--model.hidden=32",
         "--model.depth=1", "--log_every=3", "--device=cpu", "--lr=1e-3", "--weighting=likelihood",
-        "--importance_sampling=true"]
+        "--time_distribution=importance"]
 
 
 def torchrun(out, *extra):
@@ -86,8 +86,8 @@ CASES = {
     "accumulate_1": dict(steps=1, accumulate=1),
     "accumulate_4": dict(steps=1, accumulate=4),
     "min_snr_log_normal": dict(steps=3, accumulate=2, weighting="min_snr", time_distribution="log_normal"),
-    "custom_1": dict(steps=2, accumulate=1, weighting="ddp_cases:capped_weighting", importance_sampling=False),
-    "custom_4": dict(steps=2, accumulate=4, weighting="ddp_cases:capped_weighting", importance_sampling=False),
+    "custom_1": dict(steps=2, accumulate=1, weighting="ddp_cases:capped_weighting", time_distribution="uniform"),
+    "custom_4": dict(steps=2, accumulate=4, weighting="ddp_cases:capped_weighting", time_distribution="uniform"),
 }
 
 

@@ -449,8 +449,14 @@ def test_the_loss_object_carries_its_settings_and_equals_dsm_loss():
         got = loss(sde, score, x0, generator=torch.Generator().manual_seed(1))
         assert torch.equal(got, sd.dsm_loss(sde, score, x0, generator=torch.Generator().manual_seed(1), **options))
     assert sd.LOSSES.get("dsm")[0] is sd.DSMLoss
-    made = sd.DSMLoss.from_config(sd.TrainConfig(weighting="sigma2", importance_sampling=False))
+    made = sd.DSMLoss.from_config(sd.TrainConfig(weighting="sigma2", time_distribution="uniform"))
     assert (made.weighting, made.time_distribution) == ("sigma2", "uniform")
+    with pytest.warns(DeprecationWarning, match=r"TrainConfig\(importance_sampling=False\) is deprecated: use "
+                                                r"time_distribution='uniform'"):
+        old = sd.TrainConfig(importance_sampling=False)
+    assert (old.time_distribution, old.importance_sampling) == ("uniform", None)
+    with pytest.raises(ValueError, match="give time_distribution='log_snr' or importance_sampling=True, not both"):
+        sd.TrainConfig(importance_sampling=True, time_distribution="log_snr")
     made = sd.DSMLoss.from_config(sd.TrainConfig(time_distribution="log_snr", importance_weight=False))
     assert (made.time_distribution, made.importance_weight) == ("log_snr", False)
     assert "time_distribution='importance'" in repr(sd.DSMLoss())
@@ -473,7 +479,7 @@ def test_a_trainer_given_a_loss_object_uses_its_settings_not_the_configs():
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     quiet = dict(steps=5, batch_size=32, progress=False)
-    by_config = train(sd.TrainConfig(weighting="sigma2", importance_sampling=False, **quiet))
+    by_config = train(sd.TrainConfig(weighting="sigma2", time_distribution="uniform", **quiet))
     by_object = train(sd.TrainConfig(**quiet), sd.DSMLoss("sigma2", "uniform"))
     assert torch.equal(by_config, by_object)
     assert not torch.equal(by_object, train(sd.TrainConfig(**quiet)))

@@ -140,7 +140,7 @@ def _make(kind, out_dir, steps):
         net = sd.nets.MLP(2, hidden=16, depth=1, time_embedding_dim=8, num_classes=8 if conditional else None)
         data = sd.data.load("eight_gaussians", n=256)
         config = _quiet(steps=steps, batch_size=16, lr=1e-3, warmup_steps=3, ema_decay=0.9,
-                        weighting="likelihood", importance_sampling=True, out_dir=out_dir, seed=3,
+                        weighting="likelihood", time_distribution="importance", out_dir=out_dir, seed=3,
                         cond_dropout=0.3 if conditional else None)
     else:
         net = sd.nets.UNet(in_channels=1, channels=8, channel_mults=(1, 2), attention_resolutions=(4,),
@@ -473,7 +473,8 @@ def test_accumulated_micro_batches_give_the_same_step(importance_sampling):
         torch.manual_seed(0)
         sde = sd.VPSDE()
         model = sd.ScoreModel(sd.nets.MLP(2, hidden=16, depth=1), sde).double()
-        config = _quiet(steps=2, batch_size=32, accumulate=accumulate, importance_sampling=importance_sampling,
+        config = _quiet(steps=2, batch_size=32, accumulate=accumulate,
+                        time_distribution="importance" if importance_sampling else "uniform",
                         weighting="likelihood" if importance_sampling else "sigma2", ema_decay=0.5)
         trainer = sd.Trainer(model, sde, data, config)
         history = trainer.train()
@@ -503,7 +504,7 @@ def test_bf16_loss_matches_fp32_within_its_precision_and_training_converges():
         torch.manual_seed(0)
         model = sd.ScoreModel(sd.nets.MLP(2, hidden=32, depth=2), sde)
         trainer = sd.Trainer(model, sde, x0, _quiet(steps=300, batch_size=128, precision=precision, log_every=300,
-                                                   weighting="sigma2", importance_sampling=False))
+                                                   weighting="sigma2", time_distribution="uniform"))
         losses[precision] = float(trainer.loss(x0).detach())
         trainer.train()
         means[precision] = trainer.sample(512, seed=1).mean(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -47,11 +48,13 @@ class TrainConfig:
             [16.97, 6.94], σ_rel = 0.05 and 0.10); null: ``ema_power`` alone (the trainer's EMA).
         weighting: a name in `scoresde.WEIGHTINGS` ("sigma2", "likelihood", "none", "x0", "snr", "min_snr",
             "edm", …) or an import path (see [`scoresde.dsm_loss`][scoresde.dsm_loss]).
-        importance_sampling: sample t ∝ g²/σ² (with likelihood weighting).
-        time_distribution: instead, draw t from a distribution of `scoresde.losses.TIME_DISTRIBUTIONS`
-            ("uniform", "importance", "log_snr", "log_normal"); when set it replaces ``importance_sampling``.
-        importance_weight: with a time distribution, weight each term by 1/((T − eps) q(t)) so the objective stays
-            the uniform-t one (True), or train on E_q (False, EDM's practice).
+        importance_sampling: deprecated: ``time_distribution="importance"`` (True) or ``"uniform"`` (False);
+            set, it is translated into ``time_distribution`` with a DeprecationWarning and then reads null.
+        time_distribution: the law of the training time, a name in `scoresde.losses.TIME_DISTRIBUTIONS`:
+            "importance" (the default: t ∝ g²/σ², Song et al.'s proposal for the likelihood weighting),
+            "uniform", "log_snr" or "log_normal"; the one way to ask for importance sampling.
+        importance_weight: weight each term by 1/((T − eps) q(t)) so the objective stays the uniform-t one
+            (True), or train on E_q (False, EDM's practice).
         eps: smallest training time; also the time of the evaluated density p_eps.
         cond_dropout: for a class-conditional model, the probability that a label is replaced by ∅ (index
             ``num_classes``) in training, so that one network learns p(x | c) and p(x) for classifier-free
@@ -91,8 +94,8 @@ class TrainConfig:
     ema_snapshot_every: int = 0
     ema_snapshot_powers: Optional[Tuple[float, ...]] = None
     weighting: str = "likelihood"
-    importance_sampling: bool = True
-    time_distribution: Optional[str] = None
+    importance_sampling: Optional[bool] = None
+    time_distribution: Optional[str] = "importance"
     importance_weight: bool = True
     eps: float = 1e-5
     cond_dropout: Optional[float] = None
@@ -148,12 +151,11 @@ class TrainConfig:
         self.adam_betas = tuple(float(b) for b in betas)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: 'fp32', 'bf16', 'fp16'")
-        if self.time_distribution is not None:
-
-            if self.time_distribution not in TIME_DISTRIBUTIONS:
-                raise ValueError(f"unknown time_distribution {self.time_distribution!r}; valid choices: "
-                                 f"{', '.join(repr(n) for n in TIME_DISTRIBUTIONS)}")
-        for name in ("ema_warmup", "importance_sampling", "progress", "compile", "importance_weight"):
+        self._merge_importance_sampling()
+        if self.time_distribution not in TIME_DISTRIBUTIONS:
+            raise ValueError(f"unknown time_distribution {self.time_distribution!r}; valid choices: "
+                             f"{', '.join(repr(n) for n in TIME_DISTRIBUTIONS)}")
+        for name in ("ema_warmup", "progress", "compile", "importance_weight"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if not (isinstance(self.weighting, str) and (self.weighting in WEIGHTINGS or ":" in self.weighting)):
@@ -167,6 +169,26 @@ class TrainConfig:
             parse_device(self.device)
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
+
+    def _merge_importance_sampling(self) -> None:
+        """``importance_sampling`` (deprecated; also what a run written before ``time_distribution`` holds) folded
+        into ``time_distribution``: True is "importance", False is "uniform"."""
+        flag = self.importance_sampling
+        if flag is None:
+            if self.time_distribution is None:          # a run of the time before either: its default
+                self.time_distribution = "importance"
+            return
+        if not isinstance(flag, bool):
+            raise ValueError(f"importance_sampling must be true or false (or null); got {flag!r}")
+        wanted = "importance" if flag else "uniform"
+        if self.time_distribution not in (None, "importance", wanted):
+            raise ValueError(f"give time_distribution={self.time_distribution!r} or importance_sampling={flag}, not "
+                             f"both (time_distribution is the one to use)")
+        if self.time_distribution in (None, "importance"):
+            warnings.warn(f"TrainConfig(importance_sampling={flag}) is deprecated: use time_distribution="
+                          f"{wanted!r}", DeprecationWarning, stacklevel=4)
+            self.time_distribution = wanted
+        self.importance_sampling = None
 
     def _check_snapshots(self) -> None:
         """The post-hoc EMA settings: the snapshot profiles are power EMAs with γ > −1/2 (distinct), and
@@ -204,12 +226,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        """Inverse of `to_dict`; unknown keys raise a TypeError naming them."""
+        """Inverse of `to_dict`; unknown keys raise a TypeError naming them. A run's file written before
+        ``time_distribution`` (``importance_sampling: true/false``) is read silently into it."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise TypeError(f"unknown TrainConfig fields {unknown}; valid: {sorted(known)}")
-        return cls(**d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return cls(**d)
 
 
 def _is_number(value) -> bool:

@@ -355,8 +355,8 @@ class Trainer:
             extra["cond"] = cond
         options = {"generator": self.loss_generator}
         if not self._loss_carries_settings:          # a plain function: the config's settings, those it takes
-            options.update(weighting=c.weighting, importance_sampling=c.importance_sampling, eps=c.eps)
-            if c.time_distribution is not None:
+            options.update(weighting=c.weighting, eps=c.eps, importance_sampling=c.time_distribution == "importance")
+            if c.time_distribution not in ("uniform", "importance"):
                 options.update(importance_sampling=False, time_distribution=c.time_distribution,
                                importance_weight=c.importance_weight)
         if self._loss_keywords is not None:
