@@ -19,6 +19,11 @@ def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (x.dim() - v.dim()))
 
 
+def batch_time(t: float, x: torch.Tensor) -> torch.Tensor:
+    """A (B,) tensor filled with ``t`` on x's device and dtype."""
+    return torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+
+
 def as_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """Return ``t`` as a (B,) tensor on x's device and dtype.
 

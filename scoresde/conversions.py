@@ -30,7 +30,7 @@ from typing import Tuple
 
 import torch
 
-from ._utils import ScoreFn, as_time, expand_like
+from ._utils import ScoreFn, as_time, batch_time, expand_like
 from .sde import diffusion_values
 
 Tensor = torch.Tensor
@@ -119,7 +119,7 @@ def denoised_at(score: ScoreFn, x_tilde: Tensor, t: float, s: float, sigma: floa
     """EDM's denoiser D(x̃; σ̃) = E[x_0 | x_t = s x̃] (Tweedie) from a score at the time t where the kernel has
     scale s and std σ = s σ̃ (numbers): the one place the samplers that step in x̃ (Heun, ancestral) form it."""
     x = s * x_tilde
-    return score_to_x0(x, score(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)), s, sigma)
+    return score_to_x0(x, score(x, batch_time(t, x)), s, sigma)
 
 
 def denoise(sde, score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:

@@ -383,6 +383,14 @@ def _prepare(x: Tensor, t):
     return x.detach().requires_grad_(True), t
 
 
+def check_weighting(weighting) -> str:
+    """A weighting's name: one in `WEIGHTINGS` or an import path ``"package.module:fn"``, or a ValueError listing them."""
+    if not (isinstance(weighting, str) and (weighting in WEIGHTINGS or ":" in weighting)):
+        raise ValueError(f"unknown weighting {weighting!r}; valid choices: "
+                         f"{', '.join(repr(w) for w in WEIGHTINGS)} (or an import path 'package.module:fn')")
+    return weighting
+
+
 #: Training objectives as objects that carry their own settings (the Trainer calls ``loss(sde, model, x0,
 #: generator=, shard=, cond=)``): ``LOSSES.build("dsm", weighting="sigma2")``.
 LOSSES = Registry("loss")
@@ -406,9 +414,7 @@ class DSMLoss:
     def __init__(self, weighting: Union[str, Callable] = "likelihood", time_distribution="importance",
                  importance_weight: bool = True, eps: float = 1e-5):
         if not callable(weighting):
-            if not (isinstance(weighting, str) and (weighting in WEIGHTINGS or ":" in weighting)):
-                raise ValueError(f"unknown weighting {weighting!r}; valid choices: "
-                                 f"{', '.join(repr(w) for w in WEIGHTINGS)} (or an import path 'package.module:fn')")
+            check_weighting(weighting)
         if isinstance(time_distribution, str):
             check_choice(time_distribution, TIME_DISTRIBUTIONS.names(), "time_distribution")
         elif not hasattr(time_distribution, "sample"):

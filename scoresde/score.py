@@ -56,11 +56,11 @@ class Score:
         "sigma" otherwise."""
         return "t" if self.closed_form else "sigma"
 
-    def wrap(self, fn: Callable, *, network_evaluations: Optional[int] = None, extra: int = 0) -> "Score":
-        """A score ``fn`` built around this one: the same closed-form flag and network, and this score's cost
-        (or ``network_evaluations`` per call of this one, e.g. 2 for a doubled batch) plus ``extra`` passes."""
+    def wrap(self, fn: Callable, *, network_evaluations: Optional[int] = None) -> "Score":
+        """A score ``fn`` built around this one: the same closed-form flag and network, and this score's cost per
+        call unless ``network_evaluations`` says otherwise (e.g. twice it for a doubled batch)."""
         per_call = self.network_evaluations if network_evaluations is None else network_evaluations
-        return Score(fn, network_evaluations=per_call + extra, closed_form=self.closed_form, network=self.network)
+        return Score(fn, network_evaluations=per_call, closed_form=self.closed_form, network=self.network)
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)

@@ -99,6 +99,12 @@ def mixture_16d_isotropic() -> sd.GaussianMixture:
 ED_MULTIPLE = 5.0
 
 
+def registered_example(registry, name: str):
+    """The small ``example()`` of a registered sampler or SDE, with the registry entry's fixed arguments."""
+    cls, fixed = registry.get(name)
+    return cls.example(**fixed)
+
+
 def gaussian_flow(sde, c: float):
     """Data x0 ~ N(0, c² I): the exact score of p_t and the exact probability-flow map x_T -> x_t.
 

@@ -4,6 +4,7 @@ Times outside [0, T], non-finite data / starts / scores, dtype mismatches, degen
 unreachable tolerances, runaway adaptive solves and malformed ``steps``: each is refused, or reported at the
 first step where it happens, with the expected value in the message.
 """
+import functools
 import math
 import re
 
@@ -12,16 +13,12 @@ import pytest
 import torch
 
 import scoresde as sd
+from helpers import registered_example
 
 F64 = torch.float64
 
-def _example(name):
-    cls, fixed = sd.SAMPLERS.get(name)
-    return lambda: cls.example(**fixed)
-
-
 #: Every registered sampler in its example configuration, and variants of the families.
-SAMPLERS = {name: _example(name) for name in sd.SAMPLERS.names()}
+SAMPLERS = {name: functools.partial(registered_example, sd.SAMPLERS, name) for name in sd.SAMPLERS.names()}
 SAMPLERS.update({
     "reverse_sde torchsde": lambda: sd.ReverseSDESampler(steps=12),
     "reverse_sde native": lambda: sd.ReverseSDESampler(steps=12, backend="native"),

@@ -6,17 +6,12 @@ import pytest
 import torch
 
 import scoresde as sd
-from helpers import CountingScore
+from helpers import CountingScore, registered_example
 
 F64 = torch.float64
 
-def _example(name):
-    cls, fixed = sd.SAMPLERS.get(name)
-    return cls.example(**fixed)
-
-
 #: Every registered sampler in its example configuration (by its registry name), and variants of the families.
-SAMPLERS = {name: _example(name) for name in sd.SAMPLERS.names()}
+SAMPLERS = {name: registered_example(sd.SAMPLERS, name) for name in sd.SAMPLERS.names()}
 SAMPLERS.update({
     "reverse_sde torchsde": sd.ReverseSDESampler(steps=12),
     "reverse_sde native edm": sd.ReverseSDESampler(steps=12, backend="native", grid="edm", rho=3.0),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from helpers import FLOOR_FACTOR, CountingScore, assert_oracle_law, oracle_statistics
+from helpers import FLOOR_FACTOR, CountingScore, assert_oracle_law, oracle_statistics, registered_example
 
 F64 = torch.float64
 NAMES = sd.SAMPLERS.names()
@@ -16,8 +16,7 @@ ADAPTIVE = {"probability_flow", "dpm_adaptive"}
 
 
 def example(name):
-    cls, fixed = sd.SAMPLERS.get(name)
-    return cls.example(**fixed)
+    return registered_example(sd.SAMPLERS, name)
 
 
 def default(name):
@@ -44,8 +43,7 @@ def target(sampler, x, gmm):
 
 
 def build_sde(name):
-    cls, fixed = sd.SDES.get(name)
-    return cls.example(**fixed)
+    return registered_example(sd.SDES, name)
 
 
 def test_every_registered_sampler_has_an_example_that_is_a_sampler():

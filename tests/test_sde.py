@@ -8,7 +8,7 @@ import torch
 from scipy import integrate
 
 import scoresde as sd
-from helpers import F64, Wiggly
+from helpers import F64, Wiggly, registered_example
 
 CLOSED_FORM = [sd.VESDE(), sd.VPSDE(), sd.SubVPSDE(), sd.VESDE(0.002, 80.0), sd.VPSDE(0.01, 30.0, T=2.0), sd.EDMSDE()]
 
@@ -228,7 +228,7 @@ def test_bad_input_errors():
 NEW = {"edm": sd.EDMSDE(), "rectified_flow": sd.RectifiedFlowSDE(), "cosine_vp": sd.CosineVPSDE(),
        "discrete_vp": sd.DiscreteVPSDE(betas=sd.ddpm_betas(1000))}
 #: Every registered SDE, built by its own example (the registry drives the contract, not a hand-written list).
-REGISTERED = {name: sd.SDES.get(name)[0].example(**sd.SDES.get(name)[1]) for name in sd.SDES.names()}
+REGISTERED = {name: registered_example(sd.SDES, name) for name in sd.SDES.names()}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTERED))

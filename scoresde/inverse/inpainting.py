@@ -17,9 +17,9 @@ from typing import List, Optional
 
 import torch
 
-from .._utils import check_steps
+from .._utils import batch_time, check_steps
 from ..sampling import SAMPLERS
-from ..sampling._base import Sampler, batch_time, randn_like
+from ..sampling._base import Sampler, randn_like
 from ..sampling.ddim import ddim_step
 from ..sampling.grids import TimeGrid, _positive_int
 from .measurement import LinearMeasurement, Mask

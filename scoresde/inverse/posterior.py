@@ -107,7 +107,8 @@ def dps_score(sde, score: ScoreFn, measurement, scale: float = 1.0, normalized: 
                 objective = -zeta * (r * r).sum() / (2 * sigma_y ** 2)
         return d.plus(d.gradient(objective))
 
-    return as_score(score).wrap(posterior_score, extra=as_score(score).network_evaluations)
+    inner = as_score(score)              # a forward and a backward pass through it per call
+    return inner.wrap(posterior_score, network_evaluations=2 * inner.network_evaluations)
 
 
 def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: float = 1.0) -> Score:
@@ -137,7 +138,8 @@ def pigdm_score(sde, score: ScoreFn, measurement, scale: float = 1.0, data_std: 
         v = meas.solve_outer(meas.residual(d.x0 if d.keep_graph else d.x0.detach()), sigma_y ** 2, r2)
         return d.plus(zeta * d.vjp(meas.adjoint(v, x)))
 
-    return as_score(score).wrap(posterior_score, extra=as_score(score).network_evaluations)
+    inner = as_score(score)              # a forward and a backward pass through it per call
+    return inner.wrap(posterior_score, network_evaluations=2 * inner.network_evaluations)
 
 
 def tweedie_moment_score(sde, score: ScoreFn, measurement, scale: float = 1.0) -> Score:
@@ -168,4 +170,5 @@ def tweedie_moment_score(sde, score: ScoreFn, measurement, scale: float = 1.0) -
             v = v.detach()
         return d.plus(zeta * d.vjp((v @ A).reshape(x.shape)))
 
-    return as_score(score).wrap(posterior_score, extra=(meas.m + 1) * as_score(score).network_evaluations)
+    inner = as_score(score)              # a forward pass and m + 1 backward passes through it per call
+    return inner.wrap(posterior_score, network_evaluations=(meas.m + 2) * inner.network_evaluations)

@@ -113,9 +113,9 @@ class SplitGibbsSampler(Sampler):
                                      f"{self.sampler.eps:g}: raise rho_min or lower the sampler's eps")
                 s_star = float(sde.scale(torch.tensor([t_star], dtype=torch.float64))[0])
                 starts[rho] = (self.sampler.schedule.times(sde, device=x.device, start=t_star), s_star)
-            grid, s_star = starts[rho]
+            times, s_star = starts[rho]
             z = meas.sample_proximal(x, rho, generator)
-            x = self.sampler.sample(sde, score, shape, generator, x_T=s_star * z, times=grid).x
+            x = self.sampler.sample(sde, score, shape, generator, x_T=s_star * z, times=times).x
             report(k + 1, rho, x)
         return x
 

@@ -303,11 +303,6 @@ def _takes_coefficients(cls) -> bool:
     return True
 
 
-def batch_time(t: float, x: Tensor) -> Tensor:
-    """A (B,) tensor filled with ``t`` on x's device and dtype."""
-    return torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-
-
 def randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """Standard normal noise shaped like x, drawn from ``generator`` (which must live on x's device)."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -16,7 +16,8 @@ import math
 import torch
 
 from .. import conversions
-from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from .._utils import batch_time
+from ._base import SAMPLERS, Sampler, randn_like
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor

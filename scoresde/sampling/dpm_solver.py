@@ -32,9 +32,9 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import conversions
-from .._utils import check_choice
+from .._utils import batch_time, check_choice
 from ..sde import coefficients
-from ._base import SAMPLERS, Sampler, batch_time
+from ._base import SAMPLERS, Sampler
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor

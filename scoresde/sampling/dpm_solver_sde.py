@@ -36,8 +36,8 @@ import math
 import torch
 
 from .. import conversions
-from .._utils import check_choice
-from ._base import SAMPLERS, Sampler, batch_time, randn_like
+from .._utils import batch_time, check_choice
+from ._base import SAMPLERS, Sampler, randn_like
 from .dpm_solver import intermediate_points
 from .grids import TimeGrid, check_steps
 

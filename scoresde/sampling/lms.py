@@ -16,8 +16,8 @@ from typing import List
 import numpy as np
 import torch
 
-from .._utils import check_choice
-from ._base import SAMPLERS, Sampler, batch_time
+from .._utils import batch_time, check_choice
+from ._base import SAMPLERS, Sampler
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor

@@ -20,8 +20,8 @@ from typing import List, Tuple
 import torch
 
 from .. import conversions
-from .._utils import check_choice
-from ._base import SAMPLERS, Sampler, batch_time
+from .._utils import batch_time, check_choice
+from ._base import SAMPLERS, Sampler
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from .._utils import parse_device
-from ..losses import TIME_DISTRIBUTIONS, WEIGHTINGS
+from ..losses import TIME_DISTRIBUTIONS, check_weighting
 
 
 @dataclass
@@ -158,9 +158,7 @@ class TrainConfig:
         for name in ("ema_warmup", "progress", "compile", "importance_weight"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
-        if not (isinstance(self.weighting, str) and (self.weighting in WEIGHTINGS or ":" in self.weighting)):
-            raise ValueError(f"unknown weighting {self.weighting!r}; valid choices: "
-                             f"{', '.join(repr(w) for w in WEIGHTINGS)} (or an import path 'package.module:fn')")
+        check_weighting(self.weighting)
         for name in ("out_dir", "device"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, os.PathLike)):

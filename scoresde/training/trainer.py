@@ -213,7 +213,6 @@ class Trainer:
         if loss_fn is None:
             loss_fn = DSMLoss.from_config(config)
         self.loss_fn = loss_fn
-        self._loss_carries_settings = isinstance(loss_fn, DSMLoss)
         self._loss_keywords = None if accepts_any_keyword(loss_fn) else set(signature_parameters(loss_fn))
         self._loss_shards = "shard" in signature_parameters(loss_fn)
         self._setup_labels(model, loss_fn, config)
@@ -353,12 +352,13 @@ class Trainer:
                 cond = None if cond is None else cond[rank::world]
         if cond is not None:
             extra["cond"] = cond
-        options = {"generator": self.loss_generator}
-        if not self._loss_carries_settings:          # a plain function: the config's settings, those it takes
-            options.update(weighting=c.weighting, eps=c.eps, importance_sampling=c.time_distribution == "importance")
-            if c.time_distribution not in ("uniform", "importance"):
-                options.update(importance_sampling=False, time_distribution=c.time_distribution,
-                               importance_weight=c.importance_weight)
+        # The config's settings, of which a loss gets those it declares (a loss object such as DSMLoss declares
+        # none: it carries its own).
+        options = {"generator": self.loss_generator, "weighting": c.weighting, "eps": c.eps,
+                   "importance_sampling": c.time_distribution == "importance"}
+        if c.time_distribution not in ("uniform", "importance"):
+            options.update(importance_sampling=False, time_distribution=c.time_distribution,
+                           importance_weight=c.importance_weight)
         if self._loss_keywords is not None:
             options = {k: v for k, v in options.items() if k in self._loss_keywords}
         if self._autocast is None:
