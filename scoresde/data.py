@@ -1,7 +1,8 @@
-"""Datasets that need no download: 2-D toy sets, scikit-learn's bundled 8×8 digits, arrays and image folders.
+"""Datasets, never downloaded: 2-D toy sets, scikit-learn's bundled 8×8 digits, CIFAR-10 files, arrays, image folders.
 
     ds = sd.data.load("eight_gaussians")          # Dataset: ds.x (N, 2), ds.oracle (GaussianMixture)
     ds = sd.data.load("digits", split="test")      # ds.x (N, 1, 8, 8) in [-1, 1], 17 levels; ds.labels (N,)
+    ds = sd.data.load("cifar10", path="data/")     # reads data/cifar-10-batches-py/ (N, 3, 32, 32), 256 levels
     batches = ds.batches(128, seed=0)              # infinite, seeded, checkpointable iterator
     x0, cond = next(batches)                       # (128, *ds.shape), (128,) long: labelled sets yield pairs
     x0 = next(ds.batches(128, labels=False))       # only the data
@@ -9,8 +10,8 @@
 Every set is a `Dataset`: a tensor ``x`` of shape (N, *D) plus what evaluation needs to know about it
 (``data_range``, the number of quantization ``levels``, the exact ``oracle`` density when there is one) and,
 for labelled sets, ``labels`` (N,) long in 0 … ``num_classes`` − 1: eight_gaussians (the component index k mod
-``num_classes``, 8 by default), rings (the ring), moons (the moon), digits (the digit), an .npz file's
-``label_key`` array, an image folder with one sub-folder per class.
+``num_classes``, 8 by default), rings (the ring), moons (the moon), digits (the digit), cifar10 (its 10 named
+classes), an .npz file's ``label_key`` array, an image folder with one sub-folder per class.
 
 **Quantized data.** A set with ``levels = K`` over ``data_range = (a, b)`` stores raw integer values
 v ∈ {0, …, K − 1} on K evenly spaced levels with both ends included (what ``v / 255 · 2 − 1`` gives for 8-bit
@@ -29,8 +30,11 @@ and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) +
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import pickle
+import tarfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -518,6 +522,123 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
                    num_classes=None if class_names is None else len(class_names), class_names=class_names)
 
 
+# -- CIFAR-10 from the python-version batches, read with a restricted unpickler ---------------------------------
+_CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+_CIFAR10_SOURCE = ("CIFAR-10 comes from https://www.cs.toronto.edu/~kriz/cifar.html ('CIFAR-10 python version', "
+                   f"{_CIFAR10_ARCHIVE}); nothing is downloaded")
+
+
+def _cifar10_globals() -> Dict[str, object]:
+    """The only globals a CIFAR-10 batch pickle names (numpy's array reconstruction), by "module.name"."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return {"numpy.core.multiarray._reconstruct": _reconstruct, "numpy._core.multiarray._reconstruct": _reconstruct,
+            "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that admits only `_cifar10_globals`; any other global raises a ValueError before it is imported
+    or called, so a hostile file runs nothing."""
+
+    def __init__(self, file, source: str):
+        super().__init__(file, encoding="latin1")          # the files were written by Python 2
+        self.source, self.allowed = source, _cifar10_globals()
+
+    def find_class(self, module: str, name: str):
+        key = f"{module}.{name}"
+        if key not in self.allowed:
+            raise ValueError(f"{self.source}: refusing the global {key!r}; a CIFAR-10 batch file may only name "
+                             f"{', '.join(sorted(self.allowed))}")
+        return self.allowed[key]
+
+
+def _cifar10_unpickle(raw: bytes, source: str) -> dict:
+    """The dict a CIFAR-10 batch file holds, keys as str (the files' Python 2 byte strings read as latin-1)."""
+    try:
+        obj = _CifarUnpickler(io.BytesIO(raw), source).load()
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{source} is not a CIFAR-10 python batch file: {type(err).__name__}: {err}") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source} must hold a dict; got {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _cifar10_files(path: str, wanted: Sequence[str]) -> Tuple[Dict[str, bytes], str]:
+    """(file name -> bytes for the ``wanted`` files, where they were read) from the folder ``cifar-10-batches-py``,
+    given itself or as a sub-folder of ``path``, or from the archive ``cifar-10-python.tar.gz`` (``path`` itself
+    or inside it), read in memory without extracting anything."""
+    expected = (f"the files {', '.join(_CIFAR10_FILES['train'] + _CIFAR10_FILES['test'])}, batches.meta in "
+                f"{path!r} or in {os.path.join(path, _CIFAR10_FOLDER)!r}, or the archive "
+                f"{os.path.join(path, _CIFAR10_ARCHIVE)!r}. {_CIFAR10_SOURCE}")
+    archive = path if os.path.isfile(path) else os.path.join(path, _CIFAR10_ARCHIVE)
+    for folder in (path, os.path.join(path, _CIFAR10_FOLDER)):
+        if os.path.isdir(folder) and all(os.path.isfile(os.path.join(folder, f)) for f in wanted):
+            out = {}
+            for f in wanted:
+                with open(os.path.join(folder, f), "rb") as handle:
+                    out[f] = handle.read()
+            return out, folder
+    if os.path.isfile(archive) and archive.endswith((".tar.gz", ".tgz")):
+        out = {}
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:                                  # one pass over the stream
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in wanted and base not in out:
+                    out[base] = tar.extractfile(member).read()
+        missing = [f for f in wanted if f not in out]
+        if missing:
+            raise ValueError(f"the archive {archive!r} lacks {', '.join(missing)}; expected {expected}")
+        return out, archive
+    raise ValueError(f"no CIFAR-10 data at {path!r}: expected {expected}")
+
+
+def _cifar10(path: Optional[str], split: str, dequantize: bool, dtype) -> Dataset:
+    if path is None:
+        raise ValueError(f"'cifar10' needs path=: the folder holding {_CIFAR10_FOLDER}/ or {_CIFAR10_ARCHIVE}. "
+                         f"{_CIFAR10_SOURCE}")
+    if split not in _CIFAR10_FILES:
+        raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")
+    names = _CIFAR10_FILES[split]
+    files, where = _cifar10_files(path, names + ["batches.meta"])
+    meta = _cifar10_unpickle(files["batches.meta"], f"{where}: batches.meta")
+    class_names = meta.get("label_names")
+    if not isinstance(class_names, list) or len(class_names) != 10:
+        raise ValueError(f"{where}: batches.meta must hold 'label_names', a list of the 10 class names; got "
+                         f"{class_names!r}")
+    class_names = [c.decode("latin1") if isinstance(c, bytes) else str(c) for c in class_names]
+    batches = []
+    for name in names:
+        batch = _cifar10_unpickle(files[name], f"{where}: {name}")
+        data, labels = batch.get("data"), batch.get("labels")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            got = f"shape {data.shape}, dtype {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise ValueError(f"{where}: {name} must hold 'data', a uint8 array of shape (N, 3072); got {got}")
+        try:
+            labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+        except (TypeError, ValueError):
+            labels = np.zeros((0, 0), dtype=np.int64)                 # reported below
+        if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+            raise ValueError(f"{where}: {name} must hold 'labels', N = {data.shape[0]} integers in 0..9; got "
+                             f"shape {labels.shape}")
+        batches.append((data, labels))
+    n = sum(len(d) for d, _ in batches)
+    x = torch.empty((n, 3, 32, 32), dtype=dtype)
+    start = 0
+    for data, _ in batches:                                 # a row: 1024 red, 1024 green, 1024 blue, row-major
+        values = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
+        x[start:start + len(data)] = _quantized(values, 256, (-1.0, 1.0), dtype)
+        start += len(data)
+    labels = torch.from_numpy(np.concatenate([y for _, y in batches]))
+    return Dataset(x, name="cifar10", split=split, data_range=(-1.0, 1.0), levels=256, dequantize=dequantize,
+                   labels=labels, num_classes=10, class_names=class_names)
+
+
 # -- the registry of data sets ---------------------------------------------------------------------------------
 #: Data sets by name: ``DATASETS.build("moons", split="train", n=1000)`` is ``load("moons", n=1000)``. Each entry
 #: is a loader ``(split, **options) -> Dataset``; ``DATASETS.register("mine", my_loader)`` adds one.
@@ -577,6 +698,28 @@ def _load_digits(split: str = "train", test_fraction: float = 1 / 6, dequantize:
     return _digits(split, test_fraction, dequantize, dtype)
 
 
+@DATASETS.register("cifar10")
+def _load_cifar10(split: str = "train", path: Optional[str] = None, dequantize: bool = False,
+                  dtype: torch.dtype = torch.float32) -> Dataset:
+    """CIFAR-10 (Krizhevsky 2009) from the python-version batches in ``path``: (N, 3, 32, 32) RGB, 256 levels
+    over [−1, 1], labelled 0–9 with the class names of batches.meta; the official split (50,000 train from
+    data_batch_1..5 in file order, 10,000 test from test_batch).
+
+    ``path`` is the folder ``cifar-10-batches-py`` (data_batch_1..5, test_batch, batches.meta), a folder holding
+    it, or the archive ``cifar-10-python.tar.gz`` (or a folder holding it; members are read in memory, nothing is
+    extracted). Nothing is downloaded: get "CIFAR-10 python version" from https://www.cs.toronto.edu/~kriz/cifar.html.
+    The files are pickles; they are read by an unpickler that admits only numpy's array reconstruction
+    (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``) and refuses any other global with a
+    ValueError before importing or calling it.
+
+    Pixel value v ∈ {0..255} becomes x = v/255 · 2 − 1 (as every 8-bit loader here). score_sde_pytorch's models
+    trained with ``data.centered = True`` take these x; those with ``centered = False`` expect v/255 ∈ [0, 1],
+    i.e. (x + 1)/2 (and return samples to map back by 2x − 1). With ``dequantize`` each batch gets
+    x̃ = (v + u)/256 · 2 − 1, u ~ U(0, 1), whose (x̃ + 1)/2 = (v + u)/256 is their ``uniform_dequantization``.
+    """
+    return _cifar10(None if path is None else os.fspath(path), split, dequantize, dtype)
+
+
 @DATASETS.register("array")
 def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[str] = None,
                 label_key: Optional[str] = None, test_fraction: float = 0.0, dequantize: bool = False,
@@ -628,6 +771,9 @@ def load(name: str, split: str = "train", **options) -> Dataset:
             - "checkerboard", "swiss_roll", "moons": 2-D generators; ``n``, ``seed`` and the generator's options.
             - "digits": scikit-learn's bundled 8×8 digits, (N, 1, 8, 8), 17 levels over [−1, 1]; a fixed
               split (seed ``SPLIT_SEED``) keeps ``test_fraction`` = 1/6 of the 1797 images for test.
+            - "cifar10": CIFAR-10 from the python-version batches at ``path`` (the folder
+              ``cifar-10-batches-py``, a folder holding it or ``cifar-10-python.tar.gz``), (N, 3, 32, 32), 256
+              levels over [−1, 1], labelled 0–9; the official split.
             - "array": a .npy/.npz file at ``path`` (``key`` chooses the array of an .npz, ``label_key`` its
               labels).
             - "image_folder": the images in folder ``path`` (or, one class each, in its sub-folders);
