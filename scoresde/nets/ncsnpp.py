@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from . import score_sde_layers as L
+from .fir import fir_kernel as taps_kernel
 
 Tensor = torch.Tensor
 
@@ -145,7 +146,8 @@ class NCSNpp(nn.Module):
         combine = _choice("progressive_combine", progressive_combine)
         embedding_type = _choice("embedding_type", embedding_type)
         _choice("attention_type", attention_type)
-        fir_kernel = tuple(float(v) for v in fir_kernel)
+        taps_kernel(fir_kernel)  # validates the taps (1-D separable, or a square 2-D kernel)
+        fir_kernel = tuple(fir_kernel)
         levels = len(ch_mult)
         if image_size % 2 ** (levels - 1):
             raise ValueError(f"image_size must be divisible by 2^(len(ch_mult) - 1) = {2 ** (levels - 1)}; "
