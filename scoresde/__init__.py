@@ -15,7 +15,7 @@ from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .score import Score
 from .evaluation.oracle import GaussianMixture, eight_gaussians
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
-                  RectifiedFlowSDE, ReverseSDE, SubVPSDE, VESDE, VPSDE)
+                  RectifiedFlowSDE, ReverseSDE, ScoreSDEVESDE, SubVPSDE, VESDE, VPSDE)
 from . import conversions
 from .conversions import denoise as tweedie_denoise
 from .data import dequantize
@@ -44,12 +44,14 @@ from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, Adapti
 from ._registry import Registry
 from .app.runs import Run, load
 from ._adapters import ODE_SOLVERS
+from . import zoo
+from .zoo import from_score_sde_pytorch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Score", "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
-    "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE",
+    "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE", "ScoreSDEVESDE", "zoo", "from_score_sde_pytorch",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians", "LinearMeasurement", "Mask",

@@ -598,7 +598,9 @@ def _cifar10_files(path: str, wanted: Sequence[str]) -> Tuple[Dict[str, bytes], 
     raise ValueError(f"no CIFAR-10 data at {path!r}: expected {expected}")
 
 
-def _cifar10(path: Optional[str], split: str, dequantize: bool, dtype) -> Dataset:
+def _cifar10(path: Optional[str], split: str, dequantize: bool, dtype,
+             data_range: Tuple[float, float] = (-1.0, 1.0)) -> Dataset:
+    a, b, _ = check_quantization(8, data_range)
     if path is None:
         raise ValueError(f"'cifar10' needs path=: the folder holding {_CIFAR10_FOLDER}/ or {_CIFAR10_ARCHIVE}. "
                          f"{_CIFAR10_SOURCE}")
@@ -632,10 +634,10 @@ def _cifar10(path: Optional[str], split: str, dequantize: bool, dtype) -> Datase
     start = 0
     for data, _ in batches:                                 # a row: 1024 red, 1024 green, 1024 blue, row-major
         values = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
-        x[start:start + len(data)] = _quantized(values, 256, (-1.0, 1.0), dtype)
+        x[start:start + len(data)] = _quantized(values, 256, (a, b), dtype)
         start += len(data)
     labels = torch.from_numpy(np.concatenate([y for _, y in batches]))
-    return Dataset(x, name="cifar10", split=split, data_range=(-1.0, 1.0), levels=256, dequantize=dequantize,
+    return Dataset(x, name="cifar10", split=split, data_range=(a, b), levels=256, dequantize=dequantize,
                    labels=labels, num_classes=10, class_names=class_names)
 
 
@@ -700,7 +702,7 @@ def _load_digits(split: str = "train", test_fraction: float = 1 / 6, dequantize:
 
 @DATASETS.register("cifar10")
 def _load_cifar10(split: str = "train", path: Optional[str] = None, dequantize: bool = False,
-                  dtype: torch.dtype = torch.float32) -> Dataset:
+                  dtype: torch.dtype = torch.float32, data_range: Sequence[float] = (-1.0, 1.0)) -> Dataset:
     """CIFAR-10 (Krizhevsky 2009) from the python-version batches in ``path``: (N, 3, 32, 32) RGB, 256 levels
     over [−1, 1], labelled 0–9 with the class names of batches.meta; the official split (50,000 train from
     data_batch_1..5 in file order, 10,000 test from test_batch).
@@ -712,12 +714,12 @@ def _load_cifar10(split: str = "train", path: Optional[str] = None, dequantize: 
     (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``) and refuses any other global with a
     ValueError before importing or calling it.
 
-    Pixel value v ∈ {0..255} becomes x = v/255 · 2 − 1 (as every 8-bit loader here). score_sde_pytorch's models
-    trained with ``data.centered = True`` take these x; those with ``centered = False`` expect v/255 ∈ [0, 1],
-    i.e. (x + 1)/2 (and return samples to map back by 2x − 1). With ``dequantize`` each batch gets
+    Pixel value v ∈ {0..255} becomes x = v/255 · 2 − 1 (as every 8-bit loader here), or a + v/255 (b − a) with
+    ``data_range=(a, b)``. score_sde_pytorch's models trained with ``data.centered = True`` take the default x;
+    those with ``centered = False`` expect v/255 ∈ [0, 1]: ``data_range=(0, 1)``. With ``dequantize`` each batch gets
     x̃ = (v + u)/256 · 2 − 1, u ~ U(0, 1), whose (x̃ + 1)/2 = (v + u)/256 is their ``uniform_dequantization``.
     """
-    return _cifar10(None if path is None else os.fspath(path), split, dequantize, dtype)
+    return _cifar10(None if path is None else os.fspath(path), split, dequantize, dtype, tuple(data_range))
 
 
 @DATASETS.register("array")

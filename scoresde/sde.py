@@ -698,6 +698,26 @@ class DiscreteVPSDE(LinearSDE):
         return (-torch.expm1(2 * self._log_s(t))).clamp_min(0).sqrt().to(t.dtype)
 
 
+@SDES.register("ve_score_sde")
+class ScoreSDEVESDE(VESDE):
+    """The VE SDE with score_sde_pytorch's marginals: std(t) = σ(t) = σ_min (σ_max/σ_min)^(t/T), s(t) = 1.
+
+    The same f = 0 and g(t)² = dσ(t)²/dt as `VESDE`, started from the data already perturbed by N(0, σ_min² I)
+    (SMLD's smallest noise level), so std(0) = σ_min instead of 0. score_sde_pytorch (Song et al. 2021), NCSN and
+    NCSNv2 train and sample with these marginals; their networks are scores of p_data ∗ N(0, σ(t)²), so their
+    checkpoints (`scoresde.from_score_sde_pytorch`) come with this SDE. The prior is N(0, σ_max² I).
+    """
+
+    def std(self, t: Tensor) -> Tensor:
+        return self.sigma(self._check_time(t))
+
+    def time_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: σ(t)² = e^{−λ}, so t = T (−λ/2 − log σ_min) / log(σ_max/σ_min), clamped to [0, T]."""
+        lam = check_time_vector(log_snr, "log_snr").to(torch.float64)
+        t = (-lam / 2 - math.log(self.sigma_min)) * (self.T / self._log_ratio)
+        return t.clamp(0.0, self.T)
+
+
 class ReverseSDE:
     """Reverse-time SDE dx = [f(x, t) − g(t)² score(x, t)] dt + g(t) dw̄, integrated from T down to ~0.
 

@@ -23,9 +23,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import yaml
 
 from .._utils import check_device
-from ..data import DATASETS, Dataset, load as load_data
+from ..data import DATASETS, Dataset, load as load_data, resolve_name
 from ..evaluation.compare import compare_samplers
 from ..evaluation.plot import figure, image_grid, save_samples
 from ..guidance import classifier_free_guidance, conditional_score
@@ -38,8 +39,9 @@ from ..sampling import SAMPLERS
 from ..sde import SDES
 from ..training import Trainer, TrainingInterrupted
 from ..training.distributed import DistributedContext, exit_process
-from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_model, build_sampler, build_sde,
-                     default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
+from ..zoo.score_sde_pytorch import bits_per_dim as zoo_bits_per_dim, from_score_sde_pytorch, run_sections
+from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_loss, build_model, build_sampler,
+                     build_sde, default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .demo import run_demo
 from .runs import CONFIG_NAME, load, read_run
 
@@ -97,8 +99,9 @@ def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
     run, _, _ = read_run(os.path.join(out, "checkpoint.pt"))
     wanted = load_config(args.config, overrides, base=run.to_dict())
     before, after = run.to_dict(), wanted.to_dict()
-    changed = [f"{section}.{key}" for section in after for key in set(before[section]) | set(after[section])
-               if before[section].get(key) != after[section].get(key)
+    changed = [f"{section}.{key}" for section in set(after) | set(before)
+               for key in set(before.get(section, {})) | set(after.get(section, {}))
+               if before.get(section, {}).get(key) != after.get(section, {}).get(key)
                and not (section == "train" and key in RESUMABLE)]
     if changed:
         raise ConfigError(f"--resume continues the run in {out} with its own config.yaml; these settings differ "
@@ -109,7 +112,13 @@ def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
 
 def cmd_train(args, overrides) -> int:
 
-    cfg = load_config(args.config, overrides)
+    base = None
+    if args.preset is not None:
+        try:
+            base = run_sections(args.preset)
+        except ValueError as err:
+            raise ConfigError(f"--preset: {err}") from None
+    cfg = load_config(args.config, overrides, base=base)
     default_out = os.path.join("runs", "-".join(str(getattr(cfg, s)["name"]).split(":")[-1] for s in ("data", "sde")))
     out = _output_folder(args.out or cfg.train.out_dir or default_out)
     checkpoint = os.path.join(out, "checkpoint.pt")
@@ -144,7 +153,7 @@ def cmd_train(args, overrides) -> int:
             if os.path.isfile(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
     trainer = Trainer(model, sde, train_data, cfg.train, eval_data=test_data, resume=args.resume,
-                      distributed=dist)
+                      distributed=dist, loss_fn=build_loss(cfg))
     if dist.is_main:                              # checked first (the checkpoint loaded), written after
         save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
     if trainer.global_step and dist.is_main:
@@ -245,12 +254,61 @@ def cmd_sample(args, overrides) -> int:
     return 0
 
 
+def _likelihood_score_sde_pytorch(args, overrides, device) -> int:
+    """Bits/dim of a score_sde_pytorch checkpoint by their protocol (`scoresde.zoo.score_sde_pytorch.bits_per_dim`)."""
+    if args.config is None:
+        raise ConfigError("--from score_sde_pytorch needs --config NAME (one of their configs, e.g. "
+                          "vp/cifar10_ddpmpp_deep_continuous)")
+    data = {"name": args.data}
+    for key, value in overrides:
+        section, _, name = key.replace("-", "_").rpartition(".")
+        if section not in ("", "data") or name not in ("name", "path"):
+            raise ConfigError(f"--from score_sde_pytorch takes --data.name and --data.path; got --{key}")
+        data[name] = value
+    if data.get("name") is None:
+        raise ConfigError("name the data: --data.name=cifar10 --data.path=DIR")
+    repeats = args.repeats if args.repeats is not None else (5 if args.split == "test" else 1)
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be a positive integer; got {repeats}")
+    config = args.config
+    if config.endswith((".json", ".yaml", ".yml")):            # their config as a nested dict in a file
+        if not os.path.isfile(config):
+            raise ConfigError(f"config file {config!r} does not exist")
+        with open(config) as fh:
+            config = yaml.safe_load(fh)                       # JSON is YAML
+    try:
+        sde, model = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
+                                            continuous=True, map_location=device)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    name, path = resolve_name(data["name"], data.get("path"))
+    try:
+        dataset = load_data(name, split=args.split, **({"path": path} if path is not None else {}))
+    except (OSError, EOFError) as err:
+        raise ConfigError(f"data: cannot read {path or name!r}: {err}") from None
+    size = model.config["data"].get("image_size")
+    if dataset.shape[-1] != size:
+        raise ConfigError(f"the data are {dataset.shape[-2]}×{dataset.shape[-1]} images but config {args.config!r} "
+                          f"is for {size}×{size}")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    res = zoo_bits_per_dim(model, dataset, n=args.n, batch_size=args.batch_size, repeats=repeats, generator=gen,
+                           device=device)
+    n = res.values.shape[0]
+    print(f"{n} {args.split} images of {name} × {repeats} repeats (fresh dequantization and probe each), "
+          f"score_sde_pytorch's protocol: Hutchinson (1 Rademacher probe), dopri5 rtol = atol = 1e-5, eps = 1e-5")
+    print(f"bits/dim: {res.bpd:.4f} ± {res.bpd_stderr:.4f} (standard error over the {n} images; offset "
+          f"{'7, centered data' if model.centered else '8, data in [0, 1]'}); NFE {res.nfe}")
+    return 0
+
+
 def cmd_likelihood(args, overrides) -> int:
 
     device = _device(args.device)
     for name in ("n", "batch_size", "n_probes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}")
+    if args.source == "score_sde_pytorch":
+        return _likelihood_score_sde_pytorch(args, overrides, device)
     run = load(args.checkpoint, device=device)
     sde, model, cfg, shape = run.sde, run.model, run.config, run.sample_shape
     if args.data is not None:
@@ -532,7 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "import path: --sde.name=mypkg.mymodule:MySDE.", 100),
                        epilog="config keys (with the default components) and their defaults:\n" + describe_keys(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file with sections data, sde, model, train")
+    p.add_argument("--config", help="YAML file with sections data, sde, model, train (and loss)")
+    p.add_argument("--preset", help="train one of score_sde_pytorch's configs as they do (e.g. "
+                                    "vp/cifar10_ddpmpp_deep_continuous; scoresde.zoo.presets.names()); the data "
+                                    "folder: --data.path=DIR")
     p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (its config.yaml and checkpoint.pt) if there is one")
@@ -562,7 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="NLL (nats) and bits/dim ± standard error of held-out data under a trained "
                                    "model, through the probability-flow ODE (sd.evaluate_likelihood).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it)")
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it), or "
+                                                       "another project's checkpoint with --from")
+    p.add_argument("--from", dest="source", default="scoresde", choices=("scoresde", "score_sde_pytorch"),
+                   help="whose checkpoint: a scoresde run, or score_sde_pytorch's checkpoint_N.pth (with --config; "
+                        "bits/dim by their protocol)")
+    p.add_argument("--config", help="with --from score_sde_pytorch: the name of their config (e.g. "
+                                    "vp/cifar10_ddpmpp_deep_continuous), or a .json/.yaml file of its fields")
+    p.add_argument("--repeats", type=int, help="with --from score_sde_pytorch: passes over the data with fresh "
+                                               "dequantization and probes (default: theirs, 5 for test, 1 for train)")
+    p.add_argument("--no-ema", action="store_true", help="with --from score_sde_pytorch: the raw weights, not the EMA")
     p.add_argument("--data", help="data set name or path (default: the training data set)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="which split to evaluate")
     p.add_argument("--n", type=int, default=512, help="number of points evaluated (the first n)")

@@ -1,12 +1,14 @@
 """Run configurations: YAML files and ``--section.key=value`` overrides, and the builders that turn them into a
 data set, an SDE, a score model and a sampler through the registries.
 
-A run is four sections::
+A run is four sections, and an optional fifth::
 
     data:  {name: eight_gaussians, n: 10000, ...}                  # an entry of scoresde.DATASETS and its options
     sde:   {name: vp, beta_min: 0.1, beta_max: 20.0, ...}          # an entry of scoresde.SDES and its options
     model: {net: mlp, parameterization: eps, hidden: 128, ...}     # scoresde.ScoreModel around scoresde.NETS
     train: {steps: 2000, batch_size: 256, lr: 0.002, ...}          # scoresde.TrainConfig
+    loss:  {name: score_sde, reduce_mean: false, ...}              # an entry of scoresde.LOSSES (default: dsm
+                                                                   # with train's weighting and time distribution)
 
 A component section names a registered class (or a user's class by import path, ``mypkg.module:MySDE``) and its
 keyword arguments, checked against the constructor's signature; an error lists the valid names and options.
@@ -29,13 +31,17 @@ import yaml
 
 from .._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
 from ..data import DATASETS, resolve_name
+from ..losses import LOSSES
 from ..nets import NETS
 from ..parameterization import PARAMETERIZATIONS, ScoreModel
 from ..sampling import SAMPLERS
 from ..sde import SDES
 from ..training import TrainConfig
 
-SECTIONS = ("data", "sde", "model", "train")
+SECTIONS = ("data", "sde", "model", "loss", "train")
+#: The sections that name a registered component; ``loss`` is optional (absent: `scoresde.DSMLoss` with the
+#: train section's weighting, time distribution and eps).
+COMPONENTS = ("data", "sde", "model", "loss")
 #: The per-sample shape a training run records next to its sections in config.yaml (ignored when read back).
 SAMPLE_SHAPE_KEY = "sample_shape"
 #: The keys of the model section that configure [`scoresde.ScoreModel`][scoresde.ScoreModel] (the rest go to the net).
@@ -70,7 +76,7 @@ class ConfigError(ValueError):
 
 def _registries() -> Dict[str, Registry]:
 
-    return {"data": DATASETS, "sde": SDES, "model": NETS}
+    return {"data": DATASETS, "sde": SDES, "model": NETS, "loss": LOSSES}
 
 
 def _name_key(section: str) -> str:
@@ -103,8 +109,10 @@ class RunConfig:
     """
 
     def __init__(self, data: Optional[Mapping] = None, sde: Optional[Mapping] = None,
-                 model: Optional[Mapping] = None, train: Optional[TrainConfig] = None):
+                 model: Optional[Mapping] = None, train: Optional[TrainConfig] = None,
+                 loss: Optional[Mapping] = None):
         self.data = dict(data if data is not None else DEFAULTS["data"])
+        self.loss = dict(loss or {})
         self.sde = dict(sde if sde is not None else DEFAULTS["sde"])
         self.model = {**DEFAULTS["model"], **(model or {})}
         self.train = train if train is not None else TrainConfig()
@@ -112,7 +120,7 @@ class RunConfig:
     # -- reading and writing ---------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Plain nested dict (tuples as lists), every constructor default filled in: what ``config.yaml`` holds."""
-        out = {section: _plain(self.resolved(section)) for section in ("data", "sde", "model")}
+        out = {section: _plain(self.resolved(section)) for section in COMPONENTS if getattr(self, section)}
         out["train"] = {k: _plain(v) for k, v in self.train.to_dict().items()}
         return out
 
@@ -170,6 +178,8 @@ class RunConfig:
         if section == "train":
             return list(TrainConfig.__dataclass_fields__)
         key = _name_key(section)
+        if not getattr(self, section):                  # the optional loss section, unset
+            return [key]
         try:
             options = _component_options(section, getattr(self, section).get(key))
         except ConfigError:
@@ -218,8 +228,10 @@ class RunConfig:
 
     def validated(self) -> "RunConfig":
         """Check every section's name and options, and rebuild the TrainConfig so its own validation runs."""
-        for section in ("data", "sde", "model"):
+        for section in COMPONENTS:
             values = getattr(self, section)
+            if section == "loss" and not values:
+                continue
             key = _name_key(section)
             if key not in values:
                 raise ConfigError(f"config section {section!r} needs {key!r}")
@@ -370,7 +382,7 @@ def parse_overrides(items: Sequence[str]) -> List[Tuple[str, Any]]:
 
 def _is_name_override(key: str) -> bool:
     section, _, name = key.replace("-", "_").partition(".")
-    return section in ("data", "sde", "model") and name == _name_key(section)
+    return section in COMPONENTS and name == _name_key(section)
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]] = (),
@@ -437,6 +449,14 @@ def build_sde(config: RunConfig):
     """The SDE of the config's sde section."""
 
     return _build("sde", SDES, config.sde["name"], config.options("sde"))
+
+
+def build_loss(config: RunConfig):
+    """The loss object of the config's loss section, or None when it has none (the Trainer's default `DSMLoss`)."""
+
+    if not config.loss:
+        return None
+    return _build("loss", LOSSES, config.loss["name"], config.options("loss"))
 
 
 def build_model(config: RunConfig, sde, sample_shape: Sequence[int]):

@@ -5,6 +5,10 @@
 - `Classifier`: a noise-conditional classifier log p_t(c | x) for classifier guidance.
 - `GaussianFourierEmbedding`: the time (or noise-level) embedding both use; `LabelEmbedding`: the class
   vector a conditional net (``num_classes=K``, called ``net(x, t, cond)``) adds to it.
+- score_sde_pytorch's architectures, parameter for parameter (their checkpoints load as is; see
+  `scoresde.from_score_sde_pytorch`): `NCSNpp` (NCSN++ and DDPM++), `DDPM` (Ho et al.), `NCSN` and `NCSNv2`
+  (RefineNets; `NCSNv2_128`, `NCSNv2_256`). Each takes their config fields and has ``from_config(config)``; its
+  ``forward(x, label)`` takes their noise label (σ, 999 t or a level index), not scoresde's t.
 
 `NETS` names them for configs and the command line. A net whose constructor needs the data's shape
 lists those arguments in ``shape_parameters`` and computes them in a static ``shape_arguments(sample_shape)
@@ -15,10 +19,14 @@ from .classifier import Classifier
 from .embedding import GaussianFourierEmbedding, LabelEmbedding
 from .mlp import MLP
 from .unet import UNet
+from .ddpm import DDPM
+from .ncsnpp import NCSNpp
+from .ncsnv2 import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256
 
 #: Networks by name: ``NETS.build("mlp", dim=2, hidden=64)``.
 NETS = Registry("net")
 NETS.register("mlp", MLP)
 NETS.register("unet", UNet)
 
-__all__ = ["GaussianFourierEmbedding", "LabelEmbedding", "MLP", "UNet", "Classifier", "NETS"]
+__all__ = ["GaussianFourierEmbedding", "LabelEmbedding", "MLP", "UNet", "Classifier", "NETS", "NCSNpp", "DDPM", "NCSN",
+           "NCSNv2", "NCSNv2_128", "NCSNv2_256"]

@@ -190,9 +190,11 @@ class FIRConv2d(nn.Module):
     ``up_or_down_sampling.Conv2d``. Without up/down it is a 'same'-padded conv2d.
 
     Args:
-        in_ch, out_ch: channels.
+        in_ch: input channels.
+        out_ch: output channels.
         kernel: odd convolution size c.
-        up, down: resample by 2 (at most one of them).
+        up: upsample by 2 (not with ``down``).
+        down: downsample by 2 (not with ``up``).
         resample_kernel: FIR taps (1-D, separable).
         use_bias: add a per-channel bias.
         kernel_init: ``init(shape) -> Tensor`` for the weight; None leaves it zero.

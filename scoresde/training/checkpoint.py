@@ -56,25 +56,31 @@ def _umask() -> int:
     return mask
 
 
-def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; tensors go to ``map_location``.
+def read_weights(path: str, map_location=None, what: str = "checkpoint") -> Any:
+    """Read a ``torch.save`` file with ``torch.load(weights_only=True)``: tensors, containers and numbers only.
 
-    Anything that is not a scoresde checkpoint (truncated, empty, another format, or a pickle asking to run
-    code) raises a ValueError; ``weights_only`` refuses to execute anything while reading.
+    A missing file raises FileNotFoundError; anything unreadable (truncated, empty, another format, or a pickle
+    asking to import or run code) raises a ValueError, and ``weights_only`` refuses to execute anything while
+    reading.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}")
+        raise FileNotFoundError(f"no {what} at {path!r}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, garbage bytes, or a refused global: all "not a checkpoint"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path!r} is not a valid scoresde checkpoint (refused without executing anything): "
+        raise ValueError(f"{path!r} is not a valid {what} (refused without executing anything): "
                          f"{reason[:200]}") from None
+
+
+def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
+    """Read a scoresde checkpoint safely (`read_weights`) and check its format; tensors go to ``map_location``."""
+    payload = read_weights(path, map_location, what="scoresde checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path!r} is not a valid scoresde checkpoint: expected format {CHECKPOINT_FORMAT!r}, "
-                         f"got {got!r}")
+        raise ValueError(f"{os.fspath(path)!r} is not a valid scoresde checkpoint: expected format "
+                         f"{CHECKPOINT_FORMAT!r}, got {got!r}")
     return payload
 
 
