@@ -13,7 +13,6 @@ their σ(t) at a few t. Nothing here is imported by scoresde or its tests.
 import argparse
 import copy
 import gzip
-import math
 import os
 import pickle
 import sys

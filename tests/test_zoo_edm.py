@@ -5,6 +5,7 @@ The fixtures in tests/data/edm were written by benchmarks/edm_fixtures.py with *
 perturbed weights, pickled the way their training loop pickles snapshots; gzipped) together with their denoiser's
 outputs; no EDM checkout is needed here.
 """
+import collections
 import gzip
 import io
 import math
@@ -12,6 +13,7 @@ import os
 import pickle
 import sys
 import types
+import warnings
 
 import pytest
 import torch
@@ -38,7 +40,8 @@ def raw_bytes(name):
 def assert_close_to(out, expected, rtol=1e-5):
     """Equal to float32 rounding, relative to the largest entry (the kernels' rounding differs between machines)."""
     err = (out.double() - expected.double()).abs().max().item()
-    assert err <= rtol * expected.abs().max().item(), f"max error {err:.3g} vs max |expected| {expected.abs().max():.3g}"
+    scale = expected.abs().max().item()
+    assert err <= rtol * scale, f"max error {err:.3g} vs max |expected| {scale:.3g}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -404,3 +407,31 @@ def test_strict_loading_names_keys_and_shapes():
         edm.build_denoiser(record)
     with pytest.raises(TypeError, match="PersistentRecord"):
         edm.build_denoiser({"ema": 1})
+
+
+class _ForgedTensor:
+    """Pickles as torch's own tensor rebuild with a size reaching past the storage, or (``build``) a valid tensor
+    re-pointed afterwards by a BUILD of Tensor.__setstate__'s legacy (storage, offset, size, stride)."""
+
+    def __init__(self, build=False):
+        self.build = build
+
+    def __reduce__(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = torch.arange(4.0).storage()
+        if self.build:
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (4,), (1,), False, collections.OrderedDict()),
+                    (storage, 0, (100,), (1,)))
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, (100,), (1,), False, collections.OrderedDict()))
+
+
+def test_tensors_reaching_past_their_storage_are_refused():
+    """``set_`` does not check bounds: a forged size must be refused, not read past the storage."""
+    with pytest.raises(ValueError, match="reaches past its storage"):
+        edm.read_snapshot(io.BytesIO(pickle.dumps({"w": _ForgedTensor()})))
+    with pytest.raises(ValueError, match="sets a tensor's state"):
+        edm.read_snapshot(io.BytesIO(pickle.dumps({"w": _ForgedTensor(build=True)})))
+    good = pickle.dumps({"w": torch.arange(4.0)[1:]})
+    w = edm.read_snapshot(io.BytesIO(good))["w"]
+    assert torch.equal(w, torch.arange(1.0, 4.0)) and "__setstate__" not in vars(w)

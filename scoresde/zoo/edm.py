@@ -19,14 +19,14 @@ parameters and buffers are loaded by name, strictly. Each preconditioning is EDM
 
     D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ), labels)
 
-=============  ======  ==========================  ==================  ==================================
-class          c_skip  c_out                       c_in                c_noise
-=============  ======  ==========================  ==================  ==================================
-VPPrecond      1       −σ                          1/√(σ² + 1)         (M − 1) σ⁻¹(σ)
-VEPrecond      1       σ                           1                   ln(σ/2)
-iDDPMPrecond   1       −σ                          1/√(σ² + 1)         M − 1 − argmin_j |u_j − σ|
-EDMPrecond     σ_d²/(σ² + σ_d²)  σ σ_d/√(σ² + σ_d²)  1/√(σ² + σ_d²)   ln(σ)/4
-=============  ======  ==========================  ==================  ==================================
+=============  ================  ===================  ==============  ==========================
+class          c_skip            c_out                c_in            c_noise
+=============  ================  ===================  ==============  ==========================
+VPPrecond      1                 −σ                   1/√(σ² + 1)     (M − 1) σ⁻¹(σ)
+VEPrecond      1                 σ                    1               ln(σ/2)
+iDDPMPrecond   1                 −σ                   1/√(σ² + 1)     M − 1 − argmin_j |u_j − σ|
+EDMPrecond     σ_d²/(σ² + σ_d²)  σ σ_d/√(σ² + σ_d²)   1/√(σ² + σ_d²)  ln(σ)/4
+=============  ================  ===================  ==============  ==========================
 
 with VP's σ(t) = √(exp(β_d t²/2 + β_min t) − 1) and its inverse σ⁻¹(σ) = (√(β_min² + 2 β_d ln(1 + σ²)) − β_min)/β_d,
 and iDDPM's discrete levels u_M = 0, u_{j−1} = √((u_j² + 1)/max(ᾱ_{j−1}/ᾱ_j, C_1) − 1), ᾱ_j = sin²(π j/(2 M (C_2 + 1))).
@@ -171,7 +171,7 @@ class PersistentRecord(Record):
 
 
 def _persistent_record(meta) -> PersistentRecord:
-    """Stands in for ``torch_utils.persistence._reconstruct_persistent_obj``: keeps the meta's data, drops the source."""
+    """Stands in for their ``persistence._reconstruct_persistent_obj``: keeps the meta's data, drops the source."""
     if not isinstance(meta, Mapping) or not isinstance(meta.get("class_name"), str):
         raise ValueError(f"malformed persistent object: expected their meta dict with a 'class_name'; got "
                          f"{type(meta).__name__}")
@@ -208,8 +208,8 @@ def _load_storage(data) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise ValueError(f"expected a tensor storage in the embedded bytes; got {type(storage).__name__}")
+    if not isinstance(storage, torch.TypedStorage):
+        raise ValueError(f"expected a typed tensor storage in the embedded bytes; got {type(storage).__name__}")
     return storage
 
 
@@ -218,18 +218,60 @@ def _no_hooks(hooks, what: str) -> None:
         raise ValueError(f"{what} carries backward hooks ({len(hooks)}); refused")
 
 
+def _check_extent(tensor: Tensor, what: str = "a tensor") -> Tensor:
+    """Refuse a view reaching past its storage (``set_`` itself does not check) or carrying hooks."""
+    if tensor.numel():
+        last = tensor.storage_offset() + sum((n - 1) * abs(st) for n, st in zip(tensor.shape, tensor.stride()))
+        if (last + 1) * tensor.element_size() > tensor.untyped_storage().nbytes():
+            raise ValueError(f"{what} of shape {tuple(tensor.shape)} reaches past its storage; refused")
+    _no_hooks(getattr(tensor, "_backward_hooks", None), what)
+    return tensor
+
+
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None) -> Tensor:
-    """torch's ``_rebuild_tensor_v2`` after checking its arguments (a storage, integers, no hooks)."""
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise ValueError(f"a tensor must be rebuilt from a storage; got {type(storage).__name__}")
-    ints = [offset, *size, *stride]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints) or len(size) != len(stride):
+    """torch's ``_rebuild_tensor_v2`` after checking its arguments (a typed storage, integers in bounds, no hooks)."""
+    if not isinstance(storage, torch.TypedStorage):
+        raise ValueError(f"a tensor must be rebuilt from a typed storage; got {type(storage).__name__}")
+    if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, *size, *stride)):
         raise ValueError(f"malformed tensor: offset {offset!r}, size {size!r}, stride {stride!r}")
     _no_hooks(hooks, "a tensor")
     if metadata:
         raise ValueError("a tensor with metadata (a tensor subclass?); refused")
-    return torch._utils._rebuild_tensor_v2(storage, offset, tuple(size), tuple(stride), bool(requires_grad),
-                                           collections.OrderedDict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        elements = storage.size()
+        # set_ would silently grow the storage to fit (exposing uninitialized memory): check the extent first
+        if all(size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= elements:
+            raise ValueError(f"a tensor of shape {size} at offset {offset} reaches past its storage of {elements} "
+                             f"elements; refused")
+        tensor = torch._utils._rebuild_tensor_v2(storage, offset, size, stride, bool(requires_grad),
+                                                 collections.OrderedDict())
+    tensor.__setstate__ = _refuse_build  # shadows Tensor.__setstate__ (set_, no bounds) until the load ends
+    return _check_extent(tensor)
+
+
+def _refuse_build(state) -> None:
+    raise ValueError("the pickle sets a tensor's state after building it (set_ on a forged view?); refused")
+
+
+def _check_loaded(obj) -> None:
+    """Walk what was read and check every tensor again (a later BUILD could have re-pointed one with ``set_``)."""
+    seen, stack = set(), [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if torch.is_tensor(item):
+            vars(item).pop("__setstate__", None)
+            _check_extent(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif isinstance(item, Record):
+            stack.append(item.state)
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None, state=None) -> Tensor:
@@ -309,8 +351,8 @@ class EDMUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise ValueError(f"refused to load {module}.{name}: an EDM snapshot holds only persistent objects, tensors, "
-                             f"containers and numbers (nothing from the file is imported or run)") from None
+            raise ValueError(f"refused to load {module}.{name}: an EDM snapshot holds only persistent objects, "
+                             f"tensors, containers and numbers (nothing from the file is imported or run)") from None
 
     def persistent_load(self, pid):
         raise ValueError("the pickle uses persistent ids (a torch.save file?); EDM snapshots are plain pickles")
@@ -350,7 +392,9 @@ def read_snapshot(source: Union[str, os.PathLike, Any]) -> Any:
             raise ValueError(f"{what} is a zip archive (a torch.save checkpoint?), not an EDM pickle; read torch.save "
                              f"files with torch.load(weights_only=True)")
         try:
-            return EDMUnpickler(f).load()
+            result = EDMUnpickler(f).load()
+            _check_loaded(result)  # also drops the guards against BUILD on tensors
+            return result
         except ValueError as err:
             raise ValueError(f"{what}: {err}") from None
         except (EOFError, pickle.UnpicklingError, TypeError, AttributeError, IndexError, KeyError, RuntimeError,
@@ -662,7 +706,8 @@ def build_denoiser(record: PersistentRecord, strict: bool = True) -> Preconditio
                          f"args {record.init_args}, kwargs {sorted(record.init_kwargs)}") from None
     state = record.state_dict()
     if strict:
-        check_state_dict(denoiser.state_dict(), state, what=f"{cls.__name__}({record.init_kwargs.get('model_type', '')})")
+        what = f"{cls.__name__}({record.init_kwargs.get('model_type', denoiser.model_type)})"
+        check_state_dict(denoiser.state_dict(), state, what=what)
     denoiser.load_state_dict(state, strict=strict)
     return denoiser.eval().requires_grad_(False)
 
