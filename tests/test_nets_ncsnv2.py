@@ -5,7 +5,8 @@ import inspect
 import pytest
 import torch
 
-from scoresde.nets.ncsnv2 import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256, SCORE_SDE_NAMES, geometric_sigmas
+from scoresde.nets.ncsnpp import noise_levels
+from scoresde.nets.ncsnv2 import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256, SCORE_SDE_NAMES
 from scoresde.nets.refinenet_layers import (ConditionalInstanceNorm2dPlus, ConvMeanPool, InstanceNorm2dPlus,
                                             ResidualBlock, VarianceNorm2d)
 
@@ -159,7 +160,7 @@ def test_sigmas_are_a_float64_geometric_ladder():
     assert s[0].item() == pytest.approx(50.0, rel=1e-14) and s[-1].item() == pytest.approx(0.01, rel=1e-14)
     ratios = s[1:] / s[:-1]
     torch.testing.assert_close(ratios, torch.full_like(ratios, (0.01 / 50.0) ** (1 / 231)), rtol=1e-12, atol=0)
-    assert torch.equal(geometric_sigmas(0.01, 50.0, 232), s)
+    assert torch.equal(noise_levels(0.01, 50.0, 232), s)
 
 
 def test_ncsnv2_output_is_divided_by_sigma_y():

@@ -27,11 +27,11 @@ import inspect
 import numbers
 from typing import Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
 from .._utils import check_choice, expand_like
+from .ncsnpp import noise_levels
 from .refinenet_layers import (CONDITIONAL_NORMALIZATIONS, NORMALIZATIONS, CondRefineBlock,
                                ConditionalResidualBlock, RefineBlock, ResidualBlock, activation)
 
@@ -50,14 +50,6 @@ _CONFIG_FIELDS = {
     "num_channels": ("data", ("num_channels", "channels")),
     "centered": ("data", ("centered",)),
 }
-
-
-def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> Tensor:
-    """σ_i = exp(log σ_max + i (log σ_min − log σ_max)/(N − 1)), i = 0..N−1, as float64 (N,), largest first.
-
-    Computed with NumPy like score_sde's ``get_sigmas``, so the buffer is bit-identical to theirs.
-    """
-    return torch.from_numpy(np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales)))
 
 
 def _positive_int(value, name: str) -> int:
@@ -140,7 +132,7 @@ class _RefineNet(nn.Module):
                     and 0 < sigma_min <= sigma_max):
                 raise ValueError(f"need 0 < sigma_min <= sigma_max; got sigma_min={sigma_min!r}, "
                                  f"sigma_max={sigma_max!r}")
-            self.register_buffer("sigmas", geometric_sigmas(float(sigma_min), float(sigma_max), num_scales))
+            self.register_buffer("sigmas", noise_levels(float(sigma_min), float(sigma_max), num_scales))
 
         # Creation order below fixes the parameters' order (checkpoints store EMA weights positionally).
         self.act = act = activation(nonlinearity)
@@ -317,4 +309,4 @@ class NCSNv2_256(_RefineNet):
 #: score_sde_pytorch's registry names (``config.model.name``) → class.
 SCORE_SDE_NAMES = {"ncsn": NCSN, "ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2_128, "ncsnv2_256": NCSNv2_256}
 
-__all__ = ["NCSN", "NCSNv2", "NCSNv2_128", "NCSNv2_256", "SCORE_SDE_NAMES", "geometric_sigmas"]
+__all__ = ["NCSN", "NCSNv2", "NCSNv2_128", "NCSNv2_256", "SCORE_SDE_NAMES"]
