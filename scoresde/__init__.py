@@ -45,13 +45,13 @@ from ._registry import Registry
 from .app.runs import Run, load
 from ._adapters import ODE_SOLVERS
 from . import zoo
-from .zoo import from_score_sde_pytorch
+from .zoo import from_edm, from_score_sde_pytorch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Score", "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
-    "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE", "ScoreSDEVESDE", "zoo", "from_score_sde_pytorch",
+    "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE", "ScoreSDEVESDE", "zoo", "from_score_sde_pytorch", "from_edm",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians", "LinearMeasurement", "Mask",

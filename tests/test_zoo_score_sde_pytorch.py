@@ -32,7 +32,9 @@ def their_checkpoint(path, cfg, seed=0, ema_offset=0.5):
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    shadow = [p.detach().clone() + ema_offset * (i % 3 + 1) / 10 for i, p in enumerate(net.parameters())]
+    # their ExponentialMovingAverage keeps the parameters that require gradients (not the fixed Fourier W)
+    shadow = [p.detach().clone() + ema_offset * (i % 3 + 1) / 10
+              for i, p in enumerate(p for p in net.parameters() if p.requires_grad)]
     torch.save({"optimizer": {"state": {}, "param_groups": [{"lr": 2e-4, "params": list(range(len(shadow)))}]},
                 "model": {"module." + k: v for k, v in net.state_dict().items()},
                 "ema": {"decay": 0.9999, "num_updates": 7, "shadow_params": shadow}, "step": 7}, path)
@@ -134,12 +136,16 @@ def test_the_score_sde_ve_marginals_are_a_linear_sde_with_std_sigma():
 
 
 # -- the file -------------------------------------------------------------------------------------------------
-def test_ema_weights_are_read_in_parameter_order(tmp_path):
-    cfg = tiny("vp/cifar10_ddpmpp_continuous")
+@pytest.mark.parametrize("name", ["vp/cifar10_ddpmpp_continuous", "ve/cifar10_ncsnpp_continuous"])
+def test_ema_weights_are_read_in_the_order_of_the_trainable_parameters(tmp_path, name):
+    cfg = tiny(name)
     net, shadow, _, raw = loaded_pair(tmp_path, cfg, ema=False)
     _, ema = sd.from_score_sde_pytorch(tmp_path / "checkpoint_1.pth", config=cfg, ema=True)
-    for (name, p), s, p_raw, p_ema in zip(net.named_parameters(), shadow, raw.net.parameters(), ema.net.parameters()):
-        assert torch.equal(p_raw, p) and torch.equal(p_ema, s), name
+    averaged = iter(shadow)
+    for (name, p), p_raw, p_ema in zip(net.named_parameters(), raw.net.parameters(), ema.net.parameters()):
+        assert torch.equal(p_raw, p), name
+        assert torch.equal(p_ema, next(averaged) if p.requires_grad else p), name     # Fourier W: the model's
+    assert next(averaged, None) is None
     assert torch.equal(ema.net.state_dict()["sigmas"], net.state_dict()["sigmas"])
 
 
@@ -346,7 +352,8 @@ def test_train_a_preset_then_sample_and_evaluate_their_protocol(tmp_path, capsys
     # their checkpoint format from the run's EMA weights, evaluated by their protocol
     net = run.model.net.net
     torch.save({"model": {"module." + k: v for k, v in net.state_dict().items()},
-                "ema": {"shadow_params": [p.detach() for p in net.parameters()]}, "step": 3}, tmp_path / "c.pth")
+                "ema": {"shadow_params": [p.detach() for p in net.parameters() if p.requires_grad]}, "step": 3},
+               tmp_path / "c.pth")
     capsys.readouterr()
     cfg = presets.merge(presets.get("ve/cifar10_ncsnpp_continuous"), {"model.nf": 16, "model.ch_mult": [1, 2],
                                                                       "model.num_res_blocks": 1,

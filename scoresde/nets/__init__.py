@@ -9,6 +9,9 @@
   `scoresde.from_score_sde_pytorch`): `NCSNpp` (NCSN++ and DDPM++), `DDPM` (Ho et al.), `NCSN` and `NCSNv2`
   (RefineNets; `NCSNv2_128`, `NCSNv2_256`). Each takes their config fields and has ``from_config(config)``; its
   ``forward(x, label)`` takes their noise label (σ, 999 t or a level index), not scoresde's t.
+- EDM's architectures (NVlabs/edm), parameter for parameter: `SongUNet` (DDPM++ / NCSN++) and `DhariwalUNet` (ADM),
+  ``forward(x, noise_labels, class_labels, augment_labels)``; EDM's preconditionings live in `scoresde.zoo`
+  (see `scoresde.from_edm`).
 
 `NETS` names them for configs and the command line. A net whose constructor needs the data's shape
 lists those arguments in ``shape_parameters`` and computes them in a static ``shape_arguments(sample_shape)
@@ -20,6 +23,7 @@ from .embedding import GaussianFourierEmbedding, LabelEmbedding
 from .mlp import MLP
 from .unet import UNet
 from .ddpm import DDPM
+from .edm import DhariwalUNet, SongUNet
 from .ncsnpp import NCSNpp
 from .ncsnv2 import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256
 
@@ -29,4 +33,4 @@ NETS.register("mlp", MLP)
 NETS.register("unet", UNet)
 
 __all__ = ["GaussianFourierEmbedding", "LabelEmbedding", "MLP", "UNet", "Classifier", "NETS", "NCSNpp", "DDPM", "NCSN",
-           "NCSNv2", "NCSNv2_128", "NCSNv2_256"]
+           "NCSNv2", "NCSNv2_128", "NCSNv2_256", "SongUNet", "DhariwalUNet"]

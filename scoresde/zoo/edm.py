@@ -547,7 +547,8 @@ class VPPrecond(Preconditioning):
     c_noise = (M − 1) σ⁻¹(σ), with σ(t) = √(exp(β_d t²/2 + β_min t) − 1).
 
     Args:
-        beta_d, beta_min: the schedule's β_max − β_min and β_min (19.9 and 0.1).
+        beta_d: the schedule's β_max − β_min (19.9).
+        beta_min: the schedule's β_min (0.1).
         M: DDPM's number of steps (the network's time label is (M − 1) t).
         epsilon_t: the smallest t of training; sigma_min = σ(ε_t), sigma_max = σ(1).
         (the rest as `Preconditioning`)
@@ -661,7 +662,8 @@ class EDMPrecond(Preconditioning):
     c_noise = ln(σ)/4.
 
     Args:
-        sigma_min, sigma_max: the supported range (their defaults 0 and ∞: no limit).
+        sigma_min: the smallest supported σ (their default 0: no limit).
+        sigma_max: the largest supported σ (their default ∞: no limit).
         sigma_data: σ_d, the data's standard deviation (0.5).
         (the rest as `Preconditioning`)
     """
@@ -721,7 +723,8 @@ class EDMInfo:
         preconditioning: their class name ("EDMPrecond", "VPPrecond", "VEPrecond", "iDDPMPrecond").
         label_dim: number of classes (0: unconditional); ``cond`` takes integer labels.
         shape: one image (C, H, W); the data are in [−1, 1].
-        sigma_min, sigma_max: the noise levels σ̃ = σ/s the SDE spans (see the module docstring).
+        sigma_min: the smallest noise level σ̃ = σ/s the SDE spans (see the module docstring).
+        sigma_max: the largest one.
         eps: the time at σ̃ = sigma_min, where samplers should end (``eps=info.eps``).
         snapshot: the rest of the pickle as read (loss_fn, augment_pipe as records; dataset_kwargs).
     """

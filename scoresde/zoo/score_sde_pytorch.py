@@ -171,15 +171,17 @@ def _strip_prefix(state: Mapping[str, Tensor], prefix: str = "module.") -> Dict[
 
 
 def _ema_parameters(ema: Any, net: nn.Module, what: str) -> Dict[str, Tensor]:
-    """Their EMA's ``shadow_params`` (a list in ``net.parameters()`` order) as named parameters, checked."""
+    """Their EMA's ``shadow_params`` as named parameters, checked: the list holds the parameters that require
+    gradients, in ``net.parameters()`` order (their ``ExponentialMovingAverage`` skips the others, e.g. the fixed
+    Gaussian-Fourier ``W``, which then keeps the model's value)."""
     if not isinstance(ema, Mapping) or not isinstance(ema.get("shadow_params"), (list, tuple)):
         raise ValueError(f"{what}: 'ema' must be their ExponentialMovingAverage.state_dict() with a list "
                          f"'shadow_params'; got {type(ema).__name__}")
     shadow = list(ema["shadow_params"])
-    named = list(net.named_parameters())
+    named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
     if len(shadow) != len(named):
-        raise ValueError(f"{what}: the EMA holds {len(shadow)} parameters, the network {len(named)} (a different "
-                         f"architecture or config?)")
+        raise ValueError(f"{what}: the EMA holds {len(shadow)} parameters, the network {len(named)} trainable "
+                         f"ones (a different architecture or config?)")
     out = {}
     for i, ((name, p), s) in enumerate(zip(named, shadow)):
         if not torch.is_tensor(s) or tuple(s.shape) != tuple(p.shape):
