@@ -247,3 +247,19 @@ def test_the_training_design_space_is_reachable_from_the_command_line(tmp_path):
     cfg = yaml.safe_load(open(os.path.join(out, "config.yaml")))
     assert cfg["train"]["time_distribution"] == "log_normal" and cfg["train"]["accumulate"] == 2
     assert cfg["train"]["precision"] == "bf16" and cfg["train"]["ema_power"] == 6.94
+
+
+@pytest.mark.slow
+def test_train_an_edm_preset_and_sample_a_class(tmp_path):
+    # EDM's CIFAR-10 recipe (a tiny network of the same classes) on a tiny CIFAR-10 folder, then a class's samples
+    from test_data_cifar10 import _files, _write_folder
+
+    _write_folder(tmp_path / "data", _files(n_train=4, n_test=3)[0])
+    out = str(tmp_path / "run")
+    assert main(["train", "--preset", "edm/cifar10-ddpmpp-edm-cond", "--out", out, f"--data.path={tmp_path / 'data'}",
+                 "--model.model_channels=16", "--model.channel_mult=[1,2]", "--model.num_blocks=1",
+                 "--model.attn_resolutions=[16]", "--steps=2", "--batch_size=4", "--progress=false"]) == 0
+    assert main(["sample", "--checkpoint", out, "--sampler", "heun", "--steps=3", "--n", "2", "--label", "3",
+                 "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "s" / "samples.npz")["x"].shape == (2, 3, 32, 32)
+    assert main(["train", "--preset", "edm/cifar10-nope", "--out", str(tmp_path / "r2")]) == 2

@@ -49,8 +49,8 @@ def test_import_path_names_a_users_class_without_registering(monkeypatch):
 
 @pytest.mark.parametrize("registry, names", [
     (sd.SDES, {"vp", "subvp", "ve", "edm", "rectified_flow", "cosine_vp", "discrete_vp", "ve_score_sde"}),
-    (sd.NETS, {"mlp", "unet", "score_sde_pytorch"}),
-    (sd.LOSSES, {"dsm", "score_sde"}),
+    (sd.NETS, {"mlp", "unet", "score_sde_pytorch", "edm"}),
+    (sd.LOSSES, {"dsm", "score_sde", "edm", "edm_vp", "edm_ve"}),
     (sd.SAMPLERS, {"euler_maruyama", "reverse_sde", "probability_flow", "pc", "heun", "dpm_solver", "ddim",
                    "dpm_solver_sde", "unipc", "lms", "deis", "ancestral", "dpm_adaptive", "inpainting", "split_gibbs"}),
     (sd.PARAMETERIZATIONS, {"eps", "score", "x0", "v", "velocity"}),

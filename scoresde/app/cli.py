@@ -39,6 +39,7 @@ from ..sampling import SAMPLERS
 from ..sde import SDES
 from ..training import Trainer, TrainingInterrupted
 from ..training.distributed import DistributedContext, exit_process
+from ..zoo import edm_training
 from ..zoo.score_sde_pytorch import bits_per_dim as zoo_bits_per_dim, from_score_sde_pytorch, run_sections
 from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_loss, build_model, build_sampler,
                      build_sde, default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
@@ -115,7 +116,8 @@ def cmd_train(args, overrides) -> int:
     base = None
     if args.preset is not None:
         try:
-            base = run_sections(args.preset)
+            base = (edm_training.run_sections(args.preset) if args.preset.startswith("edm/")
+                    else run_sections(args.preset))
         except ValueError as err:
             raise ConfigError(f"--preset: {err}") from None
     cfg = load_config(args.config, overrides, base=base)
@@ -591,9 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="config keys (with the default components) and their defaults:\n" + describe_keys(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with sections data, sde, model, train (and loss)")
-    p.add_argument("--preset", help="train one of score_sde_pytorch's configs as they do (e.g. "
-                                    "vp/cifar10_ddpmpp_deep_continuous; scoresde.zoo.presets.names()); the data "
-                                    "folder: --data.path=DIR")
+    p.add_argument("--preset", help="train one of score_sde_pytorch's configs (e.g. vp/cifar10_ddpmpp_deep_continuous; "
+                                    "scoresde.zoo.presets.names()) or EDM's recipes (e.g. edm/cifar10-ddpmpp-edm; "
+                                    "scoresde.zoo.edm_training.names()) as they do; the data folder: --data.path=DIR")
     p.add_argument("--out", help="output folder (default: train.out_dir or runs/<data>-<sde>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (its config.yaml and checkpoint.pt) if there is one")
