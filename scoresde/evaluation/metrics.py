@@ -1,4 +1,5 @@
-"""Sample-based distances between distributions, used to score samplers against the oracle."""
+"""Sample-based distances between distributions: energy distance and sliced W2 (against the oracle), and the image
+metrics on features (FID, KID, Inception score, precision/recall; `scoresde.evaluation.image_metrics`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -44,3 +45,10 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256,
     px, _ = torch.sort(x @ dirs, dim=0)
     py, _ = torch.sort(y @ dirs, dim=0)
     return ((px - py) ** 2).mean().sqrt()
+
+
+from .image_metrics import (as_features, feature_statistics, fid, fid_extrapolated, fid_from_stats,  # noqa: E402
+                            inception_score, kid, precision_recall)
+
+__all__ = ["energy_distance", "sliced_wasserstein", "fid", "fid_from_stats", "feature_statistics", "fid_extrapolated",
+           "kid", "precision_recall", "inception_score", "as_features"]
