@@ -174,16 +174,18 @@ class UNetBlock(nn.Module):
     with W = attention_weights(q, k).
 
     x (B, in_channels, H, W), emb (B or 1, emb_channels) → (B, out_channels, H', W'), H' = 2H, H / 2 or H.
-    ``init``, ``init_zero`` and ``init_attn`` are Conv2d/Linear init keywords for the ordinary layers, the
-    last conv of each branch (conv1, proj) and qkv (default ``init``).
+    ``init``, ``init_zero`` and ``init_attn`` are Conv2d/Linear init keywords for the ordinary layers (default
+    {}), the last conv of each branch (conv1, proj; default {"init_weight": 0}) and qkv (default ``init``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int, up: bool = False,
                  down: bool = False, attention: bool = False, num_heads: int | None = None,
                  channels_per_head: int = 64, dropout: float = 0, skip_scale: float = 1, eps: float = 1e-5,
                  resample_filter: Sequence[float] = (1, 1), resample_proj: bool = False, adaptive_scale: bool = True,
-                 init: Mapping = {}, init_zero: Mapping = {"init_weight": 0}, init_attn: Mapping | None = None):
+                 init: Mapping | None = None, init_zero: Mapping | None = None, init_attn: Mapping | None = None):
         super().__init__()
+        init = {} if init is None else init
+        init_zero = {"init_weight": 0} if init_zero is None else init_zero
         self.in_channels, self.out_channels, self.emb_channels = in_channels, out_channels, emb_channels
         if not attention:
             self.num_heads = 0
