@@ -6,6 +6,8 @@
     scoresde inpaint --checkpoint runs/digits/checkpoint.pt --mask random:0.5 --method repaint --steps=50
     scoresde compare --oracle eight_gaussians --samplers heun:steps=18 dpm_solver:steps=20,order=3
     scoresde demo
+    scoresde fid-stats --data.name=cifar10 --data.path=DIR --out cifar10.npz
+    scoresde evaluate --checkpoint runs/cifar --seeds 0-49999 --sampler heun --steps=18 --reference cifar10.npz
 
 Errors (bad paths, unknown names, wrong config keys) print one line naming the offending value and the valid
 choices and exit with status 2; ``--debug`` shows the traceback instead.
@@ -566,6 +568,97 @@ def cmd_demo(args, overrides) -> int:
     return run_demo(out=args.out, seconds=args.seconds, seed=args.seed, overrides=overrides)
 
 
+# -- image metrics: fid-stats, evaluate (the logic lives in scoresde.app.evaluate) ----------------------------
+def _extractor(args, device: str):
+    from .evaluate import build_extractor
+
+    return build_extractor(args.extractor, args.weights, device=device)
+
+
+def cmd_fid_stats(args, overrides) -> int:
+    """Reference statistics of a data set (--data.name=..., --data.path=...) or an image folder (--images DIR)."""
+    from ..evaluation.features import read_images, to_uint8
+    from .evaluate import fid_stats
+
+    device = _device(args.device)
+    if args.images is not None:
+        if overrides:
+            raise ConfigError(f"--images takes no data options; got {', '.join('--' + k for k, _ in overrides)}")
+        images = read_images(args.images)
+    else:
+        options = {k[len("data."):] if k.startswith("data.") else k: v for k, v in overrides}
+        if "name" not in options:
+            raise ConfigError("fid-stats needs --data.name=NAME (with --data.path=DIR for files) or --images DIR")
+        name, path = resolve_name(options.pop("name"), options.pop("path", None))
+        if path is not None:
+            options["path"] = path
+        data = load_data(name, split=args.split, **options)
+        if data.x.dim() != 4 or data.data_range is None:
+            raise ConfigError(f"fid-stats needs an image data set (N, C, H, W) with a data range; {name!r} has "
+                              f"samples of shape {tuple(data.x.shape[1:])}")
+        images = to_uint8(data.x, data.data_range)
+    if args.n is not None:
+        images = images[: args.n]
+    summary = fid_stats(images, args.out, _extractor(args, device), batch_size=args.batch_size,
+                        keep_features=args.keep_features, progress=True)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args, overrides) -> int:
+    """FID/KID/IS/precision-recall of a run's samples (sharded, resumable) or of a folder of images: one JSON line."""
+    import warnings
+
+    from ..evaluation.features import read_images
+    from ..training.signals import StopOnSignal
+    from .evaluate import EvaluationInterrupted, evaluate, evaluate_images, parse_metrics, parse_seeds, run_sampler
+
+    device = _device(args.device)
+    metrics = parse_metrics(args.metrics)
+    if (args.checkpoint is None) == (args.images is None):
+        raise ConfigError("evaluate needs exactly one of --checkpoint RUN (sample it) or --images DIR")
+    if args.images is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # they are in the JSON record
+            record = evaluate_images(read_images(args.images), _extractor(args, device), args.reference, metrics,
+                                     batch_size=args.batch_size, progress=True, kid_subsets=args.kid_subsets)
+        print(json.dumps({"images": args.images, **record}))
+        return 0
+    if args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+        if args.n is not None and args.n != seeds[1] - seeds[0]:
+            raise ConfigError(f"--n {args.n} and --seeds {args.seeds} disagree; give one of them")
+    else:
+        n = 50_000 if args.n is None else args.n
+        if n < 1:
+            raise ConfigError(f"--n must be a positive integer; got {n}")
+        seeds = (args.seed, args.seed + n)
+    run = load(args.checkpoint, device=device, ema=not args.no_ema)
+    options = {k.replace("-", "_"): v for k, v in overrides}
+    sampler = build_sampler(args.sampler, options)
+    data_range = tuple(run.config.data.get("data_range", (-1.0, 1.0)))
+    run_dir = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(os.path.abspath(args.checkpoint))
+    out = _output_folder(args.out or os.path.join(run_dir, "evaluate",
+                                                  f"{args.sampler}-seeds{seeds[0]}-{seeds[1] - 1}"))
+    label = args.sampler + "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    manifest = {"checkpoint": os.path.abspath(args.checkpoint), "step": run.step, "ema": not args.no_ema,
+                "sampler": label}
+    try:
+        with StopOnSignal() as stop, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            record = evaluate(run_sampler(run, sampler, device, data_range), _extractor(args, device), out, seeds,
+                              args.reference, metrics, shard_size=args.shard_size, batch_size=args.batch_size,
+                              manifest=manifest, overwrite=args.overwrite, stop=stop, progress=True,
+                              kid_subsets=args.kid_subsets, image_size=tuple(run.sample_shape[-2:]))
+    except EvaluationInterrupted as err:
+        print(f"scoresde evaluate: {err}", file=sys.stderr)
+        return 128 + int(err.signal)
+    for note in record["warnings"]:
+        print(f"scoresde evaluate: warning: {note}", file=sys.stderr)
+    print(json.dumps(record))
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------------------
 def _names(registry) -> str:
     return ", ".join(registry.names())
@@ -581,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
                                      epilog="Config overrides: --section.key=value or --key=value (see scoresde.app.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,inpaint,compare,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,inpaint,compare,demo,fid-stats,evaluate}")
 
     p = sub.add_parser("train", parents=[common], help="train a score model by denoising score matching",
                        description=textwrap.fill(
@@ -697,6 +790,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=120.0, help="training time budget (default 120)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("fid-stats", parents=[common], help="reference statistics (mu, sigma) of a data set for FID",
+                       description="Reference statistics for FID/KID/precision-recall: --data.name=cifar10 "
+                                   "--data.path=DIR (any image data set and its options) or --images DIR, written as "
+                                   ".npz with mu and sigma (pytorch-fid's and EDM's layout) plus the extractor's name "
+                                   "and the image size.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="the .npz file to write")
+    p.add_argument("--images", help="a folder of images instead of a data set")
+    p.add_argument("--split", default="train", choices=("train", "test"), help="which split of the data set")
+    p.add_argument("--n", type=int, help="use only the first n images (default: all)")
+    p.add_argument("--keep-features", action="store_true",
+                   help="store the features too (KID and precision/recall need them; 50k x 2048 float32 = 400 MB)")
+    p.add_argument("--extractor", default="inception",
+                   help="inception (torch-fidelity's Inception-v3 compat) or package.module:factory")
+    p.add_argument("--weights", help="local Inception weights (torch-fidelity's weights-inception-2015-12-05-"
+                                     "6726825d.pth) for offline machines; read with weights_only=True")
+    p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.set_defaults(fn=cmd_fid_stats)
+
+    p = sub.add_parser("evaluate", parents=[common], help="FID, KID, Inception score, precision/recall of a run",
+                       description="Sample a run in shards (resumable after SIGTERM: run the same command again), "
+                                   "quantize to uint8 as PNG, and compute --metrics against --reference; or evaluate "
+                                   "a folder of images (--images). Sampler options as --key=value (--steps=18). "
+                                   "Prints one JSON line with every number.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", help="a run's checkpoint.pt or folder")
+    p.add_argument("--images", help="a folder of images to evaluate instead of a run")
+    p.add_argument("--reference", help="reference statistics .npz (scoresde fid-stats, pytorch-fid or EDM)")
+    p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, isc, prc")
+    p.add_argument("--n", type=int, help="number of samples, seeds SEED .. SEED + n - 1 (default 50000)")
+    p.add_argument("--seeds", help="seed range FIRST-LAST inclusive, e.g. 0-49999 (EDM's protocol: three ranges, "
+                                   "report the minimum)")
+    p.add_argument("--seed", type=int, default=0, help="first seed with --n")
+    p.add_argument("--sampler", default="heun", help=f"one of {_names(SAMPLERS)}")
+    p.add_argument("--shard-size", type=int, default=500, help="samples per shard (one sampling batch, one file)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (of min(1000, n) samples)")
+    p.add_argument("--out", help="folder for shards and metrics.json (default: RUN/evaluate/<sampler>-seeds<range>)")
+    p.add_argument("--overwrite", action="store_true", help="discard the shards in OUT instead of resuming")
+    p.add_argument("--extractor", default="inception",
+                   help="inception (torch-fidelity's Inception-v3 compat) or package.module:factory")
+    p.add_argument("--weights", help="local Inception weights for offline machines; read with weights_only=True")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.set_defaults(fn=cmd_evaluate)
     return parser
 
 
