@@ -75,23 +75,18 @@ def test_the_fixtures_are_there_and_cover_every_sde_case():
     assert {"ncsnpp", "ddpm", "ncsn", "ncsnv2_64"} <= families
 
 
-# Their EMA (models/ema.py) keeps shadows of the parameters with requires_grad only; the Fourier embedding's W
-# (requires_grad=False) has none, so a loader that pairs shadow_params with every parameter fails on Fourier models.
-FOURIER_EMA = pytest.mark.xfail(strict=True, reason="loader pairs EMA shadows with all parameters, also Fourier W")
-
-
 def cases():
     for name in NAMES:
-        model = load_fixture(name)[0]["model"]
-        fourier = model["name"] == "ncsnpp" and model["embedding_type"] == "fourier"
-        yield pytest.param(name, True, id=f"{name}-ema", marks=[FOURIER_EMA] if fourier else [])
+        yield pytest.param(name, True, id=f"{name}-ema")
         yield pytest.param(name, False, id=f"{name}-model")
 
 
 @pytest.mark.parametrize("name, ema", list(cases()))
 def test_their_checkpoint_gives_their_score(name, ema, monkeypatch):
     """Ours from their checkpoint + config dict = their score, for the EMA and for the raw model weights; the
-    file is read with torch.load(weights_only=True) (their checkpoints are plain tensors, lists and numbers)."""
+    file is read with torch.load(weights_only=True) (their checkpoints are plain tensors, lists and numbers).
+    Their EMA keeps shadows of the parameters with requires_grad only: the Fourier embedding's fixed W (NCSN++
+    with embedding_type 'fourier', two of these fixtures) has none."""
     config, outputs = load_fixture(name)
     calls, load = [], torch.load
 
