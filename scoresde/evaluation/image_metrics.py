@@ -80,7 +80,10 @@ def fid_from_stats(mu_a, sigma_a, mu_b, sigma_b) -> float:
     covariances; pytorch-fid's ``sqrtm`` route needs an ε·I fix there and can return complex parts.
 
     Args:
-        mu_a, mu_b: means, shape (F,). sigma_a, sigma_b: covariances, shape (F, F).
+        mu_a: mean of the first set, shape (F,).
+        sigma_a: its covariance, shape (F, F).
+        mu_b: mean of the second set, shape (F,).
+        sigma_b: its covariance, shape (F, F).
     Returns:
         The distance, a float ≥ 0 (up to rounding).
     """
@@ -127,8 +130,11 @@ def fid_extrapolated(features, mu_ref, sigma_ref, fractions: Sequence[float] = (
     the trace of the root); fitting a line in 1/N on subsets of the N features extrapolates that away.
 
     Args:
-        features: (N, F) features of the generated samples; mu_ref, sigma_ref: the reference statistics.
-        fractions: subset sizes as fractions of N; seed: seed of the subset draws.
+        features: (N, F) features of the generated samples.
+        mu_ref: the reference mean (F,).
+        sigma_ref: the reference covariance (F, F).
+        fractions: subset sizes as fractions of N.
+        seed: seed of the subset draws.
     Returns:
         (FID_∞, c): the intercept, and the slope c, so that FID at n samples is ≈ FID_∞ + c/n.
     """
@@ -197,8 +203,10 @@ def precision_recall(generated, real, k: int = 3, batch_size: int = 10_000) -> T
         recall    = fraction of real samples inside the generated manifold.
 
     Args:
-        generated: (N_g, F) features of generated samples; real: (N_r, F) features of data. k: the neighbourhood
-            (3 in the paper and torch-fidelity); batch_size: rows per distance block (memory).
+        generated: (N_g, F) features of generated samples.
+        real: (N_r, F) features of data.
+        k: the neighbourhood (3 in the paper and torch-fidelity).
+        batch_size: rows per distance block (memory).
     Returns:
         (precision, recall), floats in [0, 1].
     """
