@@ -195,7 +195,7 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, b
     return torch.cat([(torch.cdist(part, centres) <= radii).any(dim=1) for part in points.split(batch_size)])
 
 
-def precision_recall(generated, real, k: int = 3, batch_size: int = 10_000) -> Tuple[float, float]:
+def precision_recall(generated, real, k: int = 3, batch_size: int = 1000) -> Tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls around
     its samples with radius the distance to the k-th nearest neighbour in the same set.
 
@@ -206,7 +206,7 @@ def precision_recall(generated, real, k: int = 3, batch_size: int = 10_000) -> T
         generated: (N_g, F) features of generated samples.
         real: (N_r, F) features of data.
         k: the neighbourhood (3 in the paper and torch-fidelity).
-        batch_size: rows per distance block (memory).
+        batch_size: rows per distance block (a block of 1000 rows against 50,000 samples is 400 MB in float64).
     Returns:
         (precision, recall), floats in [0, 1].
     """
