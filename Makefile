@@ -13,6 +13,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[test]"
+	# torch-fidelity's Inception (scoresde[metrics]) needs only torch; its declared torchvision requirement would pull
+	# a CUDA torch onto CPU machines, so the tests install it without dependencies (see docs/evaluation.md)
+	$(PIP) install -q --no-deps "torch-fidelity==0.4.0"
 	touch $@
 
 venv install: $(VENV)/.installed

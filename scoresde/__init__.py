@@ -10,6 +10,7 @@
     res = sd.solve_inverse("split_gibbs", sde, score, meas, (256, 2)) # ... against every method
 """
 from .evaluation.metrics import energy_distance, sliced_wasserstein
+from .evaluation import metrics
 from .evaluation.compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .score import Score
@@ -56,7 +57,7 @@ __all__ = [
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
     "GaussianMixture", "eight_gaussians", "LinearMeasurement", "Mask",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
-    "energy_distance", "sliced_wasserstein", "compare_samplers", "Comparison",
+    "energy_distance", "sliced_wasserstein", "metrics", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",
     "as_denoiser", "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
     "nets", "ScoreModel", "dsm_loss", "DSMLoss", "LOSSES", "sliced_score_matching_loss", "score_matching_loss",
