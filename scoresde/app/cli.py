@@ -664,8 +664,35 @@ def _names(registry) -> str:
     return ", ".join(registry.names())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; the lists of valid names in the help come from the registries."""
+def _help_keys(argv: Sequence[str]) -> str:
+    """The ``train --help`` epilog: the config keys of the components that ``argv`` chooses (``--model.net=unet``,
+    ``--data.name=digits``, ``--config FILE``), read before the help is printed; the defaults' otherwise."""
+    argv = list(argv)
+    names = [o for o in argv if o.startswith("--") and "=" in o and "." in o.split("=", 1)[0]]
+    path = None
+    for i, item in enumerate(argv):
+        if item == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif item.startswith("--config="):
+            path = item.split("=", 1)[1]
+    try:
+        overrides = [o for o in parse_overrides(names) if _is_component_name(o[0])]
+        config = load_config(path, overrides)
+    except (ConfigError, ValueError, TypeError, OSError) as err:
+        return f"(the components named on the command line are not valid: {err}; showing the defaults)\n" + \
+            describe_keys()
+    chosen = ", ".join(f"{s} {getattr(config, s)['net' if s == 'model' else 'name']}" for s in ("data", "sde", "model"))
+    return f"config keys of the chosen components ({chosen}) and their defaults:\n" + describe_keys(config)
+
+
+def _is_component_name(key: str) -> bool:
+    section, _, name = key.replace("-", "_").partition(".")
+    return (section, name) in (("data", "name"), ("sde", "name"), ("model", "net"), ("loss", "name"))
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; the lists of valid names in the help come from the registries, and ``train --help``
+    lists the options of the components that ``argv`` names (``--model.net=unet --data.name=digits``)."""
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=1,
@@ -683,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"Data sets: {_names(DATASETS)}. SDEs: {_names(SDES)}. Nets: {_names(NETS)}. "
                                    f"Parameterizations: {_names(PARAMETERIZATIONS)}. A user's class works by "
                                    "import path: --sde.name=mypkg.mymodule:MySDE.", 100),
-                       epilog="config keys (with the default components) and their defaults:\n" + describe_keys(),
+                       epilog=_help_keys(argv) + "\n\nAdd --model.net=NAME, --data.name=NAME, --sde.name=NAME "
+                              "before --help to list the keys of other components.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with sections data, sde, model, train (and loss)")
     p.add_argument("--preset", help="train one of score_sde_pytorch's configs (e.g. vp/cifar10_ddpmpp_deep_continuous; "
@@ -849,7 +877,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _command(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(argv if {"-h", "--help"} & set(argv) else ())
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()

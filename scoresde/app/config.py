@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import inspect as _inspect
 import os
+import re
+import textwrap
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -302,18 +304,34 @@ def _descriptions(obj) -> Dict[str, str]:
     """name → first line of its description in a Google-style docstring's Args / Attributes sections."""
 
     doc = _inspect.getdoc(obj) or ""
-    out, inside = {}, False
+    out, inside, name = {}, False, None
     for line in doc.splitlines():
         if line.strip() in ("Args:", "Attributes:"):
-            inside = True
+            inside, name = True, None
             continue
         if inside and line and not line.startswith(" "):
-            inside = False
-        if inside and line.startswith("    ") and not line.startswith("     ") and ":" in line:
-            name, _, text = line.strip().partition(":")
-            if name.isidentifier():
+            inside, name = False, None
+        if not inside:
+            continue
+        if line.startswith("    ") and not line.startswith("     ") and ":" in line:
+            key, _, text = line.strip().partition(":")
+            name = key if key.isidentifier() else None
+            if name is not None:
                 out[name] = text.strip()
+        elif name is not None and line.startswith("     ") and line.strip():   # a continuation line
+            out[name] = f"{out[name]} {line.strip()}".strip()
+        elif not line.strip():
+            name = None
     return out
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a description (up to a full stop followed by a capital; "e.g." does not end it)."""
+    for match in re.finditer(r"[.!?](?=\s+[A-Z`(\"])", text):
+        head = text[: match.end()]
+        if not re.search(r"\b(e\.g|i\.e|cf|vs|etc)\.$", head):
+            return head
+    return text
 
 
 def _show(value) -> str:
@@ -346,11 +364,18 @@ def describe_keys(config: Optional[RunConfig] = None, width: int = 110) -> str:
         lines.append(f"{title}:")
         for key, value in values.items():
             text = f"  --{section}.{key}={_show(value)}"
-            description = docs.get(key, "")
-            room = width - len(text) - 3
-            if description and room > 20:
-                text += "   " + (description if len(description) <= room else description[: room - 1] + "…")
-            lines.append(text)
+            description = _first_sentence(docs.get(key, ""))
+            if not description:
+                lines.append(text)
+                continue
+            indent = " " * 6
+            if len(text) + 3 + 30 <= width:       # the description beside the key, wrapped under it
+                lines.extend(textwrap.wrap(description, width, initial_indent=text + "   ",
+                                           subsequent_indent=indent, break_on_hyphens=False))
+            else:                                  # a long value: the description on the lines below
+                lines.append(text)
+                lines.extend(textwrap.wrap(description, width, initial_indent=indent, subsequent_indent=indent,
+                                           break_on_hyphens=False))
     return "\n".join(lines)
 
 

@@ -176,9 +176,9 @@ def sample_shards(folder: str, make_images: Callable[[int, int], Tuple[torch.Ten
     nfe, resumed = None, 0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .._progress import progress_bar
 
-        bar = tqdm(total=end - first, desc="evaluate", unit="sample")
+        bar = progress_bar(total=end - first, desc="evaluate", unit="sample")
     try:
         for j, s in enumerate(starts):
             count = min(shard_size, end - s)

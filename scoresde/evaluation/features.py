@@ -239,9 +239,9 @@ def extract(extractor, images: Union[Tensor, Iterable[Tensor]], batch_size: int 
     batches = images.split(int(batch_size)) if torch.is_tensor(images) else images
     out: Dict[str, list] = {}
     if progress:
-        from tqdm import tqdm
+        from .._progress import progress_bar
 
-        batches = tqdm(batches, desc="features", unit="batch", leave=False)
+        batches = progress_bar(batches, desc="features", unit="batch", leave=False)
     for batch in batches:
         if batch.dtype != torch.uint8:
             raise ValueError(f"extract takes uint8 images (see to_uint8); got {batch.dtype}")

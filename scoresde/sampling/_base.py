@@ -107,9 +107,9 @@ class Recorder:
         self.states: List[Tensor] = []
         self.bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from .._progress import progress_bar       # tqdm on a terminal, lines into a file
 
-            self.bar = tqdm(total=total, desc=desc, leave=False)
+            self.bar = progress_bar(total=total, desc=desc, leave=False)
 
     @property
     def active(self) -> bool:

@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._registry import accepts_any_keyword, signature_parameters
 from .._utils import check_device, require_float64
 from ..data import Batches, Dataset
@@ -489,7 +489,8 @@ class Trainer:
         target = c.steps if num_steps is None else self.global_step + int(num_steps)
         if c.progress and self.is_main:
 
-            self.bar = tqdm(total=target, initial=self.global_step, unit="step", desc="train", dynamic_ncols=True)
+            self.bar = progress_bar(total=target, initial=self.global_step, unit="step", desc="train",
+                                    dynamic_ncols=True)       # tqdm on a terminal, lines into a log file
         self.model.train()
         for hook in self.hooks:
             hook.start(self)
