@@ -31,6 +31,7 @@ and bits/dim of the dequantized data use Δ = 2/17: bpd = −log p(x)/(d ln 2) +
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import pickle
@@ -46,6 +47,7 @@ from .evaluation.oracle import GaussianMixture, eight_gaussians
 
 Tensor = torch.Tensor
 SampleFn = Callable[[int, Optional[torch.Generator]], Tensor]
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["Dataset", "Batches", "DATASETS", "load", "names", "rings", "checkerboard", "swiss_roll", "moons",
            "dequantize"]
@@ -219,13 +221,16 @@ class Dataset:
         labels: the class of each sample, (N,) long in 0 … num_classes − 1, or None.
         num_classes: K (default: labels.max() + 1), or None without labels.
         class_names: optional names of the K classes (an image folder's sub-folders).
+        summary: one line on how the set was read (an image folder: images and classes found, what was
+            scaled, cropped, converted or skipped), or None.
     """
 
     def __init__(self, x: Tensor, name: str = "tensor", split: str = "train",
                  data_range: Optional[Tuple[float, float]] = None, levels: Optional[int] = None,
                  dequantize: bool = False, oracle: Optional[GaussianMixture] = None,
                  sampler: Optional[SampleFn] = None, labels: Optional[Tensor] = None,
-                 num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
+                 num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+                 summary: Optional[str] = None):
         if not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1:
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (N, *D) with N >= 1 and at least one data "
@@ -243,6 +248,7 @@ class Dataset:
         self.sampler = sampler
         self.labels, self.num_classes = _dataset_labels(labels, num_classes, x.shape[0], name)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.summary = summary
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names must name the {self.num_classes} classes; got {len(self.class_names)}")
 
@@ -477,10 +483,76 @@ def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequ
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+#: Sub-folder names read as splits of an image folder (case-insensitive), never as classes.
+_SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _folder_entries(folder: str) -> Tuple[List[str], List[str], List[str]]:
+    """(image files, other files, sub-folders) directly in ``folder``, each sorted by name."""
+    images, others, folders = [], [], []
+    for entry in sorted(os.listdir(folder)):
+        full = os.path.join(folder, entry)
+        if os.path.isdir(full):
+            folders.append(entry)
+        elif entry.lower().endswith(_IMAGE_SUFFIXES):
+            images.append(full)
+        else:
+            others.append(entry)
+    return images, others, folders
+
+
+def _class_folders(folder: str) -> List[str]:
+    """The sub-folders of ``folder`` holding images, when ``folder`` holds none itself (else [])."""
+    images, _, folders = _folder_entries(folder)
+    return [] if images else [d for d in folders if _folder_entries(os.path.join(folder, d))[0]]
+
+
+def _split_source(path: str, split: str, test_fraction: float) -> Tuple[str, Optional[str], List[str]]:
+    """(folder to read, the split folder's name or None, class names shared by the splits).
+
+    A folder without images of its own whose sub-folders are named like splits (train, test, val, valid,
+    validation) holds splits: split="train" reads train/, split="test" the held-out one. Split folders beside
+    other folders of images are ambiguous and refused.
+    """
+    images, _, folders = _folder_entries(path)
+    splits = [d for d in folders if d.lower() in _SPLIT_FOLDERS["train"] + _SPLIT_FOLDERS["test"]]
+    if images or not splits:
+        return path, None, _class_folders(path)
+    others = [d for d in folders if d not in splits and _folder_entries(os.path.join(path, d))[0]]
+    if others:
+        raise ValueError(f"{path!r} holds split folders ({', '.join(splits)}) beside other sub-folders "
+                         f"({', '.join(others)}); point path= at one split (e.g. path="
+                         f"{os.path.join(path, splits[0])!r}) or move the class folders into the split folders")
+    held_out = [d for d in splits if d.lower() in _SPLIT_FOLDERS["test"]]
+    if len(held_out) > 1:
+        raise ValueError(f"{path!r} holds several held-out folders ({', '.join(held_out)}); point path= at the "
+                         f"one to use (e.g. path={os.path.join(path, held_out[0])!r}; all of it is then one set)")
+    train = [d for d in splits if d.lower() in _SPLIT_FOLDERS["train"]]
+    if held_out and test_fraction > 0:
+        raise ValueError(f"test_fraction={test_fraction} splits a folder without a held-out folder; {path!r} "
+                         f"holds {held_out[0]}/: pass test_fraction=0")
+    chosen = held_out if split == "test" and not test_fraction else train
+    if not chosen:
+        if split == "test":
+            raise ValueError(f"{path!r} has no test split: it holds {', '.join(d + '/' for d in splits)} but no "
+                             f"test/, val/, valid/ or validation/ folder (or pass test_fraction > 0)")
+        raise ValueError(f"{path!r} has no train/ folder (it holds {', '.join(d + '/' for d in splits)}); point "
+                         f"path= at the training images")
+    names = sorted({c for d in train + held_out for c in _class_folders(os.path.join(path, d))})
+    return os.path.join(path, chosen[0]), chosen[0], names
+
+
 def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_size: Optional[int],
-                  dequantize: bool, dtype) -> Dataset:
+                  dequantize: bool, dtype, crop: bool = False, resize: bool = False) -> Dataset:
     """The images directly in ``path``; or, when it holds none but has sub-folders with images, one class per
-    sub-folder (sorted by name, as torchvision's ImageFolder)."""
+    sub-folder (sorted by name, as torchvision's ImageFolder); sub-folders named like splits are splits.
+
+    Images are converted to ``mode``; with ``image_size`` an image of another size is scaled to a square of that
+    side (bilinear) when it is square, centre-cropped to a square first with ``crop``, stretched with ``resize``,
+    and refused otherwise. Files that are not images are skipped. One line (``Dataset.summary``, logged at INFO
+    on ``scoresde.data``) says how many images and classes were read and what was done to them.
+    """
     if not os.path.isdir(path):
         raise ValueError(f"no such image folder: {path!r}")
     try:
@@ -491,35 +563,86 @@ def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_
 
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' (grey) or 'RGB'; got {mode!r}")
+    if crop and resize:
+        raise ValueError("give crop=True or resize=True, not both")
+    if (crop or resize) and image_size is None:
+        raise ValueError(f"crop=True and resize=True need image_size= (the side of the square images); got "
+                         f"crop={crop}, resize={resize}, image_size=None")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1); got {test_fraction!r}")
 
-    def image_files(folder: str) -> List[str]:
-        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(_IMAGE_SUFFIXES))
-
-    files, labels, class_names = image_files(path), None, None
+    source, split_folder, class_names = _split_source(path, split, test_fraction)
+    files, skipped, _ = _folder_entries(source)
+    labels = None
+    if not files and class_names:
+        per_class = [_folder_entries(os.path.join(source, d)) if os.path.isdir(os.path.join(source, d))
+                     else ([], [], []) for d in class_names]
+        files = [f for group, _, _ in per_class for f in group]
+        skipped = [os.path.join(d, o) for d, (_, group, _) in zip(class_names, per_class) for o in group]
+        labels = torch.tensor([c for c, (group, _, _) in enumerate(per_class) for _ in group], dtype=torch.long)
+    else:
+        class_names = None
     if not files:
-        class_names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))
-                             and image_files(os.path.join(path, d)))
-        per_class = [image_files(os.path.join(path, d)) for d in class_names]
-        files = [f for group in per_class for f in group]
-        labels = torch.tensor([c for c, group in enumerate(per_class) for _ in group], dtype=torch.long)
-    if not files:
-        raise ValueError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {path!r} or in its sub-folders")
-    images = []
+        raise ValueError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {source!r} or in its sub-folders")
+    images, converted, scaled, cropped, stretched, not_square = [], {}, 0, 0, 0, []
+    side = None if image_size is None else int(image_size)
     for f in files:
         with Image.open(f) as img:
+            if img.mode != mode:
+                converted[img.mode] = converted.get(img.mode, 0) + 1
             img = img.convert(mode)
-            if image_size is not None:
-                img = img.resize((int(image_size), int(image_size)), Image.BILINEAR)
+            if side is not None and img.size != (side, side):
+                w, h = img.size
+                if w != h and crop:
+                    s = min(w, h)
+                    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+                    cropped += 1
+                elif w != h and not resize:
+                    not_square.append(f"{os.path.relpath(f, path)} is {w}×{h}")
+                    continue
+                elif w != h:
+                    stretched += 1
+                img = img.resize((side, side), Image.BILINEAR)
+                scaled += 1
             images.append(np.asarray(img, dtype=np.uint8))
+    if not_square:
+        raise ValueError(f"{len(not_square)} image(s) in {path!r} are not square like image_size={side} ("
+                         f"{not_square[0]}); pass crop=True (centre-crop to a square, then scale) or resize=True "
+                         f"(stretch to {side}×{side})")
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f"images in {path!r} have different sizes {sorted(shapes)}; pass image_size=")
     stack = torch.from_numpy(np.stack(images))
     stack = stack[:, None] if mode == "L" else stack.permute(0, 3, 1, 2)       # (N, C, H, W)
-    stack, labels = _fixed_split(stack.contiguous(), split, test_fraction, path, labels)
+    total = len(stack)
+    within = split if split_folder is None or test_fraction > 0 else "train"   # a split folder is read whole
+    stack, labels = _fixed_split(stack.contiguous(), within, test_fraction, path, labels)
+
+    where = f"image folder {path!r}"
+    if split_folder is not None:
+        where += f", split {split} from {split_folder}/"
+    if test_fraction > 0:
+        where += f", split {split}: {len(stack)} of {total} (test_fraction={test_fraction})"
+    classes = "no classes" if class_names is None else (
+        f"{len(class_names)} classes ({', '.join(class_names[:5])}{', …' if len(class_names) > 5 else ''})")
+    notes = [f"{len(stack)} images, {classes}"]
+    if scaled:
+        how = (f" ({cropped} centre-cropped to a square first)" if cropped else
+               f" ({stretched} stretched to a new aspect ratio)" if stretched else "")
+        notes.append(f"{scaled} scaled to {side}×{side}{how}")
+    if converted:
+        modes = ", ".join(f"{m}: {k}" for m, k in sorted(converted.items()))
+        alpha = ", alpha dropped" if any(m in _ALPHA_MODES for m in converted) else ""
+        notes.append(f"{sum(converted.values())} converted to {mode} ({modes}{alpha})")
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", …" if len(skipped) > 3 else "")
+        notes.append(f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} skipped ({shown})")
+    summary = f"{where}: " + "; ".join(notes)
+    _LOG.info(summary)
     return Dataset(_quantized(stack, 256, (-1.0, 1.0), dtype), name=path, split=split,
                    data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels,
-                   num_classes=None if class_names is None else len(class_names), class_names=class_names)
+                   num_classes=None if class_names is None else len(class_names), class_names=class_names,
+                   summary=summary)
 
 
 # -- CIFAR-10 from the python-version batches, read with a restricted unpickler ---------------------------------
@@ -735,13 +858,19 @@ def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[
 
 @DATASETS.register("image_folder")
 def _load_image_folder(split: str = "train", path: Optional[str] = None, mode: str = "L",
-                       image_size: Optional[int] = None, test_fraction: float = 0.0, dequantize: bool = False,
+                       image_size: Optional[int] = None, crop: bool = False, resize: bool = False,
+                       test_fraction: float = 0.0, dequantize: bool = False,
                        dtype: torch.dtype = torch.float32) -> Dataset:
     """The images in folder ``path`` (Pillow), (N, C, H, W), 256 levels over [−1, 1]; a folder of sub-folders
-    of images is labelled by sub-folder (one class each, sorted by name)."""
+    of images is labelled by sub-folder (one class each, sorted by name), except sub-folders named train, test,
+    val, valid or validation: those are the splits (split="test" reads the held-out one). ``mode`` "L" or "RGB"
+    (other modes are converted); ``image_size`` scales square images of another size to that side, ``crop``
+    centre-crops other aspect ratios to a square first, ``resize`` stretches them (without either they are
+    refused). ``Dataset.summary`` states the counts of each."""
     if path is None:
         raise ValueError("'image_folder' needs path=")
-    return _image_folder(os.fspath(path), split, test_fraction, mode, image_size, dequantize, dtype)
+    return _image_folder(os.fspath(path), split, test_fraction, mode, image_size, dequantize, dtype,
+                         crop=bool(crop), resize=bool(resize))
 
 
 def names() -> List[str]:
