@@ -215,6 +215,9 @@ def cmd_sample(args, overrides) -> int:
     label = _label_choice(args.label, num_classes)
     if args.guidance is not None and label is None:
         raise ConfigError("--guidance needs --label (the class to guide towards, or 'all')")
+    if args.save_images and len(shape) != 3:
+        raise ConfigError(f"--save-images needs image samples (C, H, W); this run's samples have shape {tuple(shape)}")
+    data_range = tuple(float(v) for v in run.config.data.get("data_range", (-1.0, 1.0)))
     n, labels, per_class = args.n, None, None
     if label == "all":
         per_class = max(1, args.n // num_classes)
@@ -244,17 +247,29 @@ def cmd_sample(args, overrides) -> int:
     png = os.path.join(args.out, "samples.png")
     what = "" if label is None else f", label {label}" + (f", guidance {args.guidance:g}" if args.guidance else "")
     x = res.x
-    try:
+    try:            # images clipped to the data range (save_samples → image_grid); 2-D points drawn as they are
         if per_class is not None and x.dim() == 4:        # one row per class
-            save_samples(x, png, title=f"{args.sampler}, NFE {res.nfe}{what}", nrow=per_class)
+            save_samples(x, png, title=f"{args.sampler}, NFE {res.nfe}{what}", nrow=per_class, data_range=data_range)
         else:
             shown = slice(0, 256) if x.dim() == 4 else slice(None)
             save_samples(x[shown], png, title=f"{args.sampler}, NFE {res.nfe}{what}",
-                         labels=None if labels is None else labels[shown])
+                         labels=None if labels is None else labels[shown], data_range=data_range)
     except ValueError:  # no picture for this shape (only 2-D points and images have one)
         png = "no figure for samples of shape " + str(tuple(x.shape[1:]))
+    written = [npz, png]
+    if args.save_images:              # scoresde evaluate's quantization: round(255 (x − a)/(b − a)), clipped
+        from ..evaluation.features import save_png, to_uint8
+
+        folder = os.path.join(args.out, "images")
+        save_png(to_uint8(x.detach().cpu(), data_range), folder)
+        written.append(os.path.join(folder, f"000000.png … {n - 1:06d}.png"))
     passes = f", {res.network_evaluations} network evaluations" if res.network_evaluations != res.nfe else ""
-    print(f"{n} samples with {args.sampler}{what} (NFE {res.nfe}{passes}, {wall:.2f} s): {npz}, {png}")
+    print(f"{n} samples with {args.sampler}{what} (NFE {res.nfe}{passes}, {wall:.2f} s): {', '.join(written)}")
+    if x.dim() == 4:
+        lo, hi = float(x.min()), float(x.max())
+        outside = float(((x < data_range[0]) | (x > data_range[1])).double().mean())
+        print(f"images clipped to the data range [{data_range[0]:g}, {data_range[1]:g}] for the PNGs; samples.npz "
+              f"holds the raw values ({lo:.3g} … {hi:.3g}, {100 * outside:.2g}% outside the range)")
     return 0
 
 
@@ -731,7 +746,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="dpm_solver",
                    help=f"one of {_names(SAMPLERS)}, or an import path package.module:Class")
     p.add_argument("--n", type=int, default=1000, help="number of samples")
-    p.add_argument("--out", default="samples", help="folder for samples.npz and samples.png")
+    p.add_argument("--out", default="samples", help="folder for samples.npz (the raw values, unclipped) and "
+                                                   "samples.png (images clipped to the data range)")
+    p.add_argument("--save-images", action="store_true",
+                   help="images: also write OUT/images/000000.png … one PNG per sample, clipped to the data range "
+                        "[a, b] and quantized as scoresde evaluate does: round(255 (x − a)/(b − a)) as uint8")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
