@@ -111,9 +111,9 @@ def test_trainer_resume_validates_everything_before_loading_anything(tmp_path):
     torch.manual_seed(1)
     fresh = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, time_embedding_dim=8), sde)
     weights = {k: v.clone() for k, v in fresh.state_dict().items()}
-    other = sd.TrainConfig(steps=3, batch_size=8, progress=False, out_dir=str(tmp_path))
-    trainer = sd.Trainer(fresh, sde, data, other)
-    with pytest.raises(ValueError, match="batch_size=16.*this run has batch_size=8"):
+    other = sd.TrainConfig(steps=3, batch_size=8, progress=False, out_dir=str(tmp_path))   # may change on resume
+    trainer = sd.Trainer(fresh, sde, data.batches(8, fresh=False), other)                 # this may not
+    with pytest.raises(ValueError, match="fresh=True.*this run has fresh=False"):
         trainer.resume()
     assert trainer.global_step == 0
     assert all(torch.equal(weights[k], v) for k, v in fresh.state_dict().items())      # nothing half-loaded

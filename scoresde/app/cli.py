@@ -40,6 +40,7 @@ from ..parameterization import PARAMETERIZATIONS
 from ..sampling import SAMPLERS
 from ..sde import SDES
 from ..training import Trainer, TrainingInterrupted
+from ..training.config import RESUMABLE_FIELDS
 from ..training.distributed import DistributedContext, exit_process
 from ..zoo import edm_training
 from ..zoo.score_sde_pytorch import bits_per_dim as zoo_bits_per_dim, from_score_sde_pytorch, run_sections
@@ -72,9 +73,11 @@ def _parse_sampler_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
 
 
 # -- subcommands ---------------------------------------------------------------------------------------------
-#: Train settings that may change when a run is resumed; everything else must match the run's config.yaml.
+#: Train settings that may change when a run is resumed: the bookkeeping (length, frequencies, device) and the
+#: optimisation settings of `scoresde.training.config.RESUMABLE_FIELDS` (lr, batch_size, …; the Trainer logs a
+#: change of those with its step). Everything else (data, SDE, architecture, loss) must match the run's config.yaml.
 RESUMABLE = ("steps", "log_every", "sample_every", "num_samples", "eval_every", "num_eval", "eval_rtol", "eval_atol",
-             "checkpoint_every", "checkpoint_seconds", "progress", "device", "out_dir")
+             "checkpoint_every", "checkpoint_seconds", "progress", "device", "out_dir") + RESUMABLE_FIELDS
 
 
 def _device(name: Optional[str]) -> str:
@@ -113,6 +116,13 @@ def _resumed_config(out: str, args, overrides) -> Optional[RunConfig]:
     return wanted
 
 
+def _show_value(value) -> str:
+    """A setting as the resume line shows it (0.0005, [0.9,0.99], None)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(_show_value, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def cmd_train(args, overrides) -> int:
 
     base = None
@@ -122,16 +132,18 @@ def cmd_train(args, overrides) -> int:
                     else run_sections(args.preset))
         except ValueError as err:
             raise ConfigError(f"--preset: {err}") from None
-    cfg = load_config(args.config, overrides, base=base)
+    if args.resume and args.overwrite:
+        raise ConfigError("give --resume or --overwrite, not both")
+    # A resumed run's overrides are checked against its own config.yaml, not against the defaults.
+    resumed = _resumed_config(_output_folder(args.out), args, overrides) if args.resume and args.out else None
+    cfg = resumed or load_config(args.config, overrides, base=base)
     default_out = os.path.join("runs", "-".join(str(getattr(cfg, s)["name"]).split(":")[-1] for s in ("data", "sde")))
     out = _output_folder(args.out or cfg.train.out_dir or default_out)
     checkpoint = os.path.join(out, "checkpoint.pt")
     if os.path.isfile(checkpoint) and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} already holds a run (checkpoint.pt): pass --resume to continue it, --overwrite to "
                           f"replace it, or another --out")
-    if args.resume and args.overwrite:
-        raise ConfigError("give --resume or --overwrite, not both")
-    if args.resume:
+    if args.resume and resumed is None:
         cfg = _resumed_config(out, args, overrides) or cfg
     cfg.train.out_dir = out
     cfg.train.device = _device(cfg.train.device)
@@ -161,7 +173,10 @@ def cmd_train(args, overrides) -> int:
     if dist.is_main:                              # checked first (the checkpoint loaded), written after
         save_config(cfg, os.path.join(out, CONFIG_NAME), extra={SAMPLE_SHAPE_KEY: list(shape)})
     if trainer.global_step and dist.is_main:
-        print(f"resumed from {trainer.last_checkpoint} at step {trainer.global_step}")
+        changed = "".join(f", {k} {_show_value(old)} -> {_show_value(new)}"
+                          for k, (old, new) in trainer.resume_changes.items())
+        print(f"resumed from {trainer.last_checkpoint} at step {trainer.global_step}"
+              + (f"; from this step on{changed[1:]}" if changed else ""))
     if trainer.global_step >= cfg.train.steps:
         if dist.is_main:
             print(f"scoresde train: nothing to do: the run in {out} is at step {trainer.global_step} >= --steps="

@@ -141,10 +141,17 @@ def trainer_state(trainer) -> Dict[str, Any]:
         "rng": {**rng_state(trainer.device), "loss_generator": trainer.loss_generator.get_state()},
         "data": trainer.batches.state_dict(),
         "config": trainer.config.to_dict(),
+        **({} if _sample_shape(trainer) is None else {"sample_shape": _sample_shape(trainer)}),
         "history": list(trainer.history),
         **({} if trainer.scaler is None else {"scaler": trainer.scaler.state_dict()}),
         **({"snapshot_emas": [ema.state_dict() for ema in extra]} if extra else {}),
     }
+
+
+def _sample_shape(trainer) -> Optional[list]:
+    """The per-sample shape D of the trainer's data (for `scoresde.load` of a run trained from Python)."""
+    x = getattr(getattr(trainer, "dataset", None), "x", None)
+    return None if x is None else [int(s) for s in x.shape[1:]]
 
 
 def check_trainer_state(trainer, state: Mapping[str, Any]) -> None:
@@ -168,9 +175,9 @@ def check_trainer_state(trainer, state: Mapping[str, Any]) -> None:
         raise ValueError(f"checkpoint's optimizer has parameter groups of sizes {[len(g['params']) for g in groups]};"
                          f" this trainer's has {[len(g['params']) for g in ours]} (another optimizer?)")
     data, batches = state["data"], trainer.batches
-    if int(data["batch_size"]) != batches.batch_size or bool(data["fresh"]) != batches.fresh:
-        raise ValueError(f"checkpoint's batch iterator has batch_size={data['batch_size']}, fresh={data['fresh']}; "
-                         f"this run has batch_size={batches.batch_size}, fresh={batches.fresh}")
+    if bool(data["fresh"]) != batches.fresh:            # the batch size may change (RESUMABLE_FIELDS), the mode not
+        raise ValueError(f"checkpoint's batch iterator has fresh={data['fresh']} (batch_size={data['batch_size']}); "
+                         f"this run has fresh={batches.fresh} (batch_size={batches.batch_size})")
 
 
 def load_trainer_state(trainer, state: Mapping[str, Any]) -> None:
@@ -184,7 +191,8 @@ def load_trainer_state(trainer, state: Mapping[str, Any]) -> None:
     trainer.global_step = int(state["step"])
     set_rng_state(state["rng"])
     trainer.loss_generator.set_state(state["rng"]["loss_generator"].cpu())
-    trainer.batches.load_state_dict(state["data"])
+    # The epoch position stays valid with another batch size: the next batch starts where the last one ended.
+    trainer.batches.load_state_dict({**state["data"], "batch_size": trainer.batches.batch_size})
     trainer.history = [dict(r) for r in state.get("history", [])]
     if trainer.scaler is not None and "scaler" in state:
         trainer.scaler.load_state_dict(state["scaler"])

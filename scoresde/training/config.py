@@ -12,6 +12,15 @@ from .._utils import parse_device
 from ..losses import TIME_DISTRIBUTIONS, check_weighting
 
 
+#: The settings that may change when a run is resumed (fine-tuning with a lower lr, a larger batch, …): how the run
+#: is optimised from the step it resumes at, not what is trained. [`scoresde.Trainer.resume`][scoresde.Trainer.resume]
+#: applies them (the optimizer's and the EMA's stored settings are replaced by the config's) and logs a change as
+#: ``{"step": n, "changed": {key: [old, new]}}``. ``ema_power`` and the snapshot settings are not among them: a
+#: power EMA's average is only that profile's when γ is the same at every step.
+RESUMABLE_FIELDS = ("lr", "batch_size", "warmup_steps", "lr_decay", "accumulate", "grad_clip", "weight_decay",
+                    "adam_betas", "ema_decay", "ema_warmup", "ema_half_life", "ema_rampup")
+
+
 @dataclass
 class TrainConfig:
     """Settings of a training run (plain values only, so they fit in a checkpoint).

@@ -5,7 +5,8 @@ snapshot, checkpoint.
 
 A hook's `Hook.after_step` runs after every optimizer step with that step's metrics (a dict with "step",
 "loss", "lr", "grad_norm"); `Hook.due` says whether its period has come. `Hook.start` and
-`Hook.end` run at the start and the (normal) end of every [`scoresde.Trainer.train`][scoresde.Trainer.train] call.
+`Hook.end` run at the start and the (normal) end of every [`scoresde.Trainer.train`][scoresde.Trainer.train] call,
+`Hook.stop` when a signal stops it (before the checkpoint of that step).
 """
 from __future__ import annotations
 
@@ -34,13 +35,17 @@ class Hook:
     def end(self, trainer) -> None:
         """At the end of a ``train()`` call that completed (not after an error)."""
 
+    def stop(self, trainer) -> None:
+        """When a signal stops ``train()`` (SIGTERM, Ctrl-C), after the current step and before its checkpoint."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(every={self.every})"
 
 
 class LogHook(Hook):
     """Record the mean loss since the last record, the learning rate, the gradient norm and steps/s, every
-    ``every`` steps and on the last step (written to ``metrics.jsonl`` by [`scoresde.Trainer.log`][scoresde.Trainer.log])."""
+    ``every`` steps, on the last step and when a signal stops training (written to ``metrics.jsonl`` by
+    [`scoresde.Trainer.log`][scoresde.Trainer.log])."""
 
     def start(self, trainer) -> None:
         self.running, self.count = 0.0, 0
@@ -49,8 +54,17 @@ class LogHook(Hook):
     def after_step(self, trainer, metrics, last):
         self.running += metrics["loss"]
         self.count += 1
-        if not (self.due(metrics["step"]) or last):
-            return
+        self.last = metrics
+        if self.due(metrics["step"]) or last:
+            self._record(trainer)
+
+    def stop(self, trainer) -> None:
+        """The partial interval since the last record (so that the checkpoint's history holds it too)."""
+        if self.count:
+            self._record(trainer)
+
+    def _record(self, trainer) -> None:
+        metrics = self.last
         elapsed = time.perf_counter() - self.start_time
         record = {"step": metrics["step"], "loss": self.running / self.count, "lr": metrics["lr"],
                   "grad_norm": metrics["grad_norm"],

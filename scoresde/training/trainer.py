@@ -48,7 +48,7 @@ from ..sde import is_linear
 from . import monitor
 from .checkpoint import (check_trainer_state, load_checkpoint, load_trainer_state, save_checkpoint, trainer_state,
                          truncate_metrics)
-from .config import TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig
 from .ema import EMA, SNAPSHOT_FOLDER, drop_snapshots_after, save_ema_snapshot, snapshot_path
 from .hooks import EMASnapshotHook, Hook, default_hooks
 from .signals import StopOnSignal
@@ -117,6 +117,14 @@ def warmup_schedule(lr: float, warmup_steps: int, decay: str = "constant",
     return schedule
 
 
+def _changes(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, List[Any]]:
+    """{key: [old, new]} of the `RESUMABLE_FIELDS` that differ between two ``TrainConfig.to_dict()``."""
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+    return {k: [plain(before[k]), plain(after[k])] for k in RESUMABLE_FIELDS
+            if k in before and plain(before[k]) != plain(after[k])}
+
+
 def _as_dataset(data, name: str) -> Dataset:
     if isinstance(data, Dataset):
         return data
@@ -172,6 +180,8 @@ class Trainer:
             itself where its power is one of them), empty unless ``config.ema_snapshot_every`` > 0.
         last_checkpoint: path of the last checkpoint written or loaded, or None.
         checkpoint_step: the step that checkpoint holds, or None.
+        resume_changes: the optimisation settings the last `resume` changed, {key: [old, new]} (logged with
+            the step as ``{"step": n, "changed": ...}``; see `scoresde.training.config.RESUMABLE_FIELDS`).
     """
 
     def __init__(self, model: nn.Module, sde, data, config: Optional[TrainConfig] = None, *,
@@ -250,6 +260,7 @@ class Trainer:
         self.history: List[Dict[str, float]] = []
         self.last_checkpoint: Optional[str] = None
         self.checkpoint_step: Optional[int] = None
+        self.resume_changes: Dict[str, List[Any]] = {}
         self.bar = None
         self._stop = StopOnSignal()
         self.stop_requested = self.checkpoint_clock_due = self.out_of_time = False
@@ -299,6 +310,7 @@ class Trainer:
 
     def _build_optimizer(self, optimizer, params) -> torch.optim.Optimizer:
         c = self.config
+        self._default_optimizer = optimizer is None
         if optimizer is None:
             return torch.optim.Adam(params, lr=c.lr, betas=c.adam_betas, weight_decay=c.weight_decay)
         if isinstance(optimizer, torch.optim.Optimizer):
@@ -504,6 +516,8 @@ class Trainer:
                     for hook in self.hooks:
                         hook.after_step(self, metrics, last=self.global_step == target or self.out_of_time)
                     if self.stop_requested:
+                        for hook in self.hooks:
+                            hook.stop(self)
                         raise self._interrupted()
                     if self.out_of_time:
                         break
@@ -625,17 +639,36 @@ class Trainer:
         """Load a checkpoint (default ``out_dir/checkpoint.pt``) and continue from its step; returns the step.
 
         The checkpoint is read with ``torch.load(weights_only=True)``. The current config is kept (e.g. a larger
-        ``steps``); the checkpoint's config is in ``load_checkpoint(path)["config"]``. Records of
+        ``steps``, or another of `scoresde.training.config.RESUMABLE_FIELDS`: lr, batch_size, … , logged as a
+        change with the step it takes effect); the checkpoint's config is in ``load_checkpoint(path)["config"]``. Records of
         ``out_dir/metrics.jsonl`` after the checkpoint's step (written by the interrupted run) are dropped, and
         so are EMA snapshots taken after it, so the resumed run does not repeat them.
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
             raise ValueError("no path given and config.out_dir is None")
-        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        state = load_checkpoint(path, map_location="cpu")
+        self.load_state_dict(state)
+        self._apply_settings()
         self.last_checkpoint, self.checkpoint_step = path, self.global_step
         self._checkpoint_time = time.monotonic()
         if self.config.out_dir is not None and self.is_main:
             truncate_metrics(os.path.join(self.config.out_dir, "metrics.jsonl"), self.global_step)
             drop_snapshots_after(self.snapshot_folder, self.global_step)
+        self.resume_changes = _changes(state.get("config") or {}, self.config.to_dict())
+        if self.resume_changes:
+            self.log({"step": self.global_step, "changed": self.resume_changes})
         return self.global_step
+
+    def _apply_settings(self) -> None:
+        """After loading a checkpoint, the config's optimisation settings replace the stored ones (a resumed run
+        may change them, `scoresde.training.config.RESUMABLE_FIELDS`): the default Adam's weight decay and betas,
+        the EMA's decay profile and batch size. The learning rate is the schedule's at every step anyway."""
+        c = self.config
+        if self._default_optimizer:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"], group["betas"] = c.weight_decay, tuple(c.adam_betas)
+        if self.ema.power is None:
+            self.ema.decay, self.ema.warmup = float(c.ema_decay), bool(c.ema_warmup)
+            self.ema.half_life, self.ema.rampup = c.ema_half_life, float(c.ema_rampup)
+        self.ema.batch_size = int(c.batch_size)
