@@ -339,15 +339,18 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
         y: the error on the vertical axis, "distance" by default (rows whose value is None are skipped).
         group: for a single table, ``group(name) -> label`` joins rows into lines (e.g. ``lambda n: n.split()[0]``);
             without it, every row is a labelled point.
-        noise_floor: drawn as a dashed horizontal line (default: the comparison's ``noise_floor``); distances
-            below it (the unbiased energy distance can be negative) are drawn on it, since they are
-            indistinguishable from the truth there. Without a floor the absolute value is drawn.
+        noise_floor: marked (default: the comparison's ``noise_floor``): on a linear axis as a grey band
+            ±floor around 0, on a log axis as a dashed line with distances below it (the unbiased energy
+            distance can be negative) drawn on it, since they are indistinguishable from the truth there. Without
+            a floor a log axis draws the absolute value.
         annotate: write row names next to points (default: when points are not grouped into lines).
         title: the axes title.
         figsize: size of a new figure.
 
     Returns:
-        the matplotlib Figure.
+        the matplotlib Figure. The error axis is linear from 0 (the distance of the truth) when the values lie
+        within a factor of 10 of each other, so that close values look close; when they span more, it is
+        logarithmic, over whole decades with their values written, and its label says so.
     """
     data = comparison_or_rows
     if noise_floor is None:
@@ -377,10 +380,13 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
     if annotate is None:
         annotate = not lines
     fig, ax = _axes(ax, figsize)
+    drawn = [_on_log_axis(v, noise_floor) for _, _, ys_ in series.values() for v in ys_]
+    log_y = max(drawn) > 10 * min(drawn)                 # spread over more than a decade: a log axis
+    place = (lambda v: _on_log_axis(v, noise_floor)) if log_y else float
     for label, (names, xs, ys) in series.items():
         order = sorted(range(len(xs)), key=lambda i: xs[i])
         px = [xs[i] for i in order]
-        py = [_on_log_axis(ys[i], noise_floor) for i in order]
+        py = [place(ys[i]) for i in order]
         if lines:
             ax.plot(px, py, marker="o", markersize=4, label=label)
         else:
@@ -388,15 +394,27 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
         if annotate:
             for i in order:
                 if names[i] is not None:
-                    ax.annotate(str(names[i]), (xs[i], _on_log_axis(ys[i], noise_floor)), fontsize=7, xytext=(3, 3),
+                    ax.annotate(str(names[i]), (xs[i], place(ys[i])), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
-    if noise_floor is not None:
-        ax.axhline(abs(float(noise_floor)), color="grey", linestyle="--", linewidth=1, label="noise floor")
-    if lines or noise_floor is not None:
+    floor = None if noise_floor is None else abs(float(noise_floor))
+    if floor is not None and log_y:
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="noise floor")
+    elif floor is not None:
+        ax.axhspan(-floor, floor, color="0.85", zorder=0, label="noise floor (±1 RMS)")
+    if lines or floor is not None:
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, LogLocator, NullFormatter, ScalarFormatter
+    if log_y:
+        ax.set_yscale("log")
+        low = min(drawn + ([floor] if floor else []))
+        ax.set_ylim(10 ** math.floor(math.log10(0.9 * low)), 10 ** math.ceil(math.log10(max(drawn))))
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+    else:                                  # from 0 (the truth's distance), or below it for negative estimates
+        values = [float(v) for _, _, ys_ in series.values() for v in ys_] + ([-floor, floor] if floor else [])
+        top = max(values)
+        ax.set_ylim(min(0.0, min(values)) - 0.05 * top * (min(values) < 0), 1.1 * top)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 
     for axis in (ax.xaxis, ax.yaxis):        # minor tick labels of a short log range overlap the major ones
         axis.set_minor_formatter(NullFormatter())
@@ -407,7 +425,10 @@ def error_vs_nfe(comparison_or_rows, ax: Optional["Axes"] = None, *, x: str = "n
         ax.xaxis.set_minor_locator(FixedLocator([]))
     xlabels = {"nfe": "NFE (score evaluations)", "wall_time": "wall time (s)"}
     ax.set_xlabel(xlabels.get(x, x))
-    ax.set_ylabel(y if noise_floor is None else f"{y} (below the noise floor: drawn on it)")
+    if log_y:
+        ax.set_ylabel(f"{y} (log scale)" + ("" if floor is None else ";\nbelow the noise floor: drawn on it"))
+    else:
+        ax.set_ylabel(f"{y} (0: the truth)")
     if title:
         ax.set_title(title)
     fig.tight_layout()
