@@ -543,6 +543,15 @@ def _split_source(path: str, split: str, test_fraction: float) -> Tuple[str, Opt
     return os.path.join(path, chosen[0]), chosen[0], names
 
 
+def has_split_folders(path: str) -> bool:
+    """Whether image folder ``path`` holds split sub-folders (train, test, val, valid, validation) and no images
+    of its own: then ``split`` chooses one; otherwise the folder (or its class sub-folders) is one set."""
+    if not os.path.isdir(path):
+        return False
+    images, _, folders = _folder_entries(path)
+    return not images and any(d.lower() in _SPLIT_FOLDERS["train"] + _SPLIT_FOLDERS["test"] for d in folders)
+
+
 def _image_folder(path: str, split: str, test_fraction: float, mode: str, image_size: Optional[int],
                   dequantize: bool, dtype, crop: bool = False, resize: bool = False) -> Dataset:
     """The images directly in ``path``; or, when it holds none but has sub-folders with images, one class per

@@ -44,7 +44,8 @@ from ..training.config import RESUMABLE_FIELDS
 from ..training.distributed import DistributedContext, exit_process
 from ..zoo import edm_training
 from ..zoo.score_sde_pytorch import bits_per_dim as zoo_bits_per_dim, from_score_sde_pytorch, run_sections
-from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_loss, build_model, build_sampler,
+from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build_evaluation_data, build_loss,
+                     build_model, build_sampler,
                      build_sde, default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .demo import run_demo
 from .runs import CONFIG_NAME, load, read_run
@@ -345,22 +346,20 @@ def cmd_likelihood(args, overrides) -> int:
         return _likelihood_score_sde_pytorch(args, overrides, device)
     run = load(args.checkpoint, device=device)
     sde, model, cfg, shape = run.sde, run.model, run.config, run.sample_shape
-    if args.data is not None:
-        cfg.set("data.name", args.data)
-    dataset = build_data(cfg, args.split)
+    dataset, evaluated = build_evaluation_data(cfg, args.data, args.split)
     if tuple(dataset.shape) != tuple(shape):
         raise ConfigError(f"data has per-sample shape {tuple(dataset.shape)} but the model was trained on {shape}")
     num_classes = getattr(model, "num_classes", None)
     label = _label_choice(args.label, num_classes)
     score, labelled, what = model, False, ""
     if label is not None and dataset.labels is None:
-        raise ConfigError(f"--label needs labelled data; {cfg.data['name']!r} has no labels")
+        raise ConfigError(f"--label needs labelled data; the {evaluated} have no labels")
     if label == "all":                            # each point under its own label: −log p(x | c)
         labelled, what = True, ", each under its own label: −log p(x | c)"
     elif label is not None:                       # the points of one class under that class
         keep = dataset.labels == label
         if not bool(keep.any()):
-            raise ConfigError(f"no {args.split} points of class {label} in {cfg.data['name']!r}")
+            raise ConfigError(f"no points of class {label} in the {evaluated}")
         dataset = Dataset(dataset.x[keep], name=dataset.name, split=dataset.split, data_range=dataset.data_range,
                           levels=dataset.levels, dequantize=dataset.dequantize, oracle=dataset.oracle)
         score, what = conditional_score(model, label), f", class {label}: −log p(x | c = {label})"
@@ -373,7 +372,7 @@ def cmd_likelihood(args, overrides) -> int:
                               device=device, labels=labelled)
     n, d = res.values.shape[0], dataset.dim
     divergence = divergence or ("exact" if d <= 16 else "hutchinson")
-    print(f"{n} {args.split} samples of {cfg.data['name']}{what}, d = {d}, divergence = {divergence}")
+    print(f"{n} {evaluated}{what}, d = {d}, divergence = {divergence}")
     print(f"NLL: {res.nll:.4f} ± {res.nll_stderr:.4f} nats per sample")
     print(f"bits/dim: {res.bpd:.4f} ± {res.bpd_stderr:.4f}"
           + (f" (dequantized, {dataset.levels} levels over {dataset.data_range})" if res.quantized else
@@ -557,6 +556,9 @@ def cmd_compare(args, overrides) -> int:
     _output_folder(args.out)
     if (args.checkpoint is None) == (args.oracle is None):
         raise ConfigError("give exactly one of --checkpoint PATH or --oracle NAME")
+    if args.oracle is not None and args.data is not None:
+        raise ConfigError(f"--data goes with --checkpoint; --oracle names the data itself; got --oracle "
+                          f"{args.oracle} --data {args.data}")
     if args.oracle is not None:
         try:
             dataset = load_data(args.oracle, "test")
@@ -571,7 +573,11 @@ def cmd_compare(args, overrides) -> int:
     else:
         run = load(args.checkpoint, device=device)
         sde, score, cfg = run.sde, run.model, run.config
-        test = build_data(cfg, "test")
+        test, evaluated = build_evaluation_data(cfg, args.data, args.split)
+        if tuple(test.shape) != tuple(run.sample_shape):
+            raise ConfigError(f"data has per-sample shape {tuple(test.shape)} but the model was trained on "
+                              f"{tuple(run.sample_shape)}")
+        print(f"reference: {len(test)} {evaluated}")
         dtype = test.x.dtype
         # A data set with an exact density gives the noise floor and the cross-entropy column too.
         reference = test.oracle.to(device=device) if test.oracle is not None else test.x.to(device)
@@ -791,7 +797,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                                "dequantization and probes (default: theirs, 5 for test, 1 for train)")
     p.add_argument("--no-ema", action="store_true", help="with --from score_sde_pytorch: the raw weights, not the EMA")
     p.add_argument("--data", help="data set name or path (default: the training data set)")
-    p.add_argument("--split", default="test", choices=("train", "test"), help="which split to evaluate")
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="which split to evaluate (a folder or file given with --data that has no split folders "
+                        "is the evaluation set: all of it is evaluated)")
     p.add_argument("--n", type=int, default=512, help="number of points evaluated (the first n)")
     p.add_argument("--batch-size", type=int, default=256, help="points per ODE solve")
     p.add_argument("--divergence", default="auto", choices=("auto",) + tuple(DIVERGENCES),
@@ -839,6 +847,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                    f"Samplers: {_names(SAMPLERS)}. With --oracle, --sde.name=... picks the SDE.")
     p.add_argument("--checkpoint")
     p.add_argument("--oracle", help="a data set with an exact density: eight_gaussians or rings")
+    p.add_argument("--data", help="with --checkpoint: the reference data, a data set name or path, as likelihood's "
+                                  "--data (default: the training data set)")
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="which split of the reference data (a folder or file given with --data that has no split "
+                        "folders is used whole)")
     p.add_argument("--samplers", nargs="+", default=["heun:steps=10", "dpm_solver:steps=10,order=2",
                                                      "dpm_solver:steps=20,order=3", "euler_maruyama:steps=200"])
     p.add_argument("--n", type=int, default=2000)

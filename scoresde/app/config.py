@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from .._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
-from ..data import DATASETS, resolve_name
+from ..data import DATASETS, has_split_folders, resolve_name
 from ..losses import LOSSES
 from ..nets import NETS
 from ..parameterization import PARAMETERIZATIONS, ScoreModel
@@ -458,16 +458,51 @@ def _build(section: str, registry: Registry, name, options: Mapping[str, Any], *
 def build_data(config: RunConfig, split: str, **overrides):
     """The data set of the config's data section (``overrides`` replace its options, e.g. ``n``)."""
 
-    options = {**config.options("data"), **overrides}
-    name, path = resolve_name(config.data["name"], options.pop("path", None))
+    return _data(config.data["name"], {**config.options("data"), **overrides}, split)
+
+
+def _data(name, options: Mapping[str, Any], split: str):
+    """A data set by name and options; its summary line (an image folder's counts) is printed once, by rank 0."""
+
+    options = dict(options)
+    name, path = resolve_name(name, options.pop("path", None))
     if path is not None:
         options["path"] = path
     if split != "train" and "dequantize" in options:
         options["dequantize"] = False          # held-out data are evaluated on their levels
     try:
-        return _build("data", DATASETS, name, options, split=split)
+        dataset = _build("data", DATASETS, name, options, split=split)
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise ConfigError(f"data: cannot read {options.get('path', name)!r}: {err}") from None
+    if getattr(dataset, "summary", None) and os.environ.get("RANK", "0") == "0":
+        print(f"data: {dataset.summary}")
+    return dataset
+
+
+def build_evaluation_data(config: RunConfig, data: Optional[str] = None, split: str = "test"):
+    """The data an evaluation command scores, and what to call it: ``(dataset, "test samples of NAME")``.
+
+    Without ``data``, the ``split`` of the run's data set. ``data`` names another set (its ``split``) or a path:
+    a folder of images or an array file given for evaluation is the evaluation set, read whole and named by its
+    path, unless it is a folder with split sub-folders (train/, test/, val/, …), whose ``split`` is read. A path
+    read by the run's loader keeps the run's options (mode, image_size, crop, resize) except ``path`` and
+    ``test_fraction``.
+    """
+
+    run_name, _ = resolve_name(config.data["name"], config.options("data").get("path"))
+    if data is None:
+        path = config.options("data").get("path")
+        return build_data(config, split), f"{split} samples of {path or run_name}"
+    name, path = resolve_name(data)
+    options = dict(config.options("data")) if name == run_name else {}
+    if path is None:                            # a registered data set: its split
+        return _data(name, options, split), f"{split} samples of {name}"
+    options.pop("test_fraction", None)
+    options["path"] = path
+    if name == "image_folder" and has_split_folders(path):
+        return _data(name, options, split), f"{split} samples of {path}"
+    options.pop("dequantize", None)             # the whole file or folder, on its levels
+    return _data(name, options, "train"), f"samples of {path} (all of it)"
 
 
 def build_sde(config: RunConfig):
