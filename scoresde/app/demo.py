@@ -64,10 +64,8 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
     score = score.double().eval()
     gen = torch.Generator().manual_seed(seed + 1)
 
-    # Samples and reverse trajectories.
-    res = DPMSolver(steps=20, order=3).sample(sde, score, (2000, 2), generator=gen, trajectory=True,
-                                                 dtype=torch.float64)
-    _save_figures(res, test.x, out)
+    # Samples and reverse trajectories, drawn by the table's FIGURE_SAMPLER row.
+    _save_figures(sde, score, test.x, out, gen)
 
     # Held-out NLL against the truth.
     x = test.x[:500].double()
@@ -79,28 +77,45 @@ def run_demo(out: str = "demo_output", seconds: float = 120.0, seed: int = 0,
           f"(same {len(x)} points under the true density: {cross:.4f})")
 
     # A small sampler comparison on the trained model.
-    samplers = {
-        "Euler–Maruyama, 200 steps": ReverseSDESampler(steps=200, backend="native"),
-        "EDM Heun, 10 steps": HeunSampler(steps=10),
-        "DDIM, 20 steps": DPMSolver(steps=20, order=1),
-        "DPM-Solver++ 3M, 10 steps": DPMSolver(steps=10, order=3),
-        "PF-ODE dopri5": ProbabilityFlowSampler(),
-    }
-    table = compare_samplers(sde, score, samplers, n=2000, reference=oracle, dtype=torch.float64, seed=seed)
+    table = compare_samplers(sde, score, comparison_samplers(), n=2000, reference=oracle, dtype=torch.float64,
+                             seed=seed)
     print("\nsampler comparison (trained model, 2000 samples; distance to fresh samples of the true mixture):")
     print(table)
     print(f"\nfigures: {os.path.join(out, 'samples.png')}, {os.path.join(out, 'trajectories.png')}")
     return 0
 
 
-def _save_figures(res, data: torch.Tensor, out: str) -> None:
+#: The row of the comparison whose samples and paths the figures show.
+FIGURE_SAMPLER = "DPM-Solver++ 3M, 10 steps"
 
+
+def comparison_samplers():
+    """The samplers of the demo's table, by row name."""
+    return {
+        "Euler–Maruyama, 200 steps": ReverseSDESampler(steps=200, backend="native"),
+        "EDM Heun, 10 steps": HeunSampler(steps=10),
+        "DDIM, 20 steps": DPMSolver(steps=20, order=1),
+        FIGURE_SAMPLER: DPMSolver(steps=10, order=3),
+        "PF-ODE dopri5": ProbabilityFlowSampler(),
+    }
+
+
+def _save_figures(sde, score, data: torch.Tensor, out: str, generator: torch.Generator, n: int = 2000):
+    """``samples.png`` (samples over the held-out data in grey) and ``trajectories.png`` (paths from the prior draw
+    x_T to the samples), both by FIGURE_SAMPLER; returns the figures by file name."""
+    x_T = sde.prior_sample((n, 2), generator=generator, dtype=torch.float64)
+    res = comparison_samplers()[FIGURE_SAMPLER].sample(sde, score, (n, 2), generator=generator, x_T=x_T,
+                                                       trajectory=True)
+    figures = {}
     for name, draw in [
-        ("samples.png", lambda ax: plot.samples(res.x, ax=ax, reference=data,
-                                                title=f"DPM-Solver++ 3M, NFE {res.nfe} (grey: data)")),
-        ("trajectories.png", lambda ax: plot.trajectories(res, ax=ax, n=60,
-                                                          title="reverse-time trajectories (prior → data)")),
+        ("samples.png", lambda ax: plot.samples(res.x, ax=ax, reference=data, title=(
+            f"{FIGURE_SAMPLER} (NFE {res.nfe}):\n{n} samples (blue) over held-out data (grey)"))),
+        ("trajectories.png", lambda ax: plot.trajectories(res, ax=ax, n=60, x_T=x_T, title=(
+            f"{FIGURE_SAMPLER}:\npaths from prior draw (grey) to sample (black)"))),
     ]:
         fig = plot.figure((4.5, 4.5))
         draw(fig.add_subplot(1, 1, 1))
+        fig.tight_layout()
         fig.savefig(os.path.join(out, name), dpi=100)
+        figures[name] = fig
+    return figures

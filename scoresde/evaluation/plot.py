@@ -102,8 +102,8 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
     Args:
         x: the samples.
         ax: draw into this axes (default: a new figure).
-        reference: optional reference samples of the same per-sample shape: small black dots on top of a
-            scatter (visible where the samples miss the data), a grey histogram underneath.
+        reference: optional reference samples of the same per-sample shape: grey dots underneath a scatter
+            (seen where the samples miss the data, never hiding the samples), a grey histogram underneath.
         title: the axes title.
         size: marker size and opacity of the scatter.
         alpha: as ``size``.
@@ -141,14 +141,15 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
         ax.set_axis_off()
     elif x.dim() == 2 and x.shape[1] == 2:
         if labels is None:
-            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=size, alpha=alpha, color="C0", label="samples")
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=size, alpha=alpha, color="C0", label="samples",
+                       zorder=2)
         else:
             for c in sorted(set(labels.tolist())):
                 mine = labels == c
                 ax.scatter(x[mine, 0].numpy(), x[mine, 1].numpy(), s=size, alpha=alpha, color=f"C{c % 10}",
-                           label=f"class {c}")
-        if ref is not None:           # on top, small and faint: where the samples miss the data it shows
-            ax.scatter(ref[:, 0].numpy(), ref[:, 1].numpy(), s=size / 2, alpha=0.35, color="k", zorder=3,
+                           label=f"class {c}", zorder=2)
+        if ref is not None:           # underneath, grey: where the samples miss the data it shows
+            ax.scatter(ref[:, 0].numpy(), ref[:, 1].numpy(), s=size, alpha=0.5, color="0.6", zorder=1,
                        label="reference")
         if ref is not None or labels is not None:
             ax.legend(fontsize=8, markerscale=4, loc="upper right")
@@ -172,7 +173,8 @@ def samples(x: Tensor, ax: Optional["Axes"] = None, *, reference: Optional[Tenso
 
 
 def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Optional[Tensor] = None, n: int = 20,
-                 dim: int = 0, title: Optional[str] = None, alpha: float = 0.6, figsize=(5.0, 4.0)) -> "Figure":
+                 dim: int = 0, title: Optional[str] = None, alpha: float = 0.6, figsize=(5.0, 4.0),
+                 x_T: Optional[Tensor] = None) -> "Figure":
     """Draw sampling paths: in the plane for 2-D data, else one coordinate against time.
 
     Args:
@@ -185,9 +187,13 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
         title: the axes title.
         alpha: line opacity.
         figsize: size of a new figure.
+        x_T: the starting state (B, *D) the sampler was given: a `SampleResult` records the state after each step,
+            so without it the paths start after the first step (2-D paths only: against time, where its time
+            is not known here, it is left out).
 
     Returns:
-        the matplotlib Figure. 2-D paths start at a grey dot (first state) and end at a black dot (last state).
+        the matplotlib Figure. 2-D paths start at a grey dot (x_T when given, else the first recorded state) and
+        end at a black dot (the last state).
     """
     if torch.is_tensor(result_or_tensor):
         states = result_or_tensor
@@ -201,6 +207,15 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
     states = _as_cpu(states, "trajectory")
     if states.dim() < 3:
         raise ValueError(f"trajectory must have shape (L, B, *D); got {tuple(states.shape)}")
+    if x_T is not None:
+        x_T = _as_cpu(x_T, "x_T")
+        if tuple(x_T.shape) != tuple(states.shape[1:]):
+            raise ValueError(f"x_T must have the shape of one state, {tuple(states.shape[1:])}; got "
+                             f"{tuple(x_T.shape)}")
+        states = torch.cat([x_T[None], states])
+        if times is not None:
+            times = torch.cat([torch.as_tensor([float("nan")], dtype=torch.float64),
+                               _as_cpu(torch.as_tensor(times), "times").reshape(-1)])
     length, batch = states.shape[0], states.shape[1]
     flat = states.reshape(length, batch, -1)[:, : max(1, int(n))]
     if times is None:
@@ -213,7 +228,8 @@ def trajectories(result_or_tensor, ax: Optional["Axes"] = None, *, times: Option
     if flat.shape[-1] == 2:
         for k in range(flat.shape[1]):
             ax.plot(flat[:, k, 0].numpy(), flat[:, k, 1].numpy(), linewidth=0.8, alpha=alpha)
-        ax.scatter(flat[0, :, 0].numpy(), flat[0, :, 1].numpy(), s=8, color="0.6", zorder=3, label="start")
+        start = "start (prior draw, t = T)" if x_T is not None else "first recorded state"
+        ax.scatter(flat[0, :, 0].numpy(), flat[0, :, 1].numpy(), s=8, color="0.6", zorder=3, label=start)
         ax.scatter(flat[-1, :, 0].numpy(), flat[-1, :, 1].numpy(), s=8, color="k", zorder=3, label="end")
         ax.legend(fontsize=8)
         ax.set_aspect("equal", adjustable="datalim")
