@@ -515,10 +515,10 @@ def _split_source(path: str, split: str, test_fraction: float) -> Tuple[str, Opt
     validation) holds splits: split="train" reads train/, split="test" the held-out one. Split folders beside
     other folders of images are ambiguous and refused.
     """
-    images, _, folders = _folder_entries(path)
-    splits = [d for d in folders if d.lower() in _SPLIT_FOLDERS["train"] + _SPLIT_FOLDERS["test"]]
-    if images or not splits:
+    if not has_split_folders(path):
         return path, None, _class_folders(path)
+    _, _, folders = _folder_entries(path)
+    splits = [d for d in folders if d.lower() in _SPLIT_FOLDERS["train"] + _SPLIT_FOLDERS["test"]]
     others = [d for d in folders if d not in splits and _folder_entries(os.path.join(path, d))[0]]
     if others:
         raise ValueError(f"{path!r} holds split folders ({', '.join(splits)}) beside other sub-folders "
@@ -916,8 +916,10 @@ def load(name: str, split: str = "train", **options) -> Dataset:
               levels over [−1, 1], labelled 0–9; the official split.
             - "array": a .npy/.npz file at ``path`` (``key`` chooses the array of an .npz, ``label_key`` its
               labels).
-            - "image_folder": the images in folder ``path`` (or, one class each, in its sub-folders);
-              ``mode`` "L" (grey) or "RGB", optional square ``image_size``.
+            - "image_folder": the images in folder ``path`` (or, one class each, in its sub-folders; sub-folders
+              named train, test, val, valid or validation are the splits); ``mode`` "L" (grey) or "RGB", optional
+              square ``image_size`` with ``crop`` or ``resize`` for other aspect ratios; ``Dataset.summary``
+              states what was found, scaled, converted and skipped.
         split: "train" or "test". 2-D sets draw the two splits from different seeds; files split by a
             fixed permutation when ``test_fraction`` > 0 (otherwise "train" is the whole file).
         **options: the loader's keyword arguments (an unknown one raises an error listing the valid ones);
