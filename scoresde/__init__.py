@@ -16,7 +16,8 @@ from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .score import Score
 from .evaluation.oracle import GaussianMixture, eight_gaussians
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
-                  RectifiedFlowSDE, ReverseSDE, ScoreSDEVESDE, SubVPSDE, VESDE, VPSDE)
+                  PRIOR_SNR_THRESHOLD, PriorMismatchWarning, RectifiedFlowSDE, ReverseSDE, ScoreSDEVESDE, SubVPSDE,
+                  VESDE, VPSDE)
 from . import conversions
 from .conversions import denoise as tweedie_denoise
 from .data import dequantize
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Score", "SDE", "LinearSDE", "LinearSDEProtocol", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "ProbabilityFlowODE",
+    "PriorMismatchWarning", "PRIOR_SNR_THRESHOLD",
     "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE", "ScoreSDEVESDE", "zoo", "from_score_sde_pytorch", "from_edm",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",

@@ -35,7 +35,7 @@ from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_fini
                      require_float64, validated_times)
 from .data import Dataset, check_quantization, dequantize
 from .guidance.conditional import conditional_score
-from .sde import NoiseLevelFlow, choose_time_variable
+from .sde import NoiseLevelFlow, check_prior, choose_time_variable
 
 Tensor = torch.Tensor
 
@@ -322,6 +322,7 @@ def log_likelihood(
                            "torch.inference_mode(); call it under torch.no_grad() or with no context instead")
 
     require_float64(x.device, "log_likelihood")
+    check_prior(sde, "log_likelihood")
     x = x.detach()
     if x.is_inference():
         x = x.clone()

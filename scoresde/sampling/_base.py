@@ -34,7 +34,7 @@ from .._registry import Registry
 from .._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_same_shape, require_float64,
                       validated_times)
 from ..score import Score, as_score
-from ..sde import Coefficients, coefficients, require_linear
+from ..sde import Coefficients, check_prior, coefficients, require_linear
 from .grids import TimeGrid, check_times
 
 Tensor = torch.Tensor
@@ -254,6 +254,7 @@ class Sampler(abc.ABC):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
         if x_T is None:
+            check_prior(sde, f"{type(self).__name__}.sample")
             x_T = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
         elif not torch.is_tensor(x_T) or not x_T.is_floating_point():
             got = f"dtype {x_T.dtype}" if torch.is_tensor(x_T) else type(x_T).__name__
