@@ -639,23 +639,26 @@ def peak_memory(device: str, box: dict):
         box["mb"] = max(peak[0], _rss_mb()) - start
 
 
-def timed(fn, device: str, repeats: int):
-    """Median seconds and peak memory (MB, max over runs) of fn() over ``repeats`` runs after one warm-up."""
-    fn()
-    seconds, memory = [], []
+def timed(fns, device: str, repeats: int):
+    """Median seconds and peak memory (MB, max over runs) of each function in ``fns`` over ``repeats`` runs after
+    one warm-up each; the functions take turns, so that a change in the machine's load hits them alike."""
+    for fn in fns:
+        fn()
+    seconds, memory = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
-        box = {}
-        gc.collect()
-        with peak_memory(device, box):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - start)
-        memory.append(box["mb"])
-    return statistics.median(seconds), max(memory)
+        for i, fn in enumerate(fns):
+            box = {}
+            gc.collect()
+            with peak_memory(device, box):
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                seconds[i].append(time.perf_counter() - start)
+            memory[i].append(box["mb"])
+    return [(statistics.median(s), max(m)) for s, m in zip(seconds, memory)]
 
 
 def speed(theirs, name: str, device: str, batch: int, repeats: int) -> None:
@@ -714,13 +717,13 @@ def speed(theirs, name: str, device: str, batch: int, repeats: int) -> None:
     if our_sde is not None:
         rows.insert(0, ("training step", their_step, our_step))
     print(f"\n{name}, batch {batch} at {config.data.image_size}x{config.data.image_size}, {device}, "
-          f"torch threads {torch.get_num_threads()}, median of {repeats} (ours via {how})")
+          f"torch threads {torch.get_num_threads()}, median of {repeats} taking turns (ours via {how}), load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     header = f"{'':18s} {'s theirs':>9s} {'s ours':>9s} {'ratio':>6s} {'MB theirs':>10s} {'MB ours':>9s} {'ratio':>6s}"
     print(header)
     print("-" * len(header))
     for label, theirs_fn, ours_fn in rows:
-        s_theirs, mb_theirs = timed(theirs_fn, device, repeats)
-        s_ours, mb_ours = timed(ours_fn, device, repeats)
+        (s_theirs, mb_theirs), (s_ours, mb_ours) = timed((theirs_fn, ours_fn), device, repeats)
         print(f"{label:18s} {s_theirs:9.3f} {s_ours:9.3f} {s_ours / s_theirs:6.2f} {mb_theirs:10.0f} "
               f"{mb_ours:9.0f} {mb_ours / max(mb_theirs, 1e-9):6.2f}", flush=True)
 
