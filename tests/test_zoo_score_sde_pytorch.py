@@ -368,3 +368,17 @@ def test_train_a_preset_then_sample_and_evaluate_their_protocol(tmp_path, capsys
                  "ve/cifar10_ncsnpp_continuous", "--data.name=cifar10", f"--data.path={data}", "--n", "2",
                  "--device", "cpu"]) == 2        # the published config's net is full size: refused, keys named
     assert "shape mismatches" in capsys.readouterr().err
+
+
+def test_refinenets_stay_discrete_whatever_the_config_says(tmp_path):
+    # their ve/ncsnv2/bedroom sets training.continuous = True, but NCSNv2 indexes its sigmas by the label
+    cfg = presets.merge(presets.get("ve/ncsnv2/bedroom"), {"model.nf": 8, "data.image_size": 32,
+                                                          "model.num_scales": 10})
+    assert cfg["training"]["continuous"] is True
+    net, _, sde, model = loaded_pair(tmp_path, cfg)
+    assert not model.continuous and not zoo.ScoreSDELoss.from_config(cfg).continuous
+    _, forced = sd.from_score_sde_pytorch(tmp_path / "checkpoint_1.pth", config=cfg, ema=False, continuous=True)
+    t = torch.tensor([1.0, 0.5])
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(forced(x, t), net(x, torch.tensor([0, 4])))    # round((1 − t)·9)

@@ -45,7 +45,8 @@ class DDPM(nn.Module):
         super().__init__()
         nf = _positive_int("nf", nf)
         ch_mult = _int_tuple("ch_mult", ch_mult)
-        num_res_blocks = _positive_int("num_res_blocks", num_res_blocks)
+        if isinstance(num_res_blocks, bool) or not isinstance(num_res_blocks, int) or num_res_blocks < 0:
+            raise ValueError(f"num_res_blocks must be a non-negative integer; got {num_res_blocks!r}")
         attn_resolutions = _int_tuple("attn_resolutions", attn_resolutions, allow_empty=True)
         image_size, channels = _positive_int("image_size", image_size), _positive_int("num_channels", num_channels)
         if not 0.0 <= dropout < 1.0:

@@ -117,8 +117,9 @@ class NIN(nn.Module):
 class GaussianFourierProjection(nn.Module):
     """Random Fourier features γ(s) = [sin(2π W s), cos(2π W s)] with fixed W ~ N(0, scale²) (NCSN++).
 
-    ``W`` (embedding_size,) is a parameter with ``requires_grad=False``, as score_sde_pytorch stores it (so it
-    is in ``parameters()`` and in EMA checkpoints). s (B,) → (B, 2·embedding_size). NCSN++ feeds s = log σ.
+    ``W`` (embedding_size,) is a parameter with ``requires_grad=False``, as score_sde_pytorch stores it: it is in
+    ``parameters()`` and the model's state dict, but not in their EMA's ``shadow_params`` (which keep only the
+    parameters that require gradients). s (B,) → (B, 2·embedding_size). NCSN++ feeds s = log σ.
     """
 
     def __init__(self, embedding_size: int = 256, scale: float = 1.0):

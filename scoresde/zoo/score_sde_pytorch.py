@@ -61,6 +61,9 @@ Tensor = torch.Tensor
 #: Their ``config.model.name`` → our network class (each has ``from_config(config)``).
 ARCHITECTURES = {"ncsnpp": NCSNpp, "ddpm": DDPM, "ncsn": NCSN, "ncsnv2_64": NCSNv2, "ncsnv2_128": NCSNv2_128,
                  "ncsnv2_256": NCSNv2_256}
+#: The RefineNets take only integer level indices (their ``ve/ncsnv2/bedroom`` says continuous, but their net indexes
+#: ``sigmas`` by the label, so it is a discrete model whatever the config says).
+DISCRETE_ONLY = ("ncsn", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256")
 SDE_NAMES = ("vpsde", "subvpsde", "vesde")
 
 
@@ -96,6 +99,15 @@ def build_sde(config: Mapping[str, Any]) -> LinearSDE:
     if name == "vesde":
         return ScoreSDEVESDE(_field(config, "model", "sigma_min"), _field(config, "model", "sigma_max"))
     raise ValueError(f"training.sde must be one of {SDE_NAMES}; got {name!r}")
+
+
+def _discrete_only(config: Mapping[str, Any]) -> bool:
+    return config["model"].get("name") in DISCRETE_ONLY
+
+
+def _continuous(config: Mapping[str, Any]) -> bool:
+    """Their ``training.continuous``, except for the RefineNets, which take level indices only."""
+    return bool(config["training"].get("continuous", True)) and not _discrete_only(config)
 
 
 def build_network(config: Mapping[str, Any]) -> nn.Module:
@@ -204,7 +216,8 @@ def from_score_sde_pytorch(checkpoint: Union[str, os.PathLike, Mapping[str, Any]
         config: the name of one of their configs (`scoresde.zoo.presets.names`, e.g.
             "vp/cifar10_ddpmpp_deep_continuous", "ve/ncsnv2/cifar10") or a nested dict of their fields.
         ema: load the EMA weights (what they sample and evaluate with) instead of the raw model's.
-        continuous: override ``training.continuous`` (their likelihood evaluates every model with True).
+        continuous: override ``training.continuous`` (their likelihood evaluates every model with True); NCSN and
+            NCSNv2 take level indices only and stay discrete.
         map_location: where the tensors go (default: where they were saved).
 
     Returns:
@@ -237,7 +250,7 @@ def from_score_sde_pytorch(checkpoint: Union[str, os.PathLike, Mapping[str, Any]
     if map_location is not None:
         net.to(map_location)
     sde = build_sde(cfg)
-    is_continuous = bool(cfg["training"].get("continuous", True)) if continuous is None else bool(continuous)
+    is_continuous = _continuous(cfg) if continuous is None else bool(continuous) and not _discrete_only(cfg)
     model = ScoreSDEModel(net, sde, is_continuous, int(_field(cfg, "model", "num_scales")),
                           bool(_field(cfg, "data", "centered")))
     model.config = cfg
@@ -332,8 +345,8 @@ class ScoreSDELoss:
         """The objective of one of their configs (a preset name or nested dict)."""
         cfg = resolve_config(config)
         training = cfg["training"]
-        return cls(bool(training.get("continuous", True)), bool(training.get("reduce_mean", False)),
-                   bool(training.get("likelihood_weighting", False)),
+        return cls(_continuous(cfg), bool(training.get("reduce_mean", False)),
+                   bool(training.get("likelihood_weighting", False)) and _continuous(cfg),
                    random_flip=bool(cfg["data"].get("random_flip", True)))
 
     def _reduce(self, values: Tensor) -> Tensor:
@@ -394,7 +407,7 @@ class ScoreSDENet(ScoreSDEModel):
 
     def __init__(self, preset: str = "vp/cifar10_ddpmpp_continuous", overrides: Optional[Dict[str, Any]] = None):
         cfg = presets.merge(presets.get(preset), overrides or {})
-        super().__init__(build_network(cfg), build_sde(cfg), bool(cfg["training"].get("continuous", True)),
+        super().__init__(build_network(cfg), build_sde(cfg), _continuous(cfg),
                          int(_field(cfg, "model", "num_scales")), bool(_field(cfg, "data", "centered")))
         self.preset, self.config = preset, cfg
 
