@@ -661,7 +661,7 @@ def timed(fns, device: str, repeats: int):
     return [(statistics.median(s), max(m)) for s, m in zip(seconds, memory)]
 
 
-def speed(theirs, name: str, device: str, batch: int, repeats: int) -> None:
+def speed(theirs, name: str, device: str, batch: int, repeats: int, likelihood: bool = False) -> None:
     """Training step and forward, ours vs theirs, on the same weights."""
     config = tiny_config(name) if name in TINY else their_config(name)
     config_arg = plain_config(config) if name in TINY else name
@@ -698,10 +698,14 @@ def speed(theirs, name: str, device: str, batch: int, repeats: int) -> None:
         their_loss(net, x0).backward()
         their_optimizer.step()
 
+    if our_sde is not None:                       # their objective exactly (their data pipeline flips, not their loss)
+        our_loss = sd.zoo.ScoreSDELoss.from_config(config_arg)
+        our_loss.random_flip = False
+
     def our_step():
         our_optimizer.zero_grad(set_to_none=True)
         model.train()
-        sd.dsm_loss(our_sde, model, x0, weighting="sigma2", eps=1e-5).backward()
+        our_loss(our_sde, model, x0, generator=generator).backward()
         our_optimizer.step()
         model.eval()
 
@@ -726,6 +730,39 @@ def speed(theirs, name: str, device: str, batch: int, repeats: int) -> None:
         (s_theirs, mb_theirs), (s_ours, mb_ours) = timed((theirs_fn, ours_fn), device, repeats)
         print(f"{label:18s} {s_theirs:9.3f} {s_ours:9.3f} {s_ours / s_theirs:6.2f} {mb_theirs:10.0f} "
               f"{mb_ours:9.0f} {mb_ours / max(mb_theirs, 1e-9):6.2f}", flush=True)
+    if likelihood and our_sde is not None:
+        likelihood_speed(theirs, config, net, model, x0, device)
+
+
+def likelihood_speed(theirs, config, net, model, x0, device: str) -> None:
+    """One bits/dim solve of the same 8-bit images each way, their protocol: their ``likelihood.get_likelihood_fn``
+    (scipy RK45 on the host, rtol = atol = 1e-5, eps = 1e-5, one Rademacher probe) against ours
+    (`scoresde.zoo.score_sde_pytorch.bits_per_dim`: torchdiffeq dopri5 on the device, same settings, integrated in t
+    as theirs, and in σ̃). Seconds, NFE and the mean bits/dim; the dequantization and probe draws differ."""
+    lib = importlib.import_module("likelihood")
+    their_sde_obj, _ = their_sde(theirs, config)
+    pixels = torch.round((x0 + 1) / 2 * 255 if config.data.centered else x0 * 255).clamp(0, 255)
+    generator = torch.Generator().manual_seed(SEED)
+    u = torch.rand(pixels.shape, generator=generator)
+    data = (pixels.cpu() + u) / 256
+    data = (2 * data - 1 if config.data.centered else data).to(device)
+    inverse_scaler = (lambda v: (v + 1) / 2) if config.data.centered else (lambda v: v)
+    fn = lib.get_likelihood_fn(their_sde_obj, inverse_scaler)
+    torch.manual_seed(SEED)
+    start = time.perf_counter()
+    bpd, _, nfe = fn(net.eval(), data)
+    their_time = time.perf_counter() - start
+    levels = sd.data.Dataset(pixels.cpu() / 255 * 2 - 1, data_range=(-1.0, 1.0), levels=256)
+    rows = [("theirs (RK45, t)", their_time, nfe, float(bpd.mean()))]
+    for variable in ("t", "sigma"):
+        start = time.perf_counter()
+        res = sd.zoo.score_sde_pytorch.bits_per_dim(model, levels, generator=torch.Generator().manual_seed(SEED),
+                                                    device=device, time_variable=variable)
+        rows.append((f"ours (dopri5, {variable})", time.perf_counter() - start, res.nfe // 1, res.bpd))
+    print(f"\nbits/dim solve, batch {x0.shape[0]}, one run each (their protocol; different dequantization/probe draws)")
+    print(f"{'':22s} {'s':>9s} {'NFE':>6s} {'bits/dim':>9s}")
+    for label, seconds, n, value in rows:
+        print(f"{label:22s} {seconds:9.2f} {n:6d} {value:9.4f}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -738,6 +775,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-high-res", action="store_true", help="leave out the 64-1024 px configs")
     parser.add_argument("--make-fixtures", nargs="?", const=FIXTURES, type=Path, metavar="DIR")
     parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--likelihood", action="store_true", help="--speed: also one bits/dim solve each way")
     parser.add_argument("--speed-config", default="vp/cifar10_ddpmpp_continuous", help="a config or tiny variant")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batch", type=int, default=None, help="default 2 (1 above 64 px; 8 with --speed)")
@@ -759,7 +797,7 @@ def main(argv=None) -> None:
             # live memory and its peak measures a step (with the default dynamic threshold freed blocks stay).
             os.execve(sys.executable, [sys.executable, *sys.argv],
                       {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)})
-        speed(theirs, args.speed_config, args.device, args.batch or 8, args.repeats)
+        speed(theirs, args.speed_config, args.device, args.batch or 8, args.repeats, args.likelihood)
         return
     print("their code is run with these shims (see _shim):\n- " + "\n- ".join(SHIMS), file=sys.stderr)
     print_table([], raw=not use_loader)

@@ -137,7 +137,9 @@ def test_iddpm_levels_and_rounding_match_theirs():
     assert torch.equal(fresh.round_sigma(levels, return_index=True), e["round_index"])
     torch.testing.assert_close(fresh.round_sigma(levels), e["u"][e["round_index"]])
     sde, score = from_edm(fixture(name))
-    assert (sde.sigma_min, sde.sigma_max) == (pytest.approx(e["u"][-2].item()), 80.0)  # generate.py's clamp at 80
+    # generate.py clamps to [0.002, 80] and rounds its grid: the levels nearest 0.002 and 80 (80.2 lies above 80)
+    top = e["u"][(e["u"] - 80).abs().argmin()].item()
+    assert (sde.sigma_min, sde.sigma_max) == (pytest.approx(e["u"][-2].item()), pytest.approx(top)) and top > 80
     torch.testing.assert_close(score.edm.round_sigma(levels), fresh.round_sigma(levels))
 
 
@@ -147,8 +149,8 @@ def test_sde_ranges_follow_their_sampler_defaults():
         den = score.edm.denoiser
         if isinstance(den, edm.VPPrecond):
             continue
-        assert sde.sigma_min == pytest.approx(max(0.002, den.sigma_min))
-        assert sde.sigma_max == pytest.approx(min(80.0, den.sigma_max))
+        ends = den.round_sigma(torch.tensor([max(0.002, den.sigma_min), min(80.0, den.sigma_max)]))
+        assert sde.sigma_min == pytest.approx(float(ends[0])) and sde.sigma_max == pytest.approx(float(ends[1]))
         assert score.edm.eps == pytest.approx(sde.sigma_min) and score.edm.sigma_max == pytest.approx(sde.T)
 
 

@@ -752,8 +752,12 @@ class EDMInfo:
 
 
 def sampling_range(denoiser: Preconditioning) -> Tuple[float, float]:
-    """The noise levels their ``edm_sampler`` uses: [max(0.002, sigma_min), min(80, sigma_max)] of the network."""
-    return max(DEFAULT_SIGMA_MIN, float(denoiser.sigma_min)), min(DEFAULT_SIGMA_MAX, float(denoiser.sigma_max))
+    """The noise levels their ``edm_sampler`` uses: [max(0.002, sigma_min), min(80, sigma_max)] of the network, each
+    end rounded by ``round_sigma`` as their grid is (iDDPM: its levels nearest 0.002 and 80, u ≈ 0.0064 and 80.2)."""
+    lo = max(DEFAULT_SIGMA_MIN, float(denoiser.sigma_min))
+    hi = min(DEFAULT_SIGMA_MAX, float(denoiser.sigma_max))
+    ends = denoiser.round_sigma(torch.tensor([lo, hi], dtype=torch.float64))
+    return float(ends[0]), float(ends[1])
 
 
 def default_sde(denoiser: Preconditioning) -> LinearSDE:
