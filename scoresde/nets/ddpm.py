@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import score_sde_layers as L
+from ._checks import count
 from .ncsnpp import _choice, _int_tuple, _positive_int, noise_levels, read_config, time_vector
 
 Tensor = torch.Tensor
@@ -45,8 +46,7 @@ class DDPM(nn.Module):
         super().__init__()
         nf = _positive_int("nf", nf)
         ch_mult = _int_tuple("ch_mult", ch_mult)
-        if isinstance(num_res_blocks, bool) or not isinstance(num_res_blocks, int) or num_res_blocks < 0:
-            raise ValueError(f"num_res_blocks must be a non-negative integer; got {num_res_blocks!r}")
+        num_res_blocks = count("num_res_blocks", num_res_blocks)
         attn_resolutions = _int_tuple("attn_resolutions", attn_resolutions, allow_empty=True)
         image_size, channels = _positive_int("image_size", image_size), _positive_int("num_channels", num_channels)
         if not 0.0 <= dropout < 1.0:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import count, positive_int, positive_ints
 from .edm_layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
 
 Tensor = torch.Tensor
@@ -25,28 +25,11 @@ Tensor = torch.Tensor
 __all__ = ["SongUNet", "DhariwalUNet"]
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-    return int(value)
+_positive_int, _count = positive_int, count
 
 
 def _int_list(name: str, value: Any, allow_empty: bool = False) -> list:
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of positive integers; got {value!r}") from None
-    if (not items and not allow_empty) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                                              for v in items):
-        raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}sequence of positive integers; "
-                         f"got {value!r}")
-    return [int(v) for v in items]
+    return list(positive_ints(name, value, allow_empty))
 
 
 def _choice(name: str, value: Any, valid: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from . import score_sde_layers as L
+from ._checks import positive_int, positive_ints
 from .fir import fir_kernel as taps_kernel
 
 Tensor = torch.Tensor
@@ -34,22 +35,7 @@ def _choice(name: str, value: Any) -> str:
     return key
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _int_tuple(name: str, value: Any, allow_empty: bool = False) -> tuple:
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of positive integers; got {value!r}") from None
-    if (not items and not allow_empty) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                                              for v in items):
-        raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}sequence of positive integers; "
-                         f"got {value!r}")
-    return tuple(int(v) for v in items)
+_positive_int, _int_tuple = positive_int, positive_ints
 
 
 def noise_levels(sigma_min: float, sigma_max: float, num_scales: int) -> Tensor:
