@@ -101,9 +101,11 @@ def test_cli_fid_stats_and_evaluate_a_run_and_an_image_folder(tmp_path, capsys):
     out = str(tmp_path / "eval")
     args = ["evaluate", "--checkpoint", run, "--n", "24", "--sampler", "ddim", "--steps=2", "--shard-size", "10",
             "--reference", ref, "--metrics", "fid,kid,isc,prc", "--extractor", tiny, "--out", out, "--device", "cpu"]
-    assert main(args) == 0
+    assert main(args + ["--bpd", "--bpd-n", "4"]) == 0       # test-set bits/dim in the same line
     captured = capsys.readouterr()
     record = json.loads(captured.out.strip().splitlines()[-1])
+    assert record["bpd_n"] == 4 and np.isfinite(record["bpd"]) and record["bpd_stderr"] > 0
+    assert record["bpd_data"] == "test samples of digits" and record["seeding"] == "sample"
     for key in ("fid", "fid_inf", "kid_mean", "kid_std", "isc_mean", "isc_std", "precision", "recall"):
         assert np.isfinite(record[key]), key
     assert record["n"] == 24 and record["seeds"] == [0, 23] and record["nfe"] == 2 and record["extractor"] == "tiny"

@@ -641,19 +641,125 @@ def cmd_fid_stats(args, overrides) -> int:
     return 0
 
 
+def _evaluate_model(args, device: str, sampler_options: Dict[str, Any], data_options: Dict[str, Any]):
+    """What `cmd_evaluate` samples and how, by ``--from``: (make_images, manifest entries, image size, bpd or None).
+
+    An EDM snapshot's sampler ends at ``score.edm.eps`` unless ``--eps=`` is given (added to ``sampler_options``,
+    so the manifest names it). ``bpd`` is a function returning test-set bits/dim entries for the JSON record (``--bpd``)."""
+    from ..interop import from_denoiser
+    from ..zoo.edm import from_edm
+    from .evaluate import run_sampler, sample_images
+
+    source = args.source
+    manifest: Dict[str, Any] = {"checkpoint": os.path.abspath(args.checkpoint), "from": source}
+    if source != "score_sde_pytorch" and args.config is not None:
+        raise ConfigError("--config is for --from score_sde_pytorch")
+    if source != "score_sde_pytorch" and data_options:
+        raise ConfigError(f"--data.* options are for --from score_sde_pytorch (use --data NAME_OR_PATH for a run); "
+                          f"got {', '.join('--data.' + k for k in data_options)}")
+    gen_seed = args.seed
+    if source == "scoresde":
+        run = load(args.checkpoint, device=device, ema=not args.no_ema)
+        sampler = build_sampler(args.sampler, sampler_options)
+        data_range = tuple(run.config.data.get("data_range", (-1.0, 1.0)))
+        make = run_sampler(run, sampler, device, data_range, seeding=args.seeding)
+        manifest.update(step=run.step, ema=not args.no_ema)
+
+        def bpd():
+            num_classes = getattr(run.model, "num_classes", None)
+            score = run.model if num_classes is None else conditional_score(run.model, num_classes)
+            dataset, evaluated = build_evaluation_data(run.config, args.data, "test")
+            res = evaluate_likelihood(run.sde, score, dataset, n=args.bpd_n, batch_size=args.batch_size,
+                                      generator=torch.Generator(device=device).manual_seed(gen_seed), device=device)
+            return {"bpd": res.bpd, "bpd_stderr": res.bpd_stderr, "bpd_n": int(res.values.shape[0]),
+                    "bpd_data": evaluated, "bpd_nfe": res.nfe}
+
+        return make, manifest, tuple(run.sample_shape[-2:]), bpd
+    if source == "score_sde_pytorch":
+        if args.config is None:
+            raise ConfigError("--from score_sde_pytorch needs --config NAME (one of their configs, e.g. "
+                              "vp/cifar10_ddpmpp_deep_continuous) or a .json/.yaml file of one")
+        config = args.config
+        if config.endswith((".json", ".yaml", ".yml")):            # their config as a nested dict in a file
+            if not os.path.isfile(config):
+                raise ConfigError(f"config file {config!r} does not exist")
+            with open(config) as fh:
+                config = yaml.safe_load(fh)                       # JSON is YAML
+        try:
+            sde, model = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
+                                                map_location=device)
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
+        data = model.config["data"]
+        shape = (int(data.get("num_channels", 3)), int(data["image_size"]), int(data["image_size"]))
+        sampler = build_sampler(args.sampler, sampler_options)
+        make = sample_images(sde, model, shape, sampler, device, model.data_range, seeding=args.seeding)
+        manifest.update(config=args.config, ema=not args.no_ema)
+
+        if args.bpd:                                      # the test data read (and checked) before sampling
+            if "name" not in data_options:
+                raise ConfigError("--bpd with --from score_sde_pytorch needs the test data: --data.name=cifar10 "
+                                  "--data.path=DIR")
+            options = {k: v for k, v in data_options.items() if k not in ("name", "path")}   # e.g. mode=RGB
+            name, path = resolve_name(data_options["name"], data_options.get("path"))
+            if path is not None:
+                options["path"] = path
+            try:
+                dataset = load_data(name, split="test", **options)
+            except (OSError, EOFError, TypeError) as err:
+                raise ConfigError(f"data: cannot read {path or name!r}: {err}") from None
+            if tuple(dataset.shape) != shape:
+                raise ConfigError(f"the test data have shape {tuple(dataset.shape)} but config {args.config!r} is "
+                                  f"for {shape}")
+
+        def bpd():
+            _, theirs = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
+                                               continuous=True, map_location=device)   # their likelihood's setting
+            res = zoo_bits_per_dim(theirs, dataset, n=args.bpd_n, batch_size=args.batch_size,
+                                   repeats=args.bpd_repeats,
+                                   generator=torch.Generator(device=device).manual_seed(gen_seed), device=device)
+            return {"bpd": res.bpd, "bpd_stderr": res.bpd_stderr, "bpd_n": int(res.values.shape[0]),
+                    "bpd_repeats": args.bpd_repeats, "bpd_data": f"test images of {path or name}",
+                    "bpd_protocol": "score_sde_pytorch", "bpd_nfe": res.nfe}
+
+        return make, manifest, shape[-2:], bpd
+    # EDM's snapshot: images in [−1, 1], samplers end at score.edm.eps unless --eps= is given
+    try:
+        sde, score = from_edm(args.checkpoint, device=device)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    info = score.edm
+    sampler = None
+    if "eps" not in sampler_options:
+        try:
+            sampler = build_sampler(args.sampler, {**sampler_options, "eps": info.eps})
+            sampler_options["eps"] = info.eps             # in the manifest's sampler label
+        except ConfigError:
+            sampler = None                                # a sampler without eps
+    if sampler is None:
+        sampler = build_sampler(args.sampler, sampler_options)
+    make = sample_images(sde, score, info.shape, sampler, device, (-1.0, 1.0), seeding=args.seeding,
+                         label_dim=info.label_dim,
+                         score_for_labels=lambda labels: from_denoiser(info.denoiser, sde, cond=labels))
+    manifest.update(preconditioning=info.preconditioning, label_dim=info.label_dim)
+    return make, manifest, tuple(info.shape[-2:]), None
+
+
 def cmd_evaluate(args, overrides) -> int:
     """FID/KID/IS/precision-recall of a run's samples (sharded, resumable) or of a folder of images: one JSON line."""
     import warnings
 
     from ..evaluation.features import read_images
     from ..training.signals import StopOnSignal
-    from .evaluate import EvaluationInterrupted, evaluate, evaluate_images, parse_metrics, parse_seeds, run_sampler
+    from .evaluate import EvaluationInterrupted, evaluate, evaluate_images, parse_metrics, parse_seeds
 
     device = _device(args.device)
     metrics = parse_metrics(args.metrics)
     if (args.checkpoint is None) == (args.images is None):
         raise ConfigError("evaluate needs exactly one of --checkpoint RUN (sample it) or --images DIR")
     if args.images is not None:
+        if args.bpd:
+            raise ConfigError("--bpd needs a model (--checkpoint), not a folder of images")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # they are in the JSON record
             record = evaluate_images(read_images(args.images), _extractor(args, device), args.reference, metrics,
@@ -669,23 +775,27 @@ def cmd_evaluate(args, overrides) -> int:
         if n < 1:
             raise ConfigError(f"--n must be a positive integer; got {n}")
         seeds = (args.seed, args.seed + n)
-    run = load(args.checkpoint, device=device, ema=not args.no_ema)
+    if args.bpd_n < 1 or args.bpd_repeats < 1:
+        raise ConfigError(f"--bpd-n and --bpd-repeats must be positive integers; got {args.bpd_n}, "
+                          f"{args.bpd_repeats}")
     options = {k.replace("-", "_"): v for k, v in overrides}
-    sampler = build_sampler(args.sampler, options)
-    data_range = tuple(run.config.data.get("data_range", (-1.0, 1.0)))
+    data_options = {k[len("data."):]: v for k, v in options.items() if k.startswith("data.")}
+    sampler_options = {k: v for k, v in options.items() if not k.startswith("data.")}
+    make_images, manifest, image_size, bpd = _evaluate_model(args, device, sampler_options, data_options)
+    if args.bpd and bpd is None:
+        raise ConfigError(f"--bpd is not available for --from {args.source} (EDM publishes no likelihood protocol)")
     run_dir = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(os.path.abspath(args.checkpoint))
     out = _output_folder(args.out or os.path.join(run_dir, "evaluate",
                                                   f"{args.sampler}-seeds{seeds[0]}-{seeds[1] - 1}"))
-    label = args.sampler + "".join(f" {k}={v}" for k, v in sorted(options.items()))
-    manifest = {"checkpoint": os.path.abspath(args.checkpoint), "step": run.step, "ema": not args.no_ema,
-                "sampler": label}
+    label = args.sampler + "".join(f" {k}={v}" for k, v in sorted(sampler_options.items()))
+    manifest.update(sampler=label, seeding=args.seeding)
     try:
         with StopOnSignal() as stop, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            record = evaluate(run_sampler(run, sampler, device, data_range), _extractor(args, device), out, seeds,
-                              args.reference, metrics, shard_size=args.shard_size, batch_size=args.batch_size,
-                              manifest=manifest, overwrite=args.overwrite, stop=stop, progress=True,
-                              kid_subsets=args.kid_subsets, image_size=tuple(run.sample_shape[-2:]))
+            record = evaluate(make_images, _extractor(args, device), out, seeds, args.reference, metrics,
+                              shard_size=args.shard_size, batch_size=args.batch_size, manifest=manifest,
+                              overwrite=args.overwrite, stop=stop, progress=True, kid_subsets=args.kid_subsets,
+                              image_size=image_size, bpd=bpd if args.bpd else None)
     except EvaluationInterrupted as err:
         print(f"scoresde evaluate: {err}", file=sys.stderr)
         return 128 + int(err.signal)
@@ -892,7 +1002,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                    "a folder of images (--images). Sampler options as --key=value (--steps=18). "
                                    "Prints one JSON line with every number.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", help="a run's checkpoint.pt or folder")
+    p.add_argument("--checkpoint", help="a run's checkpoint.pt or folder (or, with --from, their checkpoint)")
+    p.add_argument("--from", dest="source", default="scoresde", choices=("scoresde", "score_sde_pytorch", "edm"),
+                   help="whose checkpoint: a scoresde run, score_sde_pytorch's checkpoint_N.pth (with --config) or "
+                        "EDM's network-snapshot-*.pkl")
+    p.add_argument("--config", help="with --from score_sde_pytorch: the name of their config (e.g. "
+                                    "vp/cifar10_ddpmpp_deep_continuous) or a .json/.yaml file of one")
     p.add_argument("--images", help="a folder of images to evaluate instead of a run")
     p.add_argument("--reference", help="reference statistics .npz (scoresde fid-stats, pytorch-fid or EDM)")
     p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, isc, prc")
@@ -900,6 +1015,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="seed range FIRST-LAST inclusive, e.g. 0-49999 (EDM's protocol: three ranges, "
                                    "report the minimum)")
     p.add_argument("--seed", type=int, default=0, help="first seed with --n")
+    p.add_argument("--seeding", default="sample", choices=("sample", "shard"),
+                   help="sample: sample i starts from seed i (EDM's protocol; the same samples whatever the shard "
+                        "size for deterministic samplers); shard: one generator per shard, seeded by its first seed")
+    p.add_argument("--bpd", action="store_true", help="also test-set bits/dim (scoresde runs: sd.evaluate_likelihood; "
+                                                      "score_sde_pytorch: their protocol, with --data.name/--data.path)")
+    p.add_argument("--bpd-n", type=int, default=1000, help="test images for --bpd (the first n)")
+    p.add_argument("--bpd-repeats", type=int, default=5,
+                   help="with --from score_sde_pytorch: passes over the --bpd images (theirs: 5 for the test set)")
+    p.add_argument("--data", help="with --bpd for a run: the test data, a data set name or path (default: the run's)")
     p.add_argument("--sampler", default="heun", help=f"one of {_names(SAMPLERS)}")
     p.add_argument("--shard-size", type=int, default=500, help="samples per shard (one sampling batch, one file)")
     p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")

@@ -6,8 +6,8 @@ samples (or of a folder of images), sampled in shards that survive preemption.
         --reference cifar10-train.npz --metrics fid,kid,isc,prc [--weights FILE]
 
 Evaluation protocol. Sample i of the seed range belongs to shard ⌊(i − first)/shard_size⌋; each shard is drawn in
-one batch with a generator seeded by its first seed, quantized to uint8 as a PNG would hold it
-(`scoresde.evaluation.features.to_uint8`), its features computed, and images + features written atomically to
+one batch, sample i from x_T drawn with seed i (EDM's per-sample seeds; `sample_images`), quantized to uint8 as a
+PNG would hold it (`scoresde.evaluation.features.to_uint8`), its features computed, and images + features written atomically to
 ``OUT/shards/shard_NNNNN.pt``. A SIGTERM/SIGINT finishes the current shard and stops (exit 128 + signal);
 running the same command again resumes with the next missing shard, and the final features are bit for bit those
 of an uninterrupted run. ``OUT/manifest.json`` records what determines the samples (checkpoint, sampler, seeds,
@@ -213,31 +213,74 @@ def sample_shards(folder: str, make_images: Callable[[int, int], Tuple[torch.Ten
             "logits": torch.cat(parts["logits"]) if "logits" in parts else None, "nfe": nfe, "resumed": resumed}
 
 
-def run_sampler(run, sampler, device: str = "cpu", data_range: Sequence[float] = (-1.0, 1.0)):
-    """``make_images(first_seed, count)`` for `sample_shards`: ``count`` samples of ``run`` (its model; the null
-    label for a conditional one) from a generator seeded by ``first_seed``, quantized to uint8."""
+SEEDINGS = ("sample", "shard")
+
+
+def sample_images(sde, score, shape: Sequence[int], sampler, device: str = "cpu",
+                  data_range: Sequence[float] = (-1.0, 1.0), seeding: str = "sample", label_dim: int = 0,
+                  score_for_labels: Optional[Callable[[torch.Tensor], Any]] = None):
+    """``make_images(first_seed, count)`` for `sample_shards`: ``count`` samples of ``score`` on ``sde`` (one image
+    of shape ``shape`` = (C, H, W) each), mapped from ``data_range`` to pixels and quantized to uint8.
+
+    Seeding (EDM's generate.py protocol for ``"sample"``):
+        - ``"sample"``: sample i starts from x_T drawn by a CPU generator seeded with i (and, for a class-conditional
+          model, its label drawn next from the same generator), so ``--seeds 0-49999`` names the same starting
+          points whatever the shard size or device. The noise a stochastic sampler draws on the way comes from a
+          generator seeded by the shard's first seed: only deterministic samplers (Heun without churn, DDIM with
+          η = 0, DPM-Solver, the probability-flow ODE) give samples that do not depend on the shard size.
+        - ``"shard"``: one generator seeded by the shard's first seed draws the whole shard.
+        Either way a shard is a function of (first_seed, count) only, so a resumed run is bit for bit the same.
+
+    Args:
+        label_dim: number of classes of a conditional model (0: unconditional); then ``score_for_labels(labels)``
+            returns the score for integer labels (count,), drawn uniformly as their generate.py does.
+    """
+    if seeding not in SEEDINGS:
+        raise ValueError(f"seeding must be one of {', '.join(SEEDINGS)}; got {seeding!r}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        raise ValueError(f"evaluate needs image samples (C, H, W); got samples of shape {shape}")
+    if label_dim and score_for_labels is None:
+        raise ValueError("a conditional model (label_dim > 0) needs score_for_labels")
+
+    def make_images(first_seed: int, count: int):
+        gen = torch.Generator(device=device).manual_seed(int(first_seed))
+        x_T, labels = None, None
+        if seeding == "sample":
+            gens = [torch.Generator().manual_seed(int(first_seed) + i) for i in range(count)]
+            x_T = torch.cat([sde.prior_sample((1,) + shape, generator=g) for g in gens]).to(device)
+            if label_dim:
+                labels = torch.cat([torch.randint(int(label_dim), (1,), generator=g) for g in gens])
+        elif label_dim:
+            labels = torch.randint(int(label_dim), (count,), generator=gen, device=device)
+        fn = score if not label_dim else score_for_labels(labels.to(device))
+        res = sampler.sample(sde, fn, (count,) + shape, generator=gen, x_T=x_T, device=device)
+        return to_uint8(res.x.detach(), data_range), res.nfe
+
+    return make_images
+
+
+def run_sampler(run, sampler, device: str = "cpu", data_range: Sequence[float] = (-1.0, 1.0),
+                seeding: str = "sample"):
+    """`sample_images` for a scoresde run: its model (the null label for a conditional one)."""
     from ..guidance import conditional_score
 
     num_classes = getattr(run.model, "num_classes", None)
     score = run.model if num_classes is None else conditional_score(run.model, num_classes)
     if len(run.sample_shape) != 3:
         raise ValueError(f"evaluate needs image runs (C, H, W); this run's samples have shape {run.sample_shape}")
-
-    def make_images(first_seed: int, count: int):
-        gen = torch.Generator(device=device).manual_seed(int(first_seed))
-        res = sampler.sample(run.sde, score, (count,) + tuple(run.sample_shape), generator=gen, device=device)
-        return to_uint8(res.x.detach(), data_range), res.nfe
-
-    return make_images
+    return sample_images(run.sde, score, run.sample_shape, sampler, device, data_range, seeding)
 
 
 def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference: Optional[str] = None,
              metrics: Sequence[str] = ("fid",), shard_size: int = 500, batch_size: int = 100,
              manifest: Optional[Dict[str, Any]] = None, overwrite: bool = False, stop=None, progress: bool = False,
              kid_subsets: int = 100, kid_subset_size: int = 1000,
-             image_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+             image_size: Optional[Tuple[int, int]] = None,
+             bpd: Optional[Callable[[], Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Sample (sharded, resumable; `sample_shards`), then every metric against the reference; writes
-    ``OUT/metrics.json`` and returns the same record: the numbers, n, the seed range, NFE, the extractor, warnings."""
+    ``OUT/metrics.json`` and returns the same record: the numbers, n, the seed range, NFE, the extractor, warnings.
+    ``bpd()``, when given, returns test-set bits/dim entries (``bpd``, ``bpd_stderr``, …) added to the record."""
     ref = None
     if reference is not None:
         ref = load_reference(reference, extractor=extractor.name, image_size=image_size)
@@ -245,6 +288,8 @@ def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference
     got = sample_shards(out, make_images, extractor, seeds, shard_size, dict(manifest or {}), batch_size=batch_size,
                         overwrite=overwrite, stop=stop, progress=progress)
     numbers, notes = compute_metrics(got["features"], got["logits"], ref, metrics, kid_subsets, kid_subset_size)
+    if bpd is not None:
+        numbers.update(bpd())
     record = {**(manifest or {}), **numbers, "n": int(got["features"].shape[0]), "seeds": [seeds[0], seeds[1] - 1],
               "nfe": got["nfe"], "extractor": extractor.name, "reference": reference,
               "resumed_shards": got["resumed"], "seconds": round(time.perf_counter() - start, 2), "warnings": notes}
@@ -272,5 +317,5 @@ def evaluate_images(images: torch.Tensor, extractor, reference: Optional[str] = 
             "warnings": notes}
 
 
-__all__ = ["evaluate", "evaluate_images", "fid_stats", "sample_shards", "run_sampler", "build_extractor",
+__all__ = ["evaluate", "evaluate_images", "fid_stats", "sample_shards", "sample_images", "run_sampler", "SEEDINGS", "build_extractor",
            "compute_metrics", "parse_seeds", "parse_metrics", "EvaluationInterrupted", "StopOnSignal", "METRICS"]
