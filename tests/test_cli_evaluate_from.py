@@ -68,6 +68,11 @@ def test_evaluate_from_score_sde_pytorch_maps_their_0_1_samples_to_pixels(tmp_pa
     x = sampler.sample(sde, model, (3, 3, 8, 8), x_T=x_T, generator=torch.Generator().manual_seed(0)).x
     expected = (x.clamp(0, 1) * 255).round().to(torch.uint8)         # [0, 1] → pixels, not [−1, 1]
     assert torch.equal(_shard_images(out)[:3], expected)
+    first = _shard_images(out)
+    os.remove(os.path.join(out, "shards", "shard_00001.pt"))        # as if preempted after the first shard
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["resumed_shards"] == 1 and again["fid"] == record["fid"] and torch.equal(_shard_images(out), first)
     assert main(args + ["--seeding", "shard"]) == 2                  # the manifest holds the seeding
     assert "seeding 'sample' there, 'shard' now" in capsys.readouterr().err
     assert main(args[:5] + ["--n", "2", "--extractor", TINY, "--out", str(tmp_path / "x")]) == 2
