@@ -41,6 +41,7 @@ from .training import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainingInt
 from ._utils import NonFiniteError
 from .sampling import SAMPLERS, GridSearchResult, SampleResult, Sampler, TimeGrid, optimize_grid, time_grid
 from .sampling import PCSampler, ProbabilityFlowSampler, ReverseSDESampler
+from .sampling import ClipThreshold, DynamicThreshold, sdedit
 from .sampling import (DDIMSampler, DPMSolver, DPMSolverSDE, HeunSampler, AdaptiveDPMSolver, AncestralSampler,
                        DEISSampler, LMSSampler, UniPCSampler)
 from ._registry import Registry
@@ -64,7 +65,7 @@ __all__ = [
     "as_denoiser", "from_denoiser", "from_diffusers", "from_velocity", "guidance", "conditional_score", "classifier_free_guidance", "classifier_guidance", "classifier_loss",
     "nets", "ScoreModel", "dsm_loss", "DSMLoss", "LOSSES", "sliced_score_matching_loss", "score_matching_loss",
     "Sampler", "SampleResult", "time_grid", "optimize_grid", "GridSearchResult", "tweedie_denoise",
-    "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler",
+    "ReverseSDESampler", "ProbabilityFlowSampler", "PCSampler", "ClipThreshold", "DynamicThreshold", "sdedit",
     "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver", "InpaintingSampler", "SplitGibbsSampler",
     "inverse", "INVERSE_METHODS", "solve_inverse", "dps_score", "pigdm_score", "tweedie_moment_score", "red", "RedResult",
     "data", "plot", "EMA", "post_hoc_ema", "TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "NonFiniteError",

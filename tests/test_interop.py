@@ -346,3 +346,52 @@ def test_karras_sigmas_on_fractional_timesteps():
     x_T = float(sde.scale(times[:1])) * z * scheduler.init_noise_sigma
     ours = sd.HeunSampler(order=1, denoise=True).sample(sde, score, z.shape, x_T=x_T, times=times).x
     assert_relative(ours, x)
+
+
+def scheduler_test_sample():
+    """diffusers' ``SchedulerCommonTest.dummy_sample_deter``: arange(768)/768 laid out as (3, 8, 8, 4), batch last,
+    permuted to (4, 3, 8, 8)."""
+    n = 4 * 3 * 8 * 8
+    return (torch.arange(n, dtype=F64).reshape(3, 8, 8, 4) / n).permute(3, 0, 1, 2)
+
+
+def scheduler_test_model(x, timestep):
+    """diffusers' ``SchedulerCommonTest.dummy_model``: ε(x, n) = x n/(n + 1) (n the timestep)."""
+    n = timestep.reshape(-1, 1, 1, 1).to(x)
+    return x * n / (n + 1)
+
+
+@pytest.mark.parametrize("final_sigmas_type, expected", [("sigma_min", 1.1364), ("zero", None)])
+def test_dpm_solver_multistep_full_loop_with_dynamic_thresholding(final_sigmas_type, expected):
+    """diffusers' test_scheduler_dpm_multi.test_full_loop_no_noise_thres (dpmsolver++ 2M, 10 steps,
+    thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5, their dummy model and sample):
+    mean |x| = 1.1364 ± 1e-3 is their number, for a last step to timestep 0's σ (final_sigmas_type="sigma_min",
+    the rule their test was written under: our grid ends at t = 1/N). Their current default ends at σ = 0 (our
+    final denoising); both are compared with the installed diffusers too. The threshold is on x̂_0 at every
+    evaluation, so with max_value = 0.5 < 1 every prediction is clipped to ±0.5 and rescaled to ±1."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", solver_order=2,
+        prediction_type="epsilon", thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5,
+        algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=False,
+        final_sigmas_type=final_sigmas_type)
+    scheduler.set_timesteps(10)
+    x_T = scheduler_test_sample()
+    theirs = x_T.clone()
+    for timestep in scheduler.timesteps:
+        theirs = scheduler.step(scheduler_test_model(theirs, timestep), timestep, theirs).prev_sample
+    sde, score = sd.from_diffusers(scheduler_test_model, scheduler)
+    threshold = sd.DynamicThreshold(ratio=0.87, max_value=0.5)
+    times = our_times(scheduler)
+    if final_sigmas_type == "sigma_min":
+        times = torch.cat([times, times.new_tensor([1.0 / 1000])])
+        sampler = sd.DPMSolver(order=2, threshold=threshold)
+    else:
+        sampler = sd.DPMSolver(order=2, denoise=True, threshold=threshold)
+    ours = sampler.sample(sde, score, x_T.shape, x_T=x_T, times=times).x
+    assert_relative(ours, theirs)
+    if expected is not None:
+        assert abs(float(ours.abs().mean()) - expected) < 1e-3
+    unthresholded = sd.DPMSolver(order=2, denoise=final_sigmas_type == "zero").sample(
+        sde, score, x_T.shape, x_T=x_T, times=times).x
+    assert float((unthresholded - ours).norm() / ours.norm()) > 0.1          # the threshold is active

@@ -20,9 +20,12 @@ from .deis import DEISSampler
 from .ancestral import AncestralSampler
 from .dpm_adaptive import AdaptiveDPMSolver
 from .optimize import GridSearchResult, optimize_grid
+from .threshold import ClipThreshold, DynamicThreshold, Threshold
+from .edit import sdedit
 
 SAMPLERS.register("euler_maruyama", ReverseSDESampler)
 
 __all__ = ["SAMPLERS", "Sampler", "SampleResult", "TimeGrid", "GRIDS", "time_grid", "ReverseSDESampler",
            "ProbabilityFlowSampler", "PCSampler", "HeunSampler", "DPMSolver", "DDIMSampler", "DPMSolverSDE", "UniPCSampler", "LMSSampler", "DEISSampler", "AncestralSampler", "AdaptiveDPMSolver",
-           "optimize_grid", "GridSearchResult", "PREDICTORS", "CORRECTORS", "Predictor", "Corrector"]
+           "optimize_grid", "GridSearchResult", "PREDICTORS", "CORRECTORS", "Predictor", "Corrector",
+           "ClipThreshold", "DynamicThreshold", "Threshold", "sdedit"]

@@ -36,6 +36,7 @@ from .._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_finite, check_sam
 from ..score import Score, as_score
 from ..sde import Coefficients, check_prior, coefficients, require_linear
 from .grids import TimeGrid, check_times
+from .threshold import thresholded_score
 
 Tensor = torch.Tensor
 #: ``callback(step, t, x)`` is called after every solver step with the step index, the time reached
@@ -158,6 +159,17 @@ class Sampler(abc.ABC):
     needs_linear_sde = True
     schedule: TimeGrid
     denoise: bool = False
+    #: Whether the sampler forms a data prediction x̂_0 at its score evaluations and takes ``threshold=``
+    #: (`scoresde.sampling.threshold`); the others refuse it.
+    takes_threshold: ClassVar[bool] = False
+    threshold = None
+
+    def __new__(cls, *args, **kwargs):
+        if kwargs.get("threshold") is not None and not cls.takes_threshold:
+            takers = sorted({c.__name__ for c in _subclasses(Sampler) if c.takes_threshold})
+            raise TypeError(f"{cls.__name__} forms no x0 prediction to threshold; the samplers that take "
+                            f"threshold= are {', '.join(takers)}")
+        return super().__new__(cls)
 
     @classmethod
     def example(cls, **fixed) -> "Sampler":
@@ -268,7 +280,7 @@ class Sampler(abc.ABC):
         if self.needs_linear_sde:
             self._check_std(sde, coefs)
         watch = FiniteWatch(type(self).__name__, live_steps=self._reports_live())
-        counted = CountedScore(score, watch)
+        counted = CountedScore(self._thresholded(sde, score), watch)
         recorder = Recorder(trajectory, callback, progress, self._reports(grid), self.label, watch)
         try:
             with torch.no_grad(), validated_times():
@@ -284,11 +296,66 @@ class Sampler(abc.ABC):
             recorder.close()
         return recorder.result(x, counted.nfe, counted.total_network_evaluations)
 
+    def _thresholded(self, sde, score: ScoreFn) -> ScoreFn:
+        """The score the steps see: the given one, or the one whose x̂_0 is thresholded (the one place it is)."""
+        return score if self.threshold is None else thresholded_score(sde, score, self.threshold)
+
+    # -- inversion -------------------------------------------------------------------------------------
+    def _cannot_invert(self) -> Optional[str]:
+        """Why this sampler's steps cannot be run backwards (None when they can: deterministic steps)."""
+        return f"{type(self).__name__} has no deterministic steps to reverse"
+
+    def invert(self, sde, score: ScoreFn, x0: Tensor, *, times: Optional[Tensor] = None,
+               trajectory: bool = False) -> SampleResult:
+        """Encode x (at the grid's last time, eps) to x_T by the sampler's own steps run up its own grid.
+
+        The same update formulas as `sample`, on the grid reversed (eps = t_N < … < t_0 = T): the DDIM inversion
+        (diffusers' ``DDIMInverseScheduler``) for order 1 and its multistep analogues otherwise. Sampling from the
+        result on the same grid returns x to the solver's accuracy (each step is the reverse of the matching step
+        up to its local error). No final denoising is applied.
+
+        Args:
+            sde: the forward SDE.
+            score: ``score(x, t)``.
+            x0: the data to encode, (B, *D), taken as the state at the grid's last time.
+            times: the decreasing grid to reverse (default: the sampler's own).
+            trajectory: record the states, as in `sample`.
+        """
+        reason = self._cannot_invert()
+        if reason is not None:
+            raise ValueError(f"{reason}; invert takes DDIMSampler(eta=0), DPMSolver, UniPCSampler, DEISSampler and "
+                             f"HeunSampler(churn=0) (ProbabilityFlowSampler has encode)")
+        if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.dim() < 1:
+            got = f"dtype {x0.dtype}" if torch.is_tensor(x0) else type(x0).__name__
+            raise TypeError(f"x0 must be a floating-point tensor of shape (B, *D); got {got}")
+        require_linear(sde, type(self).__name__)
+        check_finite(x0, "x0")
+        grid = self.times(sde, device=x0.device) if times is None else check_times(times, sde, x0.device)
+        coefs = coefficients(sde, grid.flip(0))
+        self._check_std(sde, coefs)
+        watch = FiniteWatch(type(self).__name__, live_steps=self._reports_live())
+        counted = CountedScore(self._thresholded(sde, score), watch)
+        recorder = Recorder(trajectory, None, False, self._reports(grid), self.label, watch)
+        try:
+            with torch.no_grad(), validated_times():
+                x = self._run(sde, counted, x0, coefs, None, recorder)
+            watch.result(x, float(grid[0]))
+        except Exception as err:
+            watch.flush(cause=err)
+            raise
+        finally:
+            recorder.close()
+        return recorder.result(x, counted.nfe, counted.total_network_evaluations)
+
     @abc.abstractmethod
     def _run(self, sde, score: CountedScore, x: Tensor, grid: Coefficients, generator: Optional[torch.Generator],
              report: Recorder) -> Tensor:
         """Run from x = x_T at grid.t[0] down to grid.t[-1] (float64, decreasing) with the grid's coefficients
         (s, σ, λ, σ̃, computed once by `sample`); return the final state."""
+
+
+def _subclasses(cls) -> List[type]:
+    return [c for sub in cls.__subclasses__() for c in [sub, *_subclasses(sub)]]
 
 
 @functools.lru_cache(maxsize=None)

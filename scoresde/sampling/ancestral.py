@@ -21,6 +21,7 @@ import torch
 from .. import conversions
 from .._utils import check_choice
 from ._base import SAMPLERS, Sampler, randn_like
+from .threshold import check_threshold
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -45,14 +46,19 @@ class AncestralSampler(Sampler):
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's E[x_0 | x_eps] (k-diffusion's last step to σ = 0).
         rho: EDM's ρ, only for ``grid="edm"``.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "ancestral"
 
     def __init__(self, steps: int = 30, order: int = 1, eta: float = 1.0, s_noise: float = 1.0, grid: str = "edm",
-                 eps: float = 1e-3, denoise: bool = True, rho: float = 7.0):
+                 eps: float = 1e-3, denoise: bool = True, rho: float = 7.0,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2")

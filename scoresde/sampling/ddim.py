@@ -18,6 +18,7 @@ import torch
 from .. import conversions
 from .._utils import batch_time
 from ._base import SAMPLERS, Sampler, randn_like
+from .threshold import check_threshold
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -38,18 +39,26 @@ class DDIMSampler(Sampler):
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's E[x_0 | x_eps] (one more evaluation), as diffusers' last step to ᾱ = 1.
         rho: EDM's ρ, only for ``grid="edm"``.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6, eta=1.0)
 
+    takes_threshold = True
     label = "ddim"
 
     def __init__(self, steps: int = 20, eta: float = 0.0, grid: str = "log_snr", eps: float = 1e-3,
-                 denoise: bool = False, rho: float = 7.0):
+                 denoise: bool = False, rho: float = 7.0,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (eta >= 0 and math.isfinite(eta)):
             raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
         self.eta, self.denoise = float(eta), bool(denoise)
+
+    def _cannot_invert(self):
+        return None if self.eta == 0 else f"DDIMSampler(eta={self.eta:g}) draws noise at every step"
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         s, sigma, t_l = grid.s.tolist(), grid.sigma.tolist(), grid.t.tolist()

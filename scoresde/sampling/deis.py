@@ -23,6 +23,7 @@ import torch
 from .._utils import check_choice
 from ..sde import coefficients as grid_coefficients
 from ._base import SAMPLERS, Sampler
+from .threshold import check_threshold
 from .dpm_solver import multistep_order
 from .grids import TimeGrid, check_steps
 from .lms import adams_run
@@ -49,14 +50,19 @@ class DEISSampler(Sampler):
         rho: EDM's ρ, only for ``grid="edm"``.
         lower_order_final: diffusers' rule: below 15 steps the last step is order 1 and the one before at most 2.
         quadrature: Gauss–Legendre nodes per step for the coefficients.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "deis"
 
     def __init__(self, steps: int = 20, order: int = 3, basis: str = "t", grid: str = "log_snr", eps: float = 1e-3,
-                 denoise: bool = False, rho: float = 7.0, lower_order_final: bool = False, quadrature: int = 16):
+                 denoise: bool = False, rho: float = 7.0, lower_order_final: bool = False, quadrature: int = 16,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3, 4")
@@ -103,6 +109,9 @@ class DEISSampler(Sampler):
                 row.append(float((basis * measure[i]).sum()))
             out.append(row)
         return out
+
+    def _cannot_invert(self):
+        return None
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         return adams_run(score, x, grid, self._weights(sde, grid), report)

@@ -38,6 +38,7 @@ import torch
 from .. import conversions
 from .._utils import batch_time, check_choice
 from ._base import SAMPLERS, Sampler, randn_like
+from .threshold import check_threshold
 from .dpm_solver import intermediate_points
 from .grids import TimeGrid, check_steps
 
@@ -69,15 +70,20 @@ class DPMSolverSDE(Sampler):
         r: singlestep only: the intermediate point's fraction of the step in λ, 0 < r ≤ 1 (k-diffusion's 1/2).
         coupling: singlestep only: ``"path"`` (one Brownian path in λ, exact for the SDE), ``"sigma"``
             (k-diffusion's Brownian tree in σ̃) or ``"independent"``.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "dpm-solver-sde"
 
     def __init__(self, steps: int = 50, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,
                  grid: str = "log_snr", eps: float = 1e-3, denoise: bool = True, rho: float = 7.0,
-                 kdiffusion_3m: bool = False, multistep: bool = True, r: float = 0.5, coupling: str = "path"):
+                 kdiffusion_3m: bool = False, multistep: bool = True, r: float = 0.5, coupling: str = "path",
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")

@@ -21,6 +21,7 @@ import torch
 from .. import conversions
 from ..sde import times_at_noise_levels
 from ._base import SAMPLERS, Sampler, randn_like
+from .threshold import check_threshold
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -60,15 +61,20 @@ class HeunSampler(Sampler):
             σ̃ = 0; with ``denoise=True`` that step is the final denoising, so ``final_correction=True`` with
             ``denoise=True`` is EDM's and diffusers' ``HeunDiscreteScheduler``'s rule exactly (k-diffusion's
             ``sample_heun`` on a grid ending in σ = 0).
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "heun"
 
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = math.inf, s_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm",
-                 denoise: bool = False, order: int = 2, final_correction: bool = False):
+                 denoise: bool = False, order: int = 2, final_correction: bool = False,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool) or order not in (1, 2):
             raise ValueError(f"order must be 1 (Euler) or 2 (Heun); got {order!r}")
@@ -89,6 +95,9 @@ class HeunSampler(Sampler):
         if self.order == 1:
             return n + int(self.denoise)
         return 2 * n - 1 + int(self.final_correction) + int(self.denoise)
+
+    def _cannot_invert(self):
+        return None if self.churn == 0 else f"HeunSampler(churn={self.churn:g}) draws noise at every step"
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         t, s, sig = grid.t, grid.s, grid.noise_level                                          # σ̃_i

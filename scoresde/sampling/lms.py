@@ -18,6 +18,7 @@ import torch
 
 from .._utils import batch_time, check_choice
 from ._base import SAMPLERS, Sampler
+from .threshold import check_threshold
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -50,14 +51,19 @@ class LMSSampler(Sampler):
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's E[x_0 | x_eps].
         rho: EDM's ρ, only for ``grid="edm"``.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "lms"
 
     def __init__(self, steps: int = 20, order: int = 4, grid: str = "log_snr", eps: float = 1e-3,
-                 denoise: bool = False, rho: float = 7.0):
+                 denoise: bool = False, rho: float = 7.0,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3, 4")

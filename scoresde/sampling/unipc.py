@@ -22,6 +22,7 @@ import torch
 from .. import conversions
 from .._utils import batch_time, check_choice
 from ._base import SAMPLERS, Sampler
+from .threshold import check_threshold
 from .grids import TimeGrid, check_steps
 
 Tensor = torch.Tensor
@@ -77,15 +78,20 @@ class UniPCSampler(Sampler):
         eps: the final time, 0 < eps < T.
         denoise: finish with Tweedie's E[x_0 | x_eps] (diffusers' last step to σ = 0).
         rho: EDM's ρ, only for ``grid="edm"``.
+        threshold: `ClipThreshold` or `DynamicThreshold` applied to the data prediction x̂_0 at every score
+            evaluation (see `scoresde.sampling.threshold`); None (default) leaves the score as it is.
     """
 
     EXAMPLE = dict(steps=6)
 
+    takes_threshold = True
     label = "unipc"
 
     def __init__(self, steps: int = 20, order: int = 2, variant: str = "bh2", corrector: bool = True,
                  lower_order_final: bool = False, grid: str = "log_snr", eps: float = 1e-3, denoise: bool = False,
-                 rho: float = 7.0):
+                 rho: float = 7.0,
+                 threshold=None):
+        self.threshold = check_threshold(threshold, type(self).__name__)
         self.schedule = TimeGrid(check_steps(steps), grid, eps, rho)
         if isinstance(order, bool):
             raise ValueError(f"unknown order {order!r}; valid choices: 1, 2, 3")
@@ -119,6 +125,9 @@ class UniPCSampler(Sampler):
             total = sum(rho * d for rho, d in zip(rhos, terms))
             out = out - (s_to * B_h) * total
         return out
+
+    def _cannot_invert(self):
+        return None
 
     def _run(self, sde, score, x: Tensor, grid, generator, report) -> Tensor:
         points, t_l = grid.points(), grid.t.tolist()
