@@ -289,6 +289,22 @@ def cmd_sample(args, overrides) -> int:
     return 0
 
 
+def _load_score_sde_pytorch(args, device, continuous=None):
+    """``sd.from_score_sde_pytorch`` for ``--checkpoint`` and ``--config`` (a preset name or a .json/.yaml file of
+    their config's fields), ``--no-ema``; a missing file is a ConfigError."""
+    config = args.config
+    if config.endswith((".json", ".yaml", ".yml")):            # their config as a nested dict in a file
+        if not os.path.isfile(config):
+            raise ConfigError(f"config file {config!r} does not exist")
+        with open(config) as fh:
+            config = yaml.safe_load(fh)                       # JSON is YAML
+    try:
+        return from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema, continuous=continuous,
+                                      map_location=device)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _likelihood_score_sde_pytorch(args, overrides, device) -> int:
     """Bits/dim of a score_sde_pytorch checkpoint by their protocol (`scoresde.zoo.score_sde_pytorch.bits_per_dim`)."""
     if args.config is None:
@@ -305,17 +321,7 @@ def _likelihood_score_sde_pytorch(args, overrides, device) -> int:
     repeats = args.repeats if args.repeats is not None else (5 if args.split == "test" else 1)
     if repeats < 1:
         raise ConfigError(f"--repeats must be a positive integer; got {repeats}")
-    config = args.config
-    if config.endswith((".json", ".yaml", ".yml")):            # their config as a nested dict in a file
-        if not os.path.isfile(config):
-            raise ConfigError(f"config file {config!r} does not exist")
-        with open(config) as fh:
-            config = yaml.safe_load(fh)                       # JSON is YAML
-    try:
-        sde, model = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
-                                            continuous=True, map_location=device)
-    except FileNotFoundError as err:
-        raise ConfigError(str(err)) from None
+    sde, model = _load_score_sde_pytorch(args, device, continuous=True)
     name, path = resolve_name(data["name"], data.get("path"))
     try:
         dataset = load_data(name, split=args.split, **({"path": path} if path is not None else {}))
@@ -679,17 +685,7 @@ def _evaluate_model(args, device: str, sampler_options: Dict[str, Any], data_opt
         if args.config is None:
             raise ConfigError("--from score_sde_pytorch needs --config NAME (one of their configs, e.g. "
                               "vp/cifar10_ddpmpp_deep_continuous) or a .json/.yaml file of one")
-        config = args.config
-        if config.endswith((".json", ".yaml", ".yml")):            # their config as a nested dict in a file
-            if not os.path.isfile(config):
-                raise ConfigError(f"config file {config!r} does not exist")
-            with open(config) as fh:
-                config = yaml.safe_load(fh)                       # JSON is YAML
-        try:
-            sde, model = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
-                                                map_location=device)
-        except FileNotFoundError as err:
-            raise ConfigError(str(err)) from None
+        sde, model = _load_score_sde_pytorch(args, device)
         data = model.config["data"]
         shape = (int(data.get("num_channels", 3)), int(data["image_size"]), int(data["image_size"]))
         sampler = build_sampler(args.sampler, sampler_options)
@@ -713,8 +709,7 @@ def _evaluate_model(args, device: str, sampler_options: Dict[str, Any], data_opt
                                   f"for {shape}")
 
         def bpd():
-            _, theirs = from_score_sde_pytorch(args.checkpoint, config=config, ema=not args.no_ema,
-                                               continuous=True, map_location=device)   # their likelihood's setting
+            _, theirs = _load_score_sde_pytorch(args, device, continuous=True)   # their likelihood's setting
             res = zoo_bits_per_dim(theirs, dataset, n=args.bpd_n, batch_size=args.batch_size,
                                    repeats=args.bpd_repeats,
                                    generator=torch.Generator(device=device).manual_seed(gen_seed), device=device)
