@@ -34,10 +34,13 @@ class Score:
             1 for a plain model, 2 for classifier-free guidance on a doubled batch, more for posterior scores.
         closed_form: an exact analytic score (no network): integrated in t by default, where it is smoother.
         network: whether ``fn`` is or wraps a network (an ``nn.Module``); for information.
+        round_noise_level: for a model trained on a discrete set of noise levels (EDM's iDDPM), ``f(σ̃) -> σ̃`` giving
+            the nearest supported level σ̃ = σ/s; samplers that pick a level of their own (Heun's churn) round it
+            with this, as EDM's ``round_sigma``. None: every level is supported.
     """
 
     def __init__(self, fn: Callable, *, network_evaluations: int = 1, closed_form: bool = False,
-                 network: Optional[bool] = None):
+                 network: Optional[bool] = None, round_noise_level: Optional[Callable] = None):
         if not callable(fn):
             raise TypeError(f"a score must be a callable score(x, t); got {type(fn).__name__}")
         if isinstance(network_evaluations, bool) or not isinstance(network_evaluations, int) or network_evaluations < 0:
@@ -46,6 +49,10 @@ class Score:
         self.network_evaluations = network_evaluations
         self.closed_form = bool(closed_form)
         self.network = isinstance(fn, torch.nn.Module) if network is None else bool(network)
+        if round_noise_level is not None and not callable(round_noise_level):
+            raise TypeError(f"round_noise_level must be a callable f(level) -> level; got "
+                            f"{type(round_noise_level).__name__}")
+        self.round_noise_level = round_noise_level
 
     def __call__(self, x: Tensor, t: Tensor, *args, **kwargs) -> Tensor:
         return self.fn(x, t, *args, **kwargs)
@@ -60,7 +67,8 @@ class Score:
         """A score ``fn`` built around this one: the same closed-form flag and network, and this score's cost per
         call unless ``network_evaluations`` says otherwise (e.g. twice it for a doubled batch)."""
         per_call = self.network_evaluations if network_evaluations is None else network_evaluations
-        return Score(fn, network_evaluations=per_call, closed_form=self.closed_form, network=self.network)
+        return Score(fn, network_evaluations=per_call, closed_form=self.closed_form, network=self.network,
+                     round_noise_level=self.round_noise_level)
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
@@ -76,4 +84,5 @@ def as_score(score) -> Score:
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
     return Score(score, network_evaluations=int(getattr(score, "network_evaluations", 1)),
-                 closed_form=bool(getattr(score, "closed_form", False)), network=getattr(score, "network", None))
+                 closed_form=bool(getattr(score, "closed_form", False)), network=getattr(score, "network", None),
+                 round_noise_level=getattr(score, "round_noise_level", None))

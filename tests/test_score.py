@@ -89,3 +89,14 @@ def test_a_function_may_still_say_what_it_is_and_bad_scores_are_refused():
         sd.Score(3)
     with pytest.raises(ValueError, match="network_evaluations must be a non-negative integer"):
         sd.Score(closed, network_evaluations=-1)
+
+
+def test_round_noise_level_passes_through_wrappers_and_counters():
+    from scoresde.sampling._base import CountedScore
+
+    snap = lambda level: torch.round(level)                       # noqa: E731  (a model of integer levels)
+    score = sd.Score(lambda x, t: -x, round_noise_level=snap)
+    assert score.wrap(lambda x, t: -2 * x).round_noise_level is snap
+    assert CountedScore(score).round_noise_level is snap and sd.Score(lambda x, t: x).round_noise_level is None
+    with pytest.raises(TypeError, match="round_noise_level must be a callable"):
+        sd.Score(lambda x, t: x, round_noise_level=3)

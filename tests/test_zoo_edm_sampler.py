@@ -113,11 +113,9 @@ def assert_matches(out, expected, tol):
 EDM_SAMPLER_CASES = [c for c in CASES if CASES[c][2] is None]
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(
-        reason="their t̂ = round_sigma(σ (1 + γ)) snaps churned levels to iDDPM's u_j; HeunSampler does not round "
-               "σ̂ (measured 4e-2 relative)", strict=False)) if c == "iddpm_churn" else c
-    for c in EDM_SAMPLER_CASES])
+# iddpm_churn: their t̂ = round_sigma(σ (1 + γ)) snaps churned levels to iDDPM's u_j; from_edm's score carries
+# round_noise_level, which HeunSampler applies to σ̂ (without it: 3.6e-2 relative)
+@pytest.mark.parametrize("case", EDM_SAMPLER_CASES)
 def test_heun_reproduces_edm_sampler(case):
     out, n_levels = run_edm_sampler_twin(case)
     assert_matches(out, EXPECTED[case]["out"], tolerance(n_levels, torch.float64))

@@ -79,7 +79,7 @@ class CountedScore(Score):
     def __init__(self, score: ScoreFn, watch: Optional[FiniteWatch] = None):
         inner = as_score(score)          # called as itself: a Score subclass (another counter) keeps counting
         super().__init__(inner, network_evaluations=inner.network_evaluations, closed_form=inner.closed_form,
-                         network=inner.network)
+                         network=inner.network, round_noise_level=inner.round_noise_level)
         self.watch, self.nfe = watch, 0
 
     @property

@@ -108,6 +108,9 @@ class HeunSampler(Sampler):
             gamma = min(self.churn / n, math.sqrt(2.0) - 1.0)
             inside = (sig[:-1] >= self.s_tmin) & (sig[:-1] <= self.s_tmax)
             sig_hat[:-1] = torch.where(inside, (sig[:-1] * (1 + gamma)).clamp_max(sig[0]), sig[:-1])
+            if score.round_noise_level is not None:           # a model of discrete levels: EDM's round_sigma
+                rounded = torch.as_tensor(score.round_noise_level(sig_hat[:-1])).to(sig_hat)
+                sig_hat[:-1] = torch.where(inside, torch.maximum(rounded, sig[:-1]), sig[:-1])
             bumped = sig_hat[:-1] > sig[:-1]
             if bool(bumped.any()):
                 t_new = times_at_noise_levels(sde, sig_hat[:-1][bumped])

@@ -804,6 +804,8 @@ def from_edm(path: Union[str, os.PathLike, Any], cond: Optional[Tensor] = None, 
         sde = default_sde(denoiser)
     require_linear(sde, "from_edm")
     score = from_denoiser(denoiser, sde, cond=cond)
+    if isinstance(denoiser, iDDPMPrecond):        # Heun's churned levels are snapped to its u_j, as their sampler does
+        score.round_noise_level = denoiser.round_sigma
     lowest = torch.tensor([sampling_range(denoiser)[0]], dtype=torch.float64)
     times = torch.cat([times_at_noise_levels(sde, lowest), torch.tensor([sde.T], dtype=torch.float64)])
     levels = sde.std(times) / sde.scale(times)  # σ̃ at eps and at T
