@@ -113,3 +113,16 @@ def test_a_users_sde_net_and_sampler_by_import_path(tmp_path, monkeypatch):
     assert main(["sample", "--checkpoint", os.path.join(out, "checkpoint.pt"), "--sampler",
                  "scoresde.sampling.heun:HeunSampler", "--steps=3", "--n", "10", "--out", str(tmp_path / "s"),
                  "--device", "cpu"]) == 0
+
+
+def test_a_data_path_alone_names_its_folder_or_file(tmp_path):
+    # --data.path=DIR without --data.name: the folder is the data set, not an option of the default data set
+    (tmp_path / "imgs").mkdir()
+    cfg = load_config(None, [("data.path", str(tmp_path / "imgs"))])
+    assert cfg.data["name"] == "image_folder" and cfg.data["path"] == str(tmp_path / "imgs")
+    cfg = load_config(None, [("data.path", str(tmp_path / "x.npz"))])
+    assert cfg.data["name"] == "array" and cfg.data["path"] == str(tmp_path / "x.npz")
+    cfg = load_config(None, [("data.name", "cifar10"), ("data.path", str(tmp_path / "imgs"))])
+    assert cfg.data["name"] == "cifar10" and cfg.data["path"] == str(tmp_path / "imgs")
+    with pytest.raises(ConfigError, match="path"):
+        load_config(None, [("data.path", str(tmp_path / "missing"))])

@@ -164,6 +164,11 @@ class RunConfig:
             return
         target = getattr(self, section)
         path = None
+        if section == "data" and name == "path" and "path" not in self.keys("data"):
+            inferred, _ = resolve_name(value)          # --data.path=DIR alone: the folder or file is the data set
+            if inferred in ("image_folder", "array"):
+                self.set("data.name", value)
+                return
         if section == "data" and name == "name":     # a file or folder given as the name
 
             value, path = resolve_name(value)
