@@ -70,9 +70,14 @@ def test_output_matches_edm_with_the_same_seed(name):
     with torch.no_grad():
         y = net(*inputs(options.get("label_dim", 0), options.get("augment_dim", 0)))
     assert y.shape == (2, options["out_channels"], 8, 8) and y.dtype == torch.float64
-    assert y.sum().item() == pytest.approx(total, rel=1e-9, abs=1e-9)
-    assert y.square().sum().item() == pytest.approx(squares, rel=1e-9)
-    assert y.flatten()[:3].tolist() == pytest.approx(first, rel=1e-9, abs=1e-12)
+    # float64 everywhere but the attention's logits and softmax, which EDM (and ours) take in float32: another CPU
+    # kernel rounds them differently (u = 6e-8 on logits of size ~10², amplified through the blocks after it).
+    # Measured under ATEN_CPU_CAPABILITY=default: up to 1.3e-5 of the outputs' scale. So 1e-4 of that scale (the
+    # RMS output); a wrong layer or weight moves these statistics by O(1) of it.
+    rms = math.sqrt(squares / y.numel())
+    assert y.sum().item() == pytest.approx(total, abs=1e-4 * rms * y.numel())
+    assert y.square().sum().item() == pytest.approx(squares, rel=2e-4)
+    assert y.flatten()[:3].tolist() == pytest.approx(first, abs=1e-4 * rms)
 
 
 @pytest.mark.slow

@@ -68,3 +68,13 @@ def test_the_guided_network_count_is_kept_and_samplers_without_an_x0_step_refuse
             cls(threshold=sd.ClipThreshold())
     with pytest.raises(TypeError, match="ClipThreshold"):
         sd.DPMSolver(threshold=1.0)
+
+
+def test_a_thresholded_score_keeps_what_the_score_says_about_itself():
+    # e.g. iDDPM's round_noise_level, which Heun's churn needs (from_edm sets it)
+    from scoresde.sampling.threshold import thresholded_score
+
+    snap = lambda level: torch.round(level)                       # noqa: E731
+    score = sd.Score(lambda x, t: -x, network_evaluations=2, round_noise_level=snap)
+    wrapped = thresholded_score(sd.VPSDE(), score, sd.ClipThreshold(1.0))
+    assert wrapped.round_noise_level is snap and wrapped.network_evaluations == 2

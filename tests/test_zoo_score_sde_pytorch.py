@@ -60,7 +60,7 @@ def test_vp_continuous_is_minus_the_net_at_999t_over_their_std(tmp_path):
     net, model = net.double(), model.double()
     t = torch.tensor([1e-3, 0.1, 0.5, 1.0], dtype=torch.float64)
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    std = torch.sqrt(1 - torch.exp(-integrated_beta(t)))
+    std = torch.sqrt(-torch.expm1(-integrated_beta(t)))        # √(1 − e^{−B}) without cancellation at small t
     with torch.no_grad():
         expected = -net(x, 999 * t) / std[:, None, None, None]
         got = model(x, t)
@@ -76,7 +76,7 @@ def test_subvp_always_takes_999t_and_its_std_is_one_minus_exp(tmp_path):
     net, model = net.double(), model.double()
     t = torch.tensor([0.01, 0.3, 0.9], dtype=torch.float64)
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    std = 1 - torch.exp(-integrated_beta(t))
+    std = -torch.expm1(-integrated_beta(t))
     with torch.no_grad():
         assert torch.allclose(model(x, t), -net(x, 999 * t) / std[:, None, None, None], rtol=1e-12, atol=0)
 
@@ -209,6 +209,17 @@ def test_every_preset_builds_its_sde_and_names_a_known_architecture():
 
 
 # -- their training objectives against the Gaussian truth ------------------------------------------------------
+def ddpm_abar(n):
+    """DDPM's ᾱ_n for their β_k = linspace(0.1/N, 20/N, N), in float64 (theirs rounds in float32: ≪ the tests' SE)."""
+    return torch.cumprod(1 - torch.linspace(0.1 / n, 20.0 / n, n, dtype=torch.float64), 0)
+
+
+def smld_levels(sde, n):
+    """SMLD's σ_i, largest first: σ_max (σ_min/σ_max)^{i/(N−1)}."""
+    i = torch.arange(n, dtype=torch.float64)
+    return sde.sigma_max * (sde.sigma_min / sde.sigma_max) ** (i / (n - 1))
+
+
 class GaussianNet(torch.nn.Module):
     """The exact network output for data N(0, v0 I) under each of their labelings: ε̂ = σ x/V (VP; V = s² v0 + σ²),
     or the score −x/V (VE), given only what their net receives (x and the label)."""
@@ -223,10 +234,10 @@ class GaussianNet(torch.nn.Module):
             t = label / 999
             s, sigma = self.sde.scale(t), self.sde.std(t)
         elif self.kind == "vp_discrete":
-            abar = zoo.ddpm_alphas_cumprod(0.1, 20.0, self.num_scales).double()[label]
+            abar = ddpm_abar(self.num_scales)[label]
             s, sigma = abar.sqrt(), (1 - abar).sqrt()
         else:
-            sigma = zoo.smld_sigmas(self.sde, self.num_scales).double()[label]
+            sigma = smld_levels(self.sde, self.num_scales)[label]
             s = torch.ones_like(sigma)
         v = (s * s * self.v0 + sigma * sigma)[:, None, None, None]
         if self.kind == "ve_discrete":
@@ -251,10 +262,10 @@ def test_their_objectives_match_the_exact_expected_loss(kind):
         s2 = torch.exp(-integrated_beta(t))
         expected = float(torch.trapezoid(s2 * v0 / (s2 * v0 + 1 - s2), t) / (1 - 1e-5))
     elif kind == "vp_discrete":
-        abar = zoo.ddpm_alphas_cumprod(0.1, 20.0, N).double()
+        abar = ddpm_abar(N)
         expected = float((abar * v0 / (abar * v0 + 1 - abar)).mean())
     else:
-        sigma = zoo.smld_sigmas(sde, N).double()
+        sigma = smld_levels(sde, N)
         expected = float((v0 / (v0 + sigma ** 2)).mean())
     mean, se = float(draws.mean()), float(draws.std() / math.sqrt(len(draws)))
     assert abs(mean - expected) < 4 * se, (mean, expected, se)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .._utils import check_choice, expand_like
+from ._checks import positive_int
 from .ncsnpp import noise_levels
 from .refinenet_layers import (CONDITIONAL_NORMALIZATIONS, NORMALIZATIONS, CondRefineBlock,
                                ConditionalResidualBlock, RefineBlock, ResidualBlock, activation)
@@ -52,10 +53,6 @@ _CONFIG_FIELDS = {
 }
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def _section(config, name: str) -> Mapping:
@@ -113,10 +110,10 @@ class _RefineNet(nn.Module):
 
     def _build(self, *, nf, normalization, nonlinearity, num_scales, interpolation, image_size, num_channels,
                centered, sigma_min=None, sigma_max=None) -> None:
-        self.nf = nf = _positive_int(nf, "nf")
-        self.num_scales = num_scales = _positive_int(num_scales, "num_scales")
-        self.image_size = image_size = _positive_int(image_size, "image_size")
-        self.num_channels = num_channels = _positive_int(num_channels, "num_channels")
+        self.nf = nf = positive_int("nf", nf)
+        self.num_scales = num_scales = positive_int("num_scales", num_scales)
+        self.image_size = image_size = positive_int("image_size", image_size)
+        self.num_channels = num_channels = positive_int("num_channels", num_channels)
         norms = CONDITIONAL_NORMALIZATIONS if self._conditional else NORMALIZATIONS
         self.normalization = check_choice(normalization, list(norms), "normalization")
         check_choice(interpolation, ["bilinear"], "interpolation")  # MSF always resizes bilinearly, as in theirs

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._utils import check_choice
 
 Tensor = torch.Tensor
 
@@ -122,20 +121,7 @@ CONDITIONAL_NORMALIZATIONS = {
     "InstanceNorm++": lambda num_features, num_classes: ConditionalInstanceNorm2dPlus(num_features, num_classes),
 }
 
-#: ``model.nonlinearity`` (case-insensitive) → activation module.
-ACTIVATIONS = {
-    "elu": nn.ELU,
-    "relu": nn.ReLU,
-    "lrelu": lambda: nn.LeakyReLU(negative_slope=0.2),
-    "swish": nn.SiLU,
-}
-
-
-def activation(name: str) -> nn.Module:
-    """The activation named by ``model.nonlinearity``: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish' (SiLU)."""
-    if not isinstance(name, str):
-        raise TypeError(f"nonlinearity must be a string, one of {sorted(ACTIVATIONS)}; got {type(name).__name__}")
-    return ACTIVATIONS[check_choice(name.lower(), list(ACTIVATIONS), "nonlinearity")]()
+from .score_sde_layers import ACTIVATIONS, activation  # noqa: E402  (score_sde's nonlinearities, one table)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -97,9 +97,8 @@ def thresholded_score(sde, score, threshold) -> Score:
     inner = as_score(score)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
-        s, sigma = expand_like(sde.scale(t).to(x), x), expand_like(sde.std(t).to(x), x)
+        s, sigma = conversions.scale_std(sde, t, x)
         x0 = threshold(conversions.score_to_x0(x, inner(x, t), s, sigma))
         return conversions.x0_to_score(x, x0, s, sigma)
 
-    return Score(fn, network_evaluations=inner.network_evaluations, closed_form=inner.closed_form,
-                 network=inner.network)
+    return inner.wrap(fn)

@@ -542,6 +542,14 @@ class Preconditioning(nn.Module):
         return (expand_like(c_skip, xc) * xc + expand_like(c_out, xc) * out).to(x.dtype)
 
 
+def vp_sigma(t, beta_d: float, beta_min: float) -> Tensor:
+    """EDM's VP noise level σ(t) = √(exp(β_d t²/2 + β_min t) − 1), in float64 with expm1, returned in t's dtype
+    (float64 for a number)."""
+    t = torch.as_tensor(t, dtype=torch.float64) if not torch.is_tensor(t) else t
+    t64 = t.to(torch.float64)
+    return torch.expm1(0.5 * beta_d * t64 * t64 + beta_min * t64).sqrt().to(t.dtype)
+
+
 class VPPrecond(Preconditioning):
     """EDM's preconditioning of the VP formulation (Song et al. 2021): c_skip = 1, c_out = −σ, c_in = 1/√(σ² + 1),
     c_noise = (M − 1) σ⁻¹(σ), with σ(t) = √(exp(β_d t²/2 + β_min t) − 1).
@@ -563,13 +571,12 @@ class VPPrecond(Preconditioning):
                              f"beta_min={beta_min}, epsilon_t={epsilon_t}, M={M}")
         self.beta_d, self.beta_min, self.M, self.epsilon_t = float(beta_d), float(beta_min), int(M), float(epsilon_t)
         # float64 with expm1 (their float32 value of σ(1e-5) is about 2% off)
-        self.sigma_min = math.sqrt(math.expm1(0.5 * self.beta_d * self.epsilon_t ** 2 + self.beta_min * self.epsilon_t))
-        self.sigma_max = math.sqrt(math.expm1(0.5 * self.beta_d + self.beta_min))
+        self.sigma_min = float(vp_sigma(self.epsilon_t, self.beta_d, self.beta_min))
+        self.sigma_max = float(vp_sigma(1.0, self.beta_d, self.beta_min))
 
     def sigma(self, t) -> Tensor:
-        """σ(t) = √(exp(β_d t²/2 + β_min t) − 1)."""
-        t = torch.as_tensor(t)
-        return torch.sqrt(torch.expm1(0.5 * self.beta_d * t * t + self.beta_min * t))
+        """σ(t) = √(exp(β_d t²/2 + β_min t) − 1) (`vp_sigma`)."""
+        return vp_sigma(t, self.beta_d, self.beta_min)
 
     def sigma_inv(self, sigma) -> Tensor:
         """t(σ) = (√(β_min² + 2 β_d ln(1 + σ²)) − β_min)/β_d, with ln(1 + σ²) rounded in σ's dtype like in training."""

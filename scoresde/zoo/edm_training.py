@@ -67,7 +67,7 @@ from ..losses import LOSSES, _shard
 from ..nets import NETS
 from ..sde import require_linear
 from .._utils import expand_like, validated_times
-from .edm import EDMPrecond, VEPrecond, VPPrecond
+from .edm import EDMPrecond, VEPrecond, VPPrecond, vp_sigma
 
 Tensor = torch.Tensor
 
@@ -317,14 +317,13 @@ class VPLoss(_DenoiserLoss):
             raise ValueError(f"epsilon_t must be in (0, 1); got {epsilon_t!r}")
 
     def sigma_of_t(self, t: Tensor) -> Tensor:
-        """σ(t) = √(exp(½ β_d t² + β_min t) − 1), in float64 with expm1, returned in t's dtype."""
-        t64 = torch.as_tensor(t).to(torch.float64)
-        return torch.expm1(0.5 * self.beta_d * t64 * t64 + self.beta_min * t64).sqrt().to(torch.as_tensor(t).dtype)
+        """σ(t) = √(exp(½ β_d t² + β_min t) − 1) (`scoresde.zoo.edm.vp_sigma`), in t's dtype."""
+        return vp_sigma(t, self.beta_d, self.beta_min)
 
     @property
     def sigma_max(self) -> float:
         """σ(1), the largest level (152.17 for the defaults)."""
-        return math.sqrt(math.expm1(0.5 * self.beta_d + self.beta_min))
+        return float(vp_sigma(1.0, self.beta_d, self.beta_min))
 
     def sigma(self, batch, generator, device, dtype):
         u = torch.rand(batch, generator=generator, device=device, dtype=dtype)

@@ -49,6 +49,7 @@ from torch import nn
 from ..nets import DDPM, NCSN, NETS, NCSNpp, NCSNv2, NCSNv2_128, NCSNv2_256
 from ..sde import LinearSDE, ScoreSDEVESDE, SubVPSDE, VPSDE
 from ..data import Dataset
+from ..discrete import alphas_cumprod, ddpm_betas, ncsn_sigmas
 from ..likelihood import EvaluationResult, evaluate_likelihood
 from ..losses import LOSSES
 from ..parameterization import ScoreModel
@@ -119,9 +120,10 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
 
 
 def ddpm_alphas_cumprod(beta_min: float, beta_max: float, num_scales: int) -> Tensor:
-    """DDPM's ᾱ_n = Π_{k≤n} (1 − β_k), β_k = linspace(β_min/N, β_max/N, N), in float32 as their VPSDE has it (N,)."""
+    """DDPM's ᾱ_n of their VPSDE: β_k = linspace(β_min/N, β_max/N, N) (`scoresde.ddpm_betas`), the product taken in
+    float32 as they train with it (N,)."""
     n = int(num_scales)
-    return torch.cumprod(1.0 - torch.linspace(beta_min / n, beta_max / n, n, dtype=torch.float32), dim=0)
+    return alphas_cumprod(ddpm_betas(n, beta_start=beta_min / n, beta_end=beta_max / n).float())
 
 
 class ScoreSDEModel(nn.Module):
@@ -379,19 +381,15 @@ class ScoreSDELoss:
             scale = inner.table_scale.to(x0.device)[n].to(x0.dtype)
             out = inner.net(expand_like(scale, x0) * x0 + expand_like(std, x0) * z, n)
             return self._reduce((out - z) ** 2).mean()
-        sigma = smld_sigmas(inner.sde, inner.num_scales).to(device=x0.device, dtype=x0.dtype)[n]
+        # SMLD's levels, largest first (`scoresde.ncsn_sigmas` reversed)
+        sigma = ncsn_sigmas(inner.num_scales, inner.sde.sigma_min, inner.sde.sigma_max).flip(0)
+        sigma = sigma.to(device=x0.device, dtype=x0.dtype)[n]
         out = inner.net(x0 + expand_like(sigma, x0) * z, n)
         return (self._reduce((out + z / expand_like(sigma, x0)) ** 2) * sigma ** 2).mean()
 
     def __repr__(self) -> str:
         return (f"ScoreSDELoss(continuous={self.continuous}, reduce_mean={self.reduce_mean}, likelihood_weighting="
                 f"{self.likelihood_weighting}, eps={self.eps:g}, random_flip={self.random_flip})")
-
-
-def smld_sigmas(sde: ScoreSDEVESDE, num_scales: int) -> Tensor:
-    """SMLD's noise levels σ_i, largest first: σ_max (σ_min/σ_max)^{i/(N−1)}, i = 0 … N−1, float32 as theirs (N,)."""
-    levels = torch.exp(torch.linspace(math.log(sde.sigma_min), math.log(sde.sigma_max), int(num_scales)))
-    return levels.flip(0)
 
 
 class ScoreSDENet(ScoreSDEModel):
