@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._utils import as_time
-from .embedding import LabelEmbedding, conditioned, time_embedding
+from .embedding import LabelEmbedding, VectorEmbedding, check_condition_arguments, conditioned, time_embedding
 
 Tensor = torch.Tensor
 
@@ -44,6 +44,15 @@ class MLP(nn.Module):
             c_noise = ¼ log(σ/s) of a preconditioned [`scoresde.ScoreModel`][scoresde.ScoreModel]; raw t ∈ [0, 1] wants ~16).
         num_classes: K for a class-conditional net, called ``forward(x, t, cond)`` with cond (B,) long in
             0 … K (K = no label, ∅): a learned label vector (`LabelEmbedding`) is added to γ. None: unconditional.
+        cond_dim: D for a net conditioned on a vector, called ``forward(x, t, cond)`` with cond (B, D) floating:
+            γ ← γ + W₂ SiLU(W₁ cond) (`VectorEmbedding`, k-diffusion's ``mapping_cond``). Excludes ``num_classes``.
+
+    Attributes:
+        num_classes, cond_dim: as given (None when absent).
+        null_cond: the condition that stands for "none" (∅) in classifier-free training: the int K of a
+            class-conditional net; a learned (D,) ``nn.Parameter`` of a vector-conditioned one, which callers
+            put in place of dropped rows of cond (``torch.where``) so that its gradient trains it; None for an
+            unconditional net.
     """
 
     #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
@@ -58,8 +67,9 @@ class MLP(nn.Module):
         return {"dim": dim}
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, time_embedding_dim: int = 64,
-                 fourier_scale: float = 1.0, num_classes: Optional[int] = None):
+                 fourier_scale: float = 1.0, num_classes: Optional[int] = None, cond_dim: Optional[int] = None):
         super().__init__()
+        cond_dim = check_condition_arguments(num_classes, cond_dim)
         for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
@@ -70,14 +80,25 @@ class MLP(nn.Module):
         self.output = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
         self.num_classes = num_classes
         self.labels = None if num_classes is None else LabelEmbedding(num_classes, time_embedding_dim)
+        # Created last, and only when asked for, so that the other nets keep their parameters and RNG draws.
+        self.cond_dim = cond_dim
+        self.vectors = None if cond_dim is None else VectorEmbedding(cond_dim, time_embedding_dim)
+
+    @property
+    def null_cond(self):
+        """∅: the int K (class labels), the learned (cond_dim,) parameter (vectors), or None (unconditional)."""
+        if self.labels is not None:
+            return self.num_classes
+        return None if self.vectors is None else self.vectors.null
 
     def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
-        """x (B, dim) or (B, *D), t (B,) or a scalar, cond (B,) long (conditional nets only) → x's shape."""
+        """x (B, dim) or (B, *D), t (B,) or a scalar, cond (B,) long or (B, cond_dim) floating (conditional nets
+        only) → x's shape."""
         if x.dim() < 2 or x[0].numel() != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}) or (B, *D) with {self.dim} elements per sample; "
                              f"got {tuple(x.shape)}")
         t = as_time(t, x)
-        emb = conditioned(self.embedding(t), self.labels, cond, "MLP")
+        emb = conditioned(self.embedding(t), self.labels if self.vectors is None else self.vectors, cond, "MLP")
         h = self.input(x.reshape(x.shape[0], self.dim))
         for block in self.blocks:
             h = block(h, emb)

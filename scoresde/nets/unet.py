@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._utils import as_time
-from .embedding import LabelEmbedding, conditioned, time_embedding
+from ._checks import positive_int
+from .embedding import LabelEmbedding, VectorEmbedding, check_condition_arguments, conditioned, time_embedding
 
 Tensor = torch.Tensor
 
@@ -110,6 +111,22 @@ class UNet(nn.Module):
         fourier_scale: standard deviation of the Fourier frequencies of the time embedding.
         num_classes: K for a class-conditional net, called ``forward(x, t, cond)`` with cond (B,) long in
             0 … K (K = no label, ∅): a learned label vector is added to the time embedding. None: unconditional.
+        cond_dim: D for a net conditioned on a vector, called ``forward(x, t, cond)`` with cond (B, D) floating:
+            γ ← γ + W₂ SiLU(W₁ cond) (`VectorEmbedding`, k-diffusion's ``mapping_cond``). Excludes ``num_classes``.
+        cond_channels: C' for a net conditioned on an image (super-resolution, inpainting), called
+            ``forward(x, t, image=y)`` with y (B, C', H, W): the first convolution reads the concatenation
+            [x, y] of C + C' channels (k-diffusion's ``unet_cond``). Combines with ``num_classes`` or ``cond_dim``.
+
+    Attributes:
+        num_classes, cond_dim, cond_channels: as given (None when absent).
+        null_cond: the condition that stands for "none" (∅) in classifier-free training, None for an
+            unconditional net. For ``cond``: the int K of a class-conditional net, a learned (D,)
+            ``nn.Parameter`` of a vector-conditioned one. For ``image``: a learned (C', 1, 1) ``nn.Parameter``,
+            broadcast over the pixels, drawn from N(0, 1) so that ∅ is not the zero image, which for data centred
+            at 0 is a plausible condition (flat mid-grey, a blanked inpainting input). Callers put it in place of
+            the dropped rows (``torch.where``), so that its gradient trains it. With ``cond_channels`` it is a dict
+            of ``forward``'s keywords, ``{"image": ∅}`` or ``{"cond": ∅, "image": ∅}``, for
+            ``net(x, t, **conditions)``.
     """
 
     #: Constructor arguments that follow from the data's per-sample shape (see `shape_arguments`).
@@ -126,8 +143,11 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, channels: int = 32, channel_mults: Sequence[int] = (1, 2),
                  num_res_blocks: int = 1, attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0,
                  time_embedding_dim: int = 128, image_size: int = 8, fourier_scale: float = 16.0,
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None, cond_dim: Optional[int] = None,
+                 cond_channels: Optional[int] = None):
         super().__init__()
+        cond_dim = check_condition_arguments(num_classes, cond_dim)
+        cond_channels = None if cond_channels is None else positive_int("cond_channels", cond_channels)
         channel_mults = tuple(channel_mults)
         if not channel_mults or any(not isinstance(m, int) or m < 1 for m in channel_mults):
             raise ValueError(f"channel_mults must be a non-empty sequence of positive integers; got {channel_mults!r}")
@@ -146,7 +166,7 @@ class UNet(nn.Module):
         attention_resolutions = set(int(r) for r in attention_resolutions)
 
         self.embedding = time_embedding(time_embedding_dim, fourier_scale)
-        self.input = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.input = nn.Conv2d(in_channels + (cond_channels or 0), channels, 3, padding=1)  # reads [x, image]
 
         # Encoder: remember the width of every skip connection it pushes.
         self.down = nn.ModuleList()
@@ -184,17 +204,50 @@ class UNet(nn.Module):
         self.output = nn.Sequential(_group_norm(width), nn.SiLU(), nn.Conv2d(width, in_channels, 3, padding=1))
         self.num_classes = num_classes
         self.labels = None if num_classes is None else LabelEmbedding(num_classes, time_embedding_dim)
+        # Created last, and only when asked for, so that the other nets keep their parameters and RNG draws.
+        self.cond_dim, self.cond_channels = cond_dim, cond_channels
+        self.vectors = None if cond_dim is None else VectorEmbedding(cond_dim, time_embedding_dim)
+        self.null_image = None if cond_channels is None else nn.Parameter(torch.randn(cond_channels, 1, 1))
 
-    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
-        """x (B, C, H, W) with C = in_channels and H = W = image_size; t (B,) or a scalar; cond (B,) long
-        (conditional nets only) → x's shape."""
+    @property
+    def null_cond(self):
+        """∅: K or the (cond_dim,) parameter for ``cond``; ``{"image": (C', 1, 1) parameter}`` joined by
+        ``"cond"`` when the net also takes one; None for an unconditional net."""
+        cond = self.num_classes if self.labels is not None else None if self.vectors is None else self.vectors.null
+        if self.null_image is None:
+            return cond
+        return {"image": self.null_image} if cond is None else {"cond": cond, "image": self.null_image}
+
+    def _with_image(self, x: Tensor, image: Optional[Tensor]) -> Tensor:
+        """[x, image] along the channels for a net built with ``cond_channels``, x itself otherwise (checked)."""
+        if self.cond_channels is None:
+            if image is not None:
+                raise ValueError("UNet has no image condition (cond_channels=None) but was given image; build it "
+                                 "with cond_channels=C' to condition on (B, C', H, W) images")
+            return x
+        expected = (x.shape[0], self.cond_channels) + tuple(x.shape[2:])
+        if image is None:
+            raise ValueError(f"UNet is conditioned on an image (cond_channels={self.cond_channels}) and needs image: "
+                             f"call it as net(x, t, image=y) with y of shape (B, C', H, W) = {expected}, or "
+                             f"net.null_cond['image'] for no image (∅)")
+        if not torch.is_tensor(image):
+            raise TypeError(f"image must be a tensor of shape (B, C', H, W) = {expected}; got {type(image).__name__}")
+        if tuple(image.shape) != expected:
+            raise ValueError(f"image must have shape (B, C', H, W) = {expected}, the batch and size of x with "
+                             f"C' = cond_channels; got {tuple(image.shape)}")
+        return torch.cat([x, image.to(dtype=x.dtype)], dim=1)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None, image: Optional[Tensor] = None) -> Tensor:
+        """x (B, C, H, W) with C = in_channels and H = W = image_size; t (B,) or a scalar; cond (B,) long or
+        (B, cond_dim) floating (nets built with num_classes or cond_dim); image (B, cond_channels, H, W) (nets
+        built with cond_channels) → x's shape."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}); "
                              f"got {tuple(x.shape)}")
         t = as_time(t, x)
-        emb = conditioned(self.embedding(t), self.labels, cond, "UNet")
-        h = self.input(x)
+        emb = conditioned(self.embedding(t), self.labels if self.vectors is None else self.vectors, cond, "UNet")
+        h = self.input(self._with_image(x, image))
         skips = [h]
         for stage in self.down:
             for layer in stage:
