@@ -34,12 +34,155 @@ import torch
 from .. import conversions
 from .._utils import ScoreFn, as_time
 from ..guidance.labels import check_labels
+from ..inverse.measurement import LinearMeasurement, Mask
 from ..score import Score
 
 Tensor = torch.Tensor
 
 
-class GaussianMixture:
+class _Mixtures:
+    """What a Gaussian mixture and a batch of mixtures sharing its covariances compute alike.
+
+    A subclass sets ``means`` ((K, D), or (B, K, D): one set of component means per row of the data), ``weights``
+    ((K,) or (B, K)), ``stds`` (K, D) (for full covariances the square roots of their eigenvalues), ``_basis``
+    ((K, D, D) eigenvectors U_k, or None for diagonal covariances), ``dim`` D and ``labels``. Every formula below
+    broadcasts over the optional leading dimension, so the density, score and marginal are written once for both;
+    with batched parameters, row i of x is evaluated under mixture i.
+    """
+
+    @property
+    def device(self):
+        return self.means.device
+
+    @property
+    def dtype(self):
+        return self.means.dtype
+
+    @property
+    def covariances(self) -> Tensor:
+        """Σ_k as (K, D, D) matrices (diagonal ones too)."""
+        var = self.stds ** 2
+        if self._basis is None:
+            return torch.diag_embed(var)
+        return self._basis @ (var[..., None] * self._basis.transpose(1, 2))
+
+    @property
+    def full(self) -> bool:
+        """Whether the covariances are full (stored rotated) rather than diagonal."""
+        return self._basis is not None
+
+    # -- density at t = 0 ------------------------------------------------------------------------------
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_0(x), shape (B,)."""
+        if not bool((self.stds > 0).all()):
+            raise ValueError("a component covariance is singular, so p_0 has no density (a noiseless posterior "
+                             "is concentrated on A x = y): use log_prob_t at t > 0")
+        flat = self._flatten(x)
+        return self._log_prob(flat, self.means.to(flat), self.stds.to(flat) ** 2)
+
+    # -- pushed through a linear SDE -----------------------------------------------------------------
+    def marginal(self, sde, t: Tensor):
+        """Component means (B, K, D) and variances (B, K, D) of p_t; ``sde`` is any LinearSDE, t is (B,). For full
+        covariances the variances are along each component's principal axes (the columns of U_k)."""
+        s = sde.scale(t).to(self.dtype)
+        sigma = sde.std(t).to(self.dtype)
+        means = self.means.to(t.device)
+        var0 = self.stds.to(t.device) ** 2
+        m = s[:, None, None] * means
+        v = (s * s)[:, None, None] * var0[None] + (sigma * sigma)[:, None, None]
+        return m, v
+
+    def log_prob_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
+        """log p_t(x) of the mixture pushed through ``sde`` to time t: shape (B,)."""
+        t = as_time(t, x)
+        flat = self._flatten(x)
+        m, v = self.marginal(sde, t.to(self.dtype))
+        return self._log_prob(flat, m.to(flat), v.to(flat))
+
+    def score_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
+        """∇_x log p_t(x), shape of x: the responsibility-weighted sum of the component scores."""
+        return self._score_over(sde, x, t)
+
+    def _score_over(self, sde, x: Tensor, t: Tensor, excluded: Optional[Tensor] = None) -> Tensor:
+        """The responsibility-weighted component scores, leaving out the components ``excluded`` (B, K) marks:
+        the score of the mixture of the remaining ones (all of them: ∇ log p_t)."""
+        t = as_time(t, x)
+        flat = self._flatten(x)
+        m, v = self.marginal(sde, t.to(self.dtype))
+        m, v = m.to(flat), v.to(flat)
+        diff = self._rotate(flat[:, None, :] - m)                   # (B, K, D), principal axes
+        log_comp = self._log_components(diff, v)                      # (B, K)
+        if excluded is not None:
+            log_comp = log_comp.masked_fill(excluded, -math.inf)
+        resp = torch.softmax(log_comp, dim=1)                         # (B, K)
+        return (-self._unrotate(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
+
+    def score(self, sde) -> ScoreFn:
+        """The exact score function ``(x, t) -> ∇_x log p_t(x)`` of the mixture under ``sde``."""
+
+        def exact_score(x: Tensor, t: Tensor) -> Tensor:
+            return self.score_t(sde, x, t)
+
+        return Score(exact_score, closed_form=True)
+
+    def denoiser(self, sde) -> ScoreFn:
+        """Tweedie's exact denoiser ``(x, t) -> E[x_0 | x_t = x] = (x + σ² score) / s``."""
+
+        def exact_denoiser(x: Tensor, t: Tensor) -> Tensor:
+            return conversions.denoise(sde, self.score(sde), x, t)
+
+        exact_denoiser.closed_form = True
+        return exact_denoiser
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _draw(self, k: Tensor, means: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        """One draw from component k[j] around ``means[j]`` for every j: (n, D) from k (n,) and means (n, D)."""
+        z = torch.randn((k.shape[0], self.dim), generator=generator, device=self.device, dtype=self.dtype)
+        offset = self.stds[k] * z
+        if self._basis is not None:
+            offset = (self._basis[k] @ offset[..., None])[..., 0]
+        return means + offset
+
+    def _log_components_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
+        """log w_k N_k,t(x), shape (B, K)."""
+        t = as_time(t, x)
+        flat = self._flatten(x)
+        m, v = self.marginal(sde, t.to(self.dtype))
+        return self._log_components(self._rotate(flat[:, None, :] - m.to(flat)), v.to(flat))
+
+    def _flatten(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x[0].numel() != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}) (or (B, *S) with {self.dim} elements per "
+                             f"sample); got {tuple(x.shape)}")
+        return x.reshape(x.shape[0], self.dim)
+
+    def _rotate(self, diff: Tensor) -> Tensor:
+        """Offsets (B, K, D) in each component's principal axes, U_kᵀ diff (unchanged when diagonal)."""
+        if self._basis is None:
+            return diff
+        return torch.einsum("bkd,kde->bke", diff, self._basis.to(diff))
+
+    def _unrotate(self, v: Tensor) -> Tensor:
+        """U_k v: back from principal axes to the data's coordinates."""
+        if self._basis is None:
+            return v
+        return torch.einsum("kde,bke->bkd", self._basis.to(v), v)
+
+    def _log_components(self, diff: Tensor, var: Tensor) -> Tensor:
+        """log w_k + log N(diff; 0, diag(var)) for rotated diff (B, K, D) and var broadcastable to it: (B, K)
+        (the weights are (K,) or, batched, (B, K))."""
+        log_w = torch.log(self.weights.to(diff))
+        quad = (diff * diff / var).sum(-1)
+        log_det = torch.log(var).sum(-1)
+        return log_w - 0.5 * (quad + log_det + self.dim * math.log(2 * math.pi))
+
+    def _log_prob(self, flat: Tensor, means: Tensor, var: Tensor) -> Tensor:
+        """log Σ_k w_k N(flat; means_k, var_k) for means (K, D) or (B, K, D) and var broadcastable: (B,)."""
+        diff = self._rotate(flat[:, None, :] - means)
+        return torch.logsumexp(self._log_components(diff, var), dim=1)
+
+
+class GaussianMixture(_Mixtures):
     """Mixture of K Gaussians in D dimensions, with diagonal or full covariances.
 
     Args:
@@ -89,27 +232,19 @@ class GaussianMixture:
         self.dim = D
         self.labels = None if labels is None else _check_labels(labels, K, means.device)
 
+    @classmethod
+    def _from_parts(cls, means: Tensor, weights: Tensor, stds: Tensor, basis: Optional[Tensor],
+                    labels: Optional[Tensor]) -> "GaussianMixture":
+        """A mixture of already checked parts (normalised weights, an eigen-decomposition as `_eigen` gives)."""
+        mixture = cls.__new__(cls)
+        mixture.means, mixture.weights, mixture.stds, mixture._basis = means, weights, stds, basis
+        mixture.dim, mixture.labels = means.shape[-1], labels
+        return mixture
+
     @property
     def num_classes(self):
         """C, the number of classes (labels 0 … C − 1), or None for an unlabelled mixture."""
         return None if self.labels is None else int(self.labels.max()) + 1
-
-    @property
-    def device(self):
-        return self.means.device
-
-    @property
-    def covariances(self) -> Tensor:
-        """Σ_k as (K, D, D) matrices (diagonal ones too)."""
-        var = self.stds ** 2
-        if self._basis is None:
-            return torch.diag_embed(var)
-        return self._basis @ (var[..., None] * self._basis.transpose(1, 2))
-
-    @property
-    def full(self) -> bool:
-        """Whether the covariances are full (stored rotated) rather than diagonal."""
-        return self._basis is not None
 
     def _parameters(self, keep=None, **changes) -> dict:
         """Keyword arguments rebuilding this mixture (components ``keep`` only), with ``changes``."""
@@ -122,10 +257,6 @@ class GaussianMixture:
         args.update(changes)
         return args
 
-    @property
-    def dtype(self):
-        return self.means.dtype
-
     def to(self, device=None, dtype=None) -> "GaussianMixture":
         """A copy with parameters on ``device`` / in ``dtype``."""
         dtype = dtype or self.dtype
@@ -133,16 +264,12 @@ class GaussianMixture:
         return GaussianMixture(**{k: v.to(device=device, dtype=dtype) if torch.is_tensor(v) and v.is_floating_point()
                                   else v for k, v in args.items()})
 
-    # -- sampling and density at t = 0 --------------------------------------------------------------
+    # -- sampling at t = 0 ----------------------------------------------------------------------------
     def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False):
         """Draw n samples, shape (n, D), on the mixture's device and dtype; with ``return_labels`` also their
         classes, (n,) long (the same draws: the component is drawn first either way)."""
         k = torch.multinomial(self.weights, int(n), replacement=True, generator=generator)
-        z = torch.randn((int(n), self.dim), generator=generator, device=self.device, dtype=self.dtype)
-        offset = self.stds[k] * z
-        if self._basis is not None:
-            offset = (self._basis[k] @ offset[..., None])[..., 0]
-        x = self.means[k] + offset
+        x = self._draw(k, self.means[k], generator)
         if not return_labels:
             return x
         self._require_labels("sample(return_labels=True)")
@@ -153,64 +280,12 @@ class GaussianMixture:
         keep = self.labels == self._check_class(c)
         return GaussianMixture(**self._parameters(keep))
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """log p_0(x), shape (B,)."""
-        if not bool((self.stds > 0).all()):
-            raise ValueError("a component covariance is singular, so p_0 has no density (a noiseless posterior "
-                             "is concentrated on A x = y): use log_prob_t at t > 0")
-        flat = self._flatten(x)
-        return self._log_prob(flat, self.means.to(flat), self.stds.to(flat) ** 2)
-
     def entropy_mc(self, n: int = 100_000, generator: Optional[torch.Generator] = None) -> tuple:
         """Monte Carlo estimate of the differential entropy −E log p(x) in nats: (mean, standard error)."""
         lp = self.log_prob(self.sample(n, generator))
         return float(-lp.mean()), float(lp.std() / math.sqrt(n))
 
-    # -- pushed through a linear SDE -----------------------------------------------------------------
-    def marginal(self, sde, t: Tensor):
-        """Component means (B, K, D) and variances (B, K, D) of p_t; ``sde`` is any LinearSDE, t is (B,). For full
-        covariances the variances are along each component's principal axes (the columns of U_k)."""
-        s = sde.scale(t).to(self.dtype)
-        sigma = sde.std(t).to(self.dtype)
-        means = self.means.to(t.device)
-        var0 = self.stds.to(t.device) ** 2
-        m = s[:, None, None] * means[None]
-        v = (s * s)[:, None, None] * var0[None] + (sigma * sigma)[:, None, None]
-        return m, v
-
-    def log_prob_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
-        """log p_t(x) of the mixture pushed through ``sde`` to time t: shape (B,)."""
-        t = as_time(t, x)
-        flat = self._flatten(x)
-        m, v = self.marginal(sde, t.to(self.dtype))
-        return self._log_prob(flat, m.to(flat), v.to(flat))
-
-    def score_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
-        """∇_x log p_t(x), shape of x: the responsibility-weighted sum of the component scores."""
-        return self._score_over(sde, x, t)
-
-    def _score_over(self, sde, x: Tensor, t: Tensor, excluded: Optional[Tensor] = None) -> Tensor:
-        """The responsibility-weighted component scores, leaving out the components ``excluded`` (B, K) marks:
-        the score of the mixture of the remaining ones (all of them: ∇ log p_t)."""
-        t = as_time(t, x)
-        flat = self._flatten(x)
-        m, v = self.marginal(sde, t.to(self.dtype))
-        m, v = m.to(flat), v.to(flat)
-        diff = self._rotate(flat[:, None, :] - m)                   # (B, K, D), principal axes
-        log_comp = self._log_components(diff, v)                      # (B, K)
-        if excluded is not None:
-            log_comp = log_comp.masked_fill(excluded, -math.inf)
-        resp = torch.softmax(log_comp, dim=1)                         # (B, K)
-        return (-self._unrotate(resp[..., None] * diff / v).sum(1)).reshape(x.shape)
-
-    def score(self, sde) -> ScoreFn:
-        """The exact score function ``(x, t) -> ∇_x log p_t(x)`` of the mixture under ``sde``."""
-
-        def exact_score(x: Tensor, t: Tensor) -> Tensor:
-            return self.score_t(sde, x, t)
-
-        return Score(exact_score, closed_form=True)
-
+    # -- classes -------------------------------------------------------------------------------------
     def class_log_prob_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
         """log p_t(c | x) for every class c: shape (B, C); each row's exponentials sum to one."""
         log_comp = self._log_components_t(sde, x, t)                                # (B, K)
@@ -247,52 +322,26 @@ class GaussianMixture:
         exact_conditional_score.closed_form = True
         return exact_conditional_score
 
-    def denoiser(self, sde) -> ScoreFn:
-        """Tweedie's exact denoiser ``(x, t) -> E[x_0 | x_t = x] = (x + σ² score) / s``."""
-
-        def exact_denoiser(x: Tensor, t: Tensor) -> Tensor:
-            return conversions.denoise(sde, self.score(sde), x, t)
-
-        exact_denoiser.closed_form = True
-        return exact_denoiser
-
     # -- inverse problems ------------------------------------------------------------------------------
-    def posterior(self, measurement) -> "GaussianMixture":
-        """The exact posterior p(x₀ | y) under a `scoresde.LinearMeasurement` with one shared observation: a
-        mixture with full covariances (the module docstring gives the formulas), labels kept.
+    def posterior(self, measurement) -> "GaussianMixture | PosteriorMixtures":
+        """The exact posterior p(x₀ | y) under a `scoresde.LinearMeasurement`: a mixture with full covariances (the
+        module docstring gives the formulas), labels kept.
+
+        One shared observation y (m,) gives a `GaussianMixture`; one per sample, y (B, m), gives the B posteriors
+        at once as a `PosteriorMixtures` (shared covariances, means (B, K, D), weights (B, K)), whose row i is the
+        posterior of y_i. The shared case is the B = 1 case of the same computation.
 
         A noiseless measurement gives singular covariances (C_k A ᵀ = 0): its score at t > 0 and its samples
         are exact, its density at t = 0 does not exist.
         """
         if getattr(measurement, "batched", None) is None:
             raise TypeError(f"posterior needs a scoresde.LinearMeasurement; got {type(measurement).__name__}")
-        if measurement.batched:
-            raise ValueError("posterior needs one observation y shared by the batch; this measurement has one y per "
-                             "sample (build one measurement per observation)")
         if measurement.dim != self.dim:
             raise ValueError(f"the measurement acts on {measurement.dim} entries; the mixture has D = {self.dim}")
         A, y = measurement.dense(dtype=self.dtype, device=self.device)
         R = measurement.noise_covariance(dtype=self.dtype, device=self.device)
-        cov = self.covariances                                            # (K, D, D)
-        cov_at = cov @ A.T                                                # Σ_k Aᵀ, (K, D, m)
-        S = A @ cov_at + R                                                # (K, m, m)
-        S = (S + S.transpose(1, 2)) / 2
-        chol, info = torch.linalg.cholesky_ex(S)
-        if bool((info != 0).any()):
-            raise ValueError("A Σ_k Aᵀ + R is singular for some component (a noiseless measurement with dependent "
-                             "rows of A): give noise_std > 0 or independent rows")
-        gain = torch.cholesky_solve(cov_at.transpose(1, 2), chol).transpose(1, 2)     # G_k = Σ_k Aᵀ S_k⁻¹
-        innovation = y[None] - self.means @ A.T                           # (K, m)
-        means = self.means + (gain @ innovation[..., None])[..., 0]
-        post = cov - gain @ cov_at.transpose(1, 2)
-        post = (post + post.transpose(1, 2)) / 2
-        white = torch.linalg.solve_triangular(chol, innovation[..., None], upper=False)[..., 0]
-        log_evidence = (-0.5 * (white * white).sum(-1) - torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
-                        - 0.5 * A.shape[0] * math.log(2 * math.pi))
-        log_w = torch.log(self.weights) + log_evidence
-        weights = torch.softmax(torch.where(self.weights > 0, log_w, torch.full_like(log_w, -math.inf)), dim=0)
-        return GaussianMixture(means, weights=weights, covariances=post, labels=self.labels, dtype=self.dtype,
-                               device=self.device)
+        rows = _Conditioning(self, A, R)(y if measurement.batched else y[None])
+        return rows if measurement.batched else rows.mixture(0)
 
     def log_evidence(self, measurement) -> float:
         """log p(y) = log Σ_k w_k N(y; A μ_k, A Σ_k Aᵀ + R) for one shared observation."""
@@ -301,6 +350,35 @@ class GaussianMixture:
         S = A @ self.covariances @ A.T + R
         dist = torch.distributions.MultivariateNormal(self.means @ A.T, covariance_matrix=(S + S.transpose(1, 2)) / 2)
         return float(torch.logsumexp(torch.log(self.weights) + dist.log_prob(y), dim=0))
+
+    def measurement_score(self, sde, operator, noise_std: float = 0.0, noise_cov=None) -> "MeasurementScore":
+        """The exact conditional score ``(x, t, y) -> ∇_x log p_t(x | y)`` under ``sde`` for observations
+        y = A x₀ + n, n ~ N(0, σ_y² I) (or N(0, R)): a conditional model with a continuous condition.
+
+        Args:
+            sde: any LinearSDE.
+            operator: A, an (m, D) matrix acting on the flattened sample, or a `scoresde.Mask` (then y holds the m
+                observed entries in the flattened order).
+            noise_std: σ_y ≥ 0, as `scoresde.LinearMeasurement`.
+            noise_cov: instead of σ_y, an (m, m) covariance R (matrices only).
+
+        Returns:
+            a `MeasurementScore`: called with y (B, m), one observation per row (or (m,), one for every row); a row
+            of y that is all NaN (``model.null_cond``) gets the unconditional score ∇_x log p_t(x), which is what
+            `scoresde.classifier_free_guidance` needs. ``closed_form`` is True.
+        """
+        if isinstance(operator, Mask):
+            probe = torch.zeros(operator.shape)
+        elif torch.is_tensor(operator) or hasattr(operator, "__array__"):
+            probe = torch.zeros(torch.as_tensor(operator).shape[:1])     # LinearMeasurement checks A itself
+        else:
+            probe = torch.zeros(1)
+        measurement = LinearMeasurement(operator, probe, noise_std, noise_cov)
+        if measurement.dim != self.dim:
+            raise ValueError(f"the operator acts on {measurement.dim} entries; the mixture has D = {self.dim}")
+        A, _ = measurement.dense(dtype=self.dtype, device=self.device)
+        R = measurement.noise_covariance(dtype=self.dtype, device=self.device)
+        return MeasurementScore(self, sde, _Conditioning(self, A, R))
 
     # -- internals -----------------------------------------------------------------------------------
     def _require_labels(self, what: str):
@@ -323,41 +401,167 @@ class GaussianMixture:
         member = self.labels[None, :] == torch.arange(num_classes, device=self.labels.device)[:, None]
         return torch.zeros(member.shape, dtype=self.dtype, device=self.device).masked_fill(~member, -math.inf)
 
-    def _log_components_t(self, sde, x: Tensor, t: Tensor) -> Tensor:
-        """log w_k N_k,t(x), shape (B, K)."""
-        t = as_time(t, x)
-        flat = self._flatten(x)
-        m, v = self.marginal(sde, t.to(self.dtype))
-        return self._log_components(self._rotate(flat[:, None, :] - m.to(flat)), v.to(flat))
+
+class PosteriorMixtures(_Mixtures):
+    """The exact posteriors p(x₀ | y_i), i < B, of one linear-Gaussian measurement at B observations y_i: B mixtures
+    that share their component covariances. Built by `GaussianMixture.posterior` (y of shape (B, m)) and by
+    `GaussianMixture.measurement_score`, not by hand.
+
+    Why a class of its own rather than a GaussianMixture with batched means: C_k = Σ_k − G_k A Σ_k does not depend
+    on y, so the B posteriors share the eigen-decompositions of C_k and differ only in their means m_ik and weights
+    w_ik ∝ w_k N(y_i; A μ_k, S_k). The density, score and marginal broadcast over that leading dimension and are
+    inherited from the common base, written once; what a single mixture offers beyond them (n draws, class laws,
+    a further posterior, its evidence) has no per-row meaning and is not offered, so no method silently means
+    something else here.
+
+    Row i of every batch belongs to posterior i: ``log_prob(x)``, ``log_prob_t``, ``score_t``, ``score`` and
+    ``denoiser`` take x of batch B. ``sample(generator)`` draws one x₀ per row, (B, D); for n draws from posterior
+    i use ``mixture(i).sample(n)``, for n from each condition on y repeated n times.
+
+    Attributes:
+        means: (B, K, D) posterior component means m_ik = μ_k + G_k (y_i − A μ_k).
+        weights: (B, K) posterior weights, each row summing to one.
+        stds: (K, D) square roots of the eigenvalues of C_k (shared); ``covariances`` gives C_k (K, D, D).
+        labels: the prior's (K,) labels or None.
+    """
+
+    def __init__(self, means: Tensor, weights: Tensor, stds: Tensor, basis: Tensor, labels: Optional[Tensor] = None):
+        if means.dim() != 3 or weights.shape != means.shape[:2] or stds.shape != means.shape[1:]:
+            raise ValueError(f"PosteriorMixtures needs means (B, K, D), weights (B, K) and stds (K, D); got "
+                             f"{tuple(means.shape)}, {tuple(weights.shape)} and {tuple(stds.shape)}")
+        self.means, self.weights, self.stds, self._basis = means, weights, stds, basis
+        self.dim, self.labels = means.shape[2], labels
+
+    def __len__(self) -> int:
+        """B, the number of posteriors (rows)."""
+        return self.means.shape[0]
+
+    def __repr__(self) -> str:
+        B, K, D = self.means.shape
+        return f"PosteriorMixtures(B={B}, K={K}, D={D})"
+
+    def mixture(self, i: int) -> GaussianMixture:
+        """Posterior i as a `GaussianMixture` (sharing this one's tensors)."""
+        if isinstance(i, bool) or not isinstance(i, int) or not -len(self) <= i < len(self):
+            raise IndexError(f"posterior index must be an integer in [0, {len(self)}); got {i!r}")
+        return GaussianMixture._from_parts(self.means[i], self.weights[i], self.stds, self._basis, self.labels)
+
+    def sample(self, generator: Optional[torch.Generator] = None) -> Tensor:
+        """One draw from each posterior: row i of the (B, D) result is drawn from p(x₀ | y_i)."""
+        k = torch.multinomial(self.weights, 1, replacement=True, generator=generator)[:, 0]          # (B,)
+        return self._draw(k, self.means[torch.arange(len(self), device=self.device), k], generator)
 
     def _flatten(self, x: Tensor) -> Tensor:
-        if x.dim() < 2 or x[0].numel() != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}) (or (B, *S) with {self.dim} elements per "
-                             f"sample); got {tuple(x.shape)}")
-        return x.reshape(x.shape[0], self.dim)
+        flat = super()._flatten(x)
+        if flat.shape[0] != len(self):
+            raise ValueError(f"row i of x is evaluated under posterior i: x must have batch B = {len(self)} (one "
+                             f"row per observation); got {tuple(x.shape)}")
+        return flat
 
-    def _rotate(self, diff: Tensor) -> Tensor:
-        """Offsets (B, K, D) in each component's principal axes, U_kᵀ diff (unchanged when diagonal)."""
-        if self._basis is None:
-            return diff
-        return torch.einsum("bkd,kde->bke", diff, self._basis.to(diff))
 
-    def _unrotate(self, v: Tensor) -> Tensor:
-        """U_k v: back from principal axes to the data's coordinates."""
-        if self._basis is None:
-            return v
-        return torch.einsum("kde,bke->bkd", self._basis.to(v), v)
+class _Conditioning:
+    """Conditioning a mixture on y = A x₀ + n, n ~ N(0, R), for many y: the part that does not depend on y is
+    computed once (S_k = A Σ_k Aᵀ + R by Cholesky, the gains G_k = Σ_k Aᵀ S_k⁻¹ and the eigen-decompositions of the
+    posterior covariances C_k = Σ_k − G_k A Σ_k); calling it with y (B, m) adds the means and weights."""
 
-    def _log_components(self, diff: Tensor, var: Tensor) -> Tensor:
-        """log w_k + log N(diff; 0, diag(var)) for rotated diff (B, K, D) and var broadcastable to it: (B, K)."""
-        log_w = torch.log(self.weights.to(diff))
-        quad = (diff * diff / var).sum(-1)
-        log_det = torch.log(var).sum(-1)
-        return log_w - 0.5 * (quad + log_det + self.dim * math.log(2 * math.pi))
+    def __init__(self, prior: GaussianMixture, A: Tensor, R: Tensor):
+        K, D = prior.means.shape
+        cov = prior.covariances                                           # (K, D, D)
+        cov_at = cov @ A.T                                                # Σ_k Aᵀ, (K, D, m)
+        S = A @ cov_at + R                                                # (K, m, m)
+        S = (S + S.transpose(1, 2)) / 2
+        chol, info = torch.linalg.cholesky_ex(S)
+        if bool((info != 0).any()):
+            raise ValueError("A Σ_k Aᵀ + R is singular for some component (a noiseless measurement with dependent "
+                             "rows of A): give noise_std > 0 or independent rows")
+        self.prior, self.m, self.chol = prior, A.shape[0], chol
+        self.gain = torch.cholesky_solve(cov_at.transpose(1, 2), chol).transpose(1, 2)    # G_k = Σ_k Aᵀ S_k⁻¹
+        self.observed_means = prior.means @ A.T                           # A μ_k, (K, m)
+        self.half_log_det = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)         # ½ log det S_k, (K,)
+        post = cov - self.gain @ cov_at.transpose(1, 2)
+        self.basis, self.stds = _eigen((post + post.transpose(1, 2)) / 2, K, D, prior.dtype, prior.device)
 
-    def _log_prob(self, flat: Tensor, means: Tensor, var: Tensor) -> Tensor:
-        diff = self._rotate(flat[:, None, :] - (means if means.dim() == 3 else means[None]))
-        return torch.logsumexp(self._log_components(diff, var if var.dim() == 3 else var[None]), dim=1)
+    def __call__(self, y: Tensor) -> PosteriorMixtures:
+        """The posteriors of the rows of y (B, m), in the prior's dtype and on its device."""
+        prior = self.prior
+        y = y.to(dtype=prior.dtype, device=prior.device)
+        innovation = y[:, None, :] - self.observed_means                  # y_i − A μ_k, (B, K, m)
+        means = prior.means + (self.gain @ innovation[..., None])[..., 0]
+        white = torch.linalg.solve_triangular(self.chol, innovation[..., None], upper=False)[..., 0]
+        log_evidence = -0.5 * (white * white).sum(-1) - self.half_log_det - 0.5 * self.m * math.log(2 * math.pi)
+        log_w = torch.log(prior.weights) + log_evidence                   # (B, K)
+        weights = torch.softmax(torch.where(prior.weights > 0, log_w, torch.full_like(log_w, -math.inf)), dim=1)
+        return PosteriorMixtures(means, weights, self.stds, self.basis, prior.labels)
+
+
+class MeasurementScore:
+    """The exact conditional score ``model(x, t, y) = ∇_x log p_t(x | y)`` of a Gaussian mixture observed through
+    y = A x₀ + n: made by `GaussianMixture.measurement_score`.
+
+    p_t(x | y) is the posterior mixture (shared covariances, means and weights that depend on y) pushed through the
+    SDE, so each row is scored exactly under its own observation; the y-independent work is done once, at
+    construction. A row of y that is entirely NaN means "no observation" and gets the unconditional score
+    ∇_x log p_t(x); a row with only some NaN entries is refused.
+
+    Attributes:
+        null_cond: (m,) all NaN, the condition meaning "unconditional" (what classifier-free guidance puts in
+            its null rows).
+        closed_form: True (an exact analytic score: integrated in t by default, `scoresde.Score`).
+        network: False.
+        m: the number of observations per row.
+    """
+
+    closed_form = True
+    network = False
+
+    def __init__(self, mixture: GaussianMixture, sde, conditioning: _Conditioning):
+        self.mixture, self.sde, self.conditioning = mixture, sde, conditioning
+        self.m = conditioning.m
+        self.null_cond = torch.full((self.m,), math.nan, dtype=mixture.dtype, device=mixture.device)
+
+    def __repr__(self) -> str:
+        return f"MeasurementScore(m={self.m}, D={self.mixture.dim}, {type(self.sde).__name__})"
+
+    def posterior(self, y: Tensor) -> PosteriorMixtures:
+        """The exact posteriors p(x₀ | y_i) of the rows of y (B, m) (no NaN rows)."""
+        y = self._check_y(y, None)
+        if bool(torch.isnan(y).any()):
+            raise ValueError("posterior needs observed rows; y has NaN (no observation) entries")
+        return self.conditioning(y)
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        flat = self.mixture._flatten(x)
+        t = as_time(t, x)
+        y = self._check_y(y, x.shape[0]).to(x.device)
+        null = torch.isnan(y).all(1)
+        out = torch.empty_like(flat)
+        if bool(null.any()):
+            out[null] = self.mixture.score_t(self.sde, flat[null], t[null])
+        seen = ~null
+        if bool(seen.any()):
+            out[seen] = self.conditioning(y[seen]).score_t(self.sde, flat[seen], t[seen])
+        return out.reshape(x.shape)
+
+    def _check_y(self, y, batch: Optional[int]) -> Tensor:
+        """y as (B, m): one observation per row, a (m,) one broadcast to the batch; NaN only in whole rows."""
+        if not torch.is_tensor(y) or not y.is_floating_point():
+            raise TypeError(f"y must be a floating-point tensor of shape (B, {self.m}), one observation per row "
+                            f"(a row of NaN: no observation); got {type(y).__name__ if not torch.is_tensor(y) else y.dtype}")
+        if y.dim() == 1 and y.shape[0] == self.m and batch is not None:
+            y = y.expand(batch, self.m)
+        if y.dim() != 2 or y.shape[1] != self.m:
+            raise ValueError(f"y must have shape (B, m) = (B, {self.m}), one observation per row; got "
+                             f"{tuple(y.shape)}")
+        if batch is not None and y.shape[0] != batch:
+            raise ValueError(f"y holds {y.shape[0]} observations; x has batch {batch} (one observation per row)")
+        nan = torch.isnan(y)
+        if bool((nan.any(1) & ~nan.all(1)).any()):
+            i = int((nan.any(1) & ~nan.all(1)).nonzero()[0, 0])
+            raise ValueError(f"row {i} of y is partly NaN: a row is either observed (finite) or all NaN (no "
+                             f"observation, model.null_cond)")
+        if bool(torch.isinf(y).any()):
+            raise ValueError("y must be finite (or whole rows of NaN for no observation)")
+        return y
 
 
 def _eigen(covariances, K: int, D: int, dtype, device):
