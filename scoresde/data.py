@@ -44,6 +44,7 @@ import torch
 from ._registry import Registry
 from ._utils import check_finite
 from .evaluation.oracle import GaussianMixture, eight_gaussians
+from .guidance.condition import check_cond, cond_to, index_rows
 
 Tensor = torch.Tensor
 SampleFn = Callable[[int, Optional[torch.Generator]], Tensor]
@@ -220,6 +221,9 @@ class Dataset:
             set: the pair (x, labels)), or None.
         labels: the class of each sample, (N,) long in 0 … num_classes − 1, or None.
         num_classes: K (default: labels.max() + 1), or None without labels.
+        cond: a condition of each sample beyond a class (an embedding, a measurement, a low-resolution image):
+            a tensor (N, ...) or a dict of them (`scoresde.guidance.condition`), or None; a conditional model
+            trains on it (it takes the place of ``labels`` in the batches).
         class_names: optional names of the K classes (an image folder's sub-folders).
         summary: one line on how the set was read (an image folder: images and classes found, what was
             scaled, cropped, converted or skipped), or None.
@@ -230,7 +234,7 @@ class Dataset:
                  dequantize: bool = False, oracle: Optional[GaussianMixture] = None,
                  sampler: Optional[SampleFn] = None, labels: Optional[Tensor] = None,
                  num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
-                 summary: Optional[str] = None):
+                 summary: Optional[str] = None, cond=None):
         if not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1:
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (N, *D) with N >= 1 and at least one data "
@@ -247,6 +251,9 @@ class Dataset:
         self.oracle = oracle
         self.sampler = sampler
         self.labels, self.num_classes = _dataset_labels(labels, num_classes, x.shape[0], name)
+        if cond is not None and labels is not None:
+            raise ValueError("give a data set labels or cond, not both (a dict cond may hold the labels)")
+        self.cond = None if cond is None else check_cond(cond, x.shape[0], what=f"cond of data set {name!r}")
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.summary = summary
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -258,6 +265,7 @@ class Dataset:
     def __repr__(self) -> str:
         extra = f", levels={self.levels}, dequantize={self.dequantize}" if self.levels else ""
         extra += f", num_classes={self.num_classes}" if self.labels is not None else ""
+        extra += ", cond" if self.cond is not None else ""
         return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.shape}, "
                 f"data_range={self.data_range}{extra})")
 
@@ -287,7 +295,8 @@ class Dataset:
     def batches(self, batch_size: int, seed: int = 0, fresh: Optional[bool] = None,
                 labels: Optional[bool] = None) -> "Batches":
         """An infinite, seeded iterator of batches of shape (batch_size, *D), or of pairs (x, labels) for a
-        labelled set (``labels=False`` asks for the data only); see `Batches`."""
+        labelled set and (x, cond) for a set with conditions (``labels=False`` asks for the data only); see
+        `Batches`."""
         return Batches(self, batch_size, seed=seed, fresh=fresh, labels=labels)
 
 
@@ -299,8 +308,9 @@ class Batches:
     batch of an epoch is completed from the next one, so every batch has ``batch_size`` rows). Quantized
     sets with ``dequantize`` get new uniform noise per batch. All randomness comes from one CPU
     ``torch.Generator`` seeded by ``seed``; `state_dict` holds its state and the epoch position.
-    Batches are returned on the CPU, in the data's dtype. With ``labels`` (the default for a labelled set)
-    each batch is a pair (x, cond) with cond (batch_size,) long; the draws are the same either way.
+    Batches are returned on the CPU, in the data's dtype. With ``labels`` (the default for a labelled set or one
+    with ``cond``) each batch is a pair (x, cond): cond (batch_size,) long labels, or the rows of the set's
+    ``cond``; the draws are the same either way.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, fresh: Optional[bool] = None,
@@ -313,10 +323,11 @@ class Batches:
             fresh = dataset.sampler is not None
         if fresh and dataset.sampler is None:
             raise ValueError(f"fresh=True needs a data set with a sampler; {dataset.name!r} has none")
+        conditioned = dataset.labels is not None or dataset.cond is not None
         if labels is None:
-            labels = dataset.labels is not None
-        if labels and dataset.labels is None:
-            raise ValueError(f"labels=True needs a labelled data set; {dataset.name!r} has no labels")
+            labels = conditioned
+        if labels and not conditioned:
+            raise ValueError(f"labels=True needs a data set with labels or cond; {dataset.name!r} has no labels (nor cond)")
         self.dataset, self.batch_size, self.fresh = dataset, int(batch_size), bool(fresh)
         self.labels = bool(labels)
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -349,11 +360,15 @@ class Batches:
                 parts.append(take)
             index = torch.cat(parts)
             x = ds.x[index.to(ds.x.device)].cpu()
-            if self.labels:
+            if self.labels and ds.cond is not None:
+                y = cond_to(index_rows(ds.cond, index), "cpu")
+            elif self.labels:
                 y = ds.labels[index.to(ds.labels.device)].cpu()
         if ds.dequantize:
             x = dequantize(x, data_range=ds.data_range, generator=self.generator, levels=ds.levels)
-        return (x, y.long()) if self.labels else x
+        if not self.labels:
+            return x
+        return x, (y.long() if torch.is_tensor(y) and ds.cond is None else y)
 
     def state_dict(self) -> Dict[str, object]:
         """Generator state and epoch position (tensors and ints only, loadable with weights_only=True)."""
@@ -403,10 +418,9 @@ def _generated_set(name: str, fn, n: int, split: str, seed: int, dtype, options,
     return Dataset(x, name=name, split=split, sampler=sample, labels=y, num_classes=num_classes)
 
 
-def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str,
-                 labels: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str, *rows: Optional[Tensor]):
     """Split by a permutation with the fixed seed SPLIT_SEED: the last round(N·test_fraction) rows are test.
-    Returns (x, labels) of the split (labels None if none were given).
+    Returns (x, *rows) of the split (the rows of each of ``rows``, e.g. labels; None stays None).
 
     Without a test part the data are returned unchanged (in file order).
     """
@@ -416,10 +430,10 @@ def _fixed_split(x: Tensor, split: str, test_fraction: float, name: str,
     if n_test == 0:
         if split == "test":
             raise ValueError(f"{name!r} has no test split; pass test_fraction > 0")
-        return x, labels                          # no split: the whole file, in its order
+        return (x, *rows)                          # no split: the whole file, in its order
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
     idx = perm[len(x) - n_test:] if split == "test" else perm[:len(x) - n_test]
-    return x[idx], None if labels is None else labels[idx]
+    return (x[idx], *(None if r is None else r[idx] for r in rows))
 
 
 def _quantized(values: Tensor, levels: int, data_range: Tuple[float, float], dtype) -> Tensor:
@@ -442,27 +456,33 @@ def _digits(split: str, test_fraction: float, dequantize: bool, dtype) -> Datase
 
 
 def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool, dtype,
-           label_key: Optional[str] = None) -> Dataset:
+           label_key: Optional[str] = None, cond_key: Optional[str] = None) -> Dataset:
 
     if not os.path.isfile(path):
         raise ValueError(f"no such array file: {path!r}")
-    labels = None
+    labels = cond = None
+    if label_key is not None and cond_key is not None:
+        raise ValueError("give label_key (class labels) or cond_key (conditions), not both")
     if path.endswith(".npz"):
         with np.load(path) as archive:
             keys = list(archive.keys())
             if key is None:
-                data_keys = [k for k in keys if k != label_key]
+                data_keys = [k for k in keys if k not in (label_key, cond_key)]
                 if len(data_keys) != 1:
                     raise ValueError(f"{path!r} holds arrays {keys}; pass key= to choose one")
                 key = data_keys[0]
-            for wanted in (key, label_key):
+            for wanted in (key, label_key, cond_key):
                 if wanted is not None and wanted not in keys:
                     raise ValueError(f"{path!r} has no array {wanted!r}; it holds {keys}")
             array = archive[key]
             if label_key is not None:
                 labels = torch.from_numpy(np.ascontiguousarray(archive[label_key]))
-    elif label_key is not None:
-        raise ValueError(f"label_key= needs an .npz file holding the data and the labels; {path!r} is one array")
+            if cond_key is not None:
+                cond = torch.from_numpy(np.ascontiguousarray(archive[cond_key]))
+                cond = cond.to(dtype) if cond.is_floating_point() else cond
+    elif label_key is not None or cond_key is not None:
+        raise ValueError(f"label_key= / cond_key= need an .npz file holding the data and the labels or "
+                         f"conditions; {path!r} is one array")
     else:
         array = np.load(path, allow_pickle=False)
     if array.ndim < 2:
@@ -471,13 +491,16 @@ def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequ
     if labels is not None and tuple(labels.shape) != (x.shape[0],):
         raise ValueError(f"labels {label_key!r} of {path!r} must have shape (N,) = ({x.shape[0]},); got "
                          f"{tuple(labels.shape)}")
-    x, labels = _fixed_split(x, split, test_fraction, path, labels)
+    if cond is not None and (cond.dim() < 1 or cond.shape[0] != x.shape[0]):
+        raise ValueError(f"conditions {cond_key!r} of {path!r} must have shape (N, ...) with N = {x.shape[0]}; got "
+                         f"{tuple(cond.shape)}")
+    x, labels, cond = _fixed_split(x, split, test_fraction, path, labels, cond)
     if x.dtype == torch.uint8:          # 8-bit data: 256 levels over [-1, 1]
         return Dataset(_quantized(x, 256, (-1.0, 1.0), dtype), name=path, split=split,
-                       data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels)
+                       data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels, cond=cond)
     if dequantize:
         raise ValueError(f"dequantize=True applies to uint8 arrays; {path!r} has dtype {array.dtype}")
-    return Dataset(x.to(dtype), name=path, split=split, labels=labels)
+    return Dataset(x.to(dtype), name=path, split=split, labels=labels, cond=cond)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -857,12 +880,13 @@ def _load_cifar10(split: str = "train", path: Optional[str] = None, dequantize: 
 @DATASETS.register("array")
 def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[str] = None,
                 label_key: Optional[str] = None, test_fraction: float = 0.0, dequantize: bool = False,
-                dtype: torch.dtype = torch.float32) -> Dataset:
+                dtype: torch.dtype = torch.float32, cond_key: Optional[str] = None) -> Dataset:
     """A .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1]); an .npz file's
-    ``label_key`` array (N,) holds the labels."""
+    ``label_key`` array (N,) holds the labels, or its ``cond_key`` array (N, ...) each sample's condition."""
     if path is None:
         raise ValueError("'array' needs path=")
-    return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype, label_key=label_key)
+    return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype, label_key=label_key,
+                  cond_key=cond_key)
 
 
 @DATASETS.register("image_folder")

@@ -34,6 +34,7 @@ from ._adapters import DEFAULT_MAX_NFE, ODE_SOLVERS, check_tolerances, integrate
 from ._utils import (FiniteWatch, ScoreFn, SummaryRepr, check_choice, check_finite, check_same_shape,
                      require_float64, validated_times)
 from .data import Dataset, check_quantization, dequantize
+from .guidance.condition import cond_rows, cond_to, index_rows
 from .guidance.conditional import conditional_score
 from .sde import NoiseLevelFlow, check_prior, choose_time_variable
 
@@ -240,6 +241,7 @@ def log_likelihood(
     max_nfe: int = DEFAULT_MAX_NFE,
     time_variable: str = "auto",
     state_dtype: Optional[torch.dtype] = None,
+    cond=None,
 ) -> LikelihoodResult:
     """log p_eps(x) in nats by integrating the probability-flow ODE from eps to T.
 
@@ -292,6 +294,8 @@ def log_likelihood(
             float64 state leaves only the score's rounding; an adaptive solver's steps also depend on that
             rounding, so a float32 x and its float64 copy agree to the solver's tolerance, not to rounding (which
             CPU kernels run then changes the result within that tolerance).
+        cond: a condition for a conditional model ``score(x, t, cond)``: log p(x | c) of each row with its own
+            condition (labels (B,), a tensor (B, ...) or a dict; `scoresde.conditional_score` binds it).
 
     Returns:
         `LikelihoodResult` with ``log_prob``, ``prior_log_prob``, ``delta_log_prob`` (each (B,)), the
@@ -309,6 +313,8 @@ def log_likelihood(
     check_choice(solver, ODE_SOLVERS.names(), "solver")
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, t); got {type(score).__name__}")
+    if cond is not None:
+        score = conditional_score(score, cond)
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}")
     if vjp_batch is not None and (isinstance(vjp_batch, bool) or not isinstance(vjp_batch, int) or vjp_batch < 1):
@@ -435,7 +441,7 @@ def _mean_stderr(values: Tensor) -> Tuple[float, float]:
 def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, batch_size: Optional[int] = None,
                         n_dequant: int = 1, generator: Optional[torch.Generator] = None,
                         divergence: Optional[str] = None, device=None, dtype: Optional[torch.dtype] = None,
-                        labels: bool = False, **likelihood_kwargs) -> EvaluationResult:
+                        labels: bool = False, cond=None, **likelihood_kwargs) -> EvaluationResult:
     """NLL and bits/dim of a data set under the PF-ODE density, with mean ± standard error.
 
     The one evaluation path the trainer, the command line and the demo use. For quantized data (a
@@ -456,6 +462,8 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
         dtype: as ``device``.
         labels: evaluate −log p(x | c) with each point's label c (a labelled Dataset); ``score`` is then a
             conditional model ``score(x, t, cond)`` (see `scoresde.conditional_score`).
+        cond: instead of labels, each point's condition: a tensor (N, ...) or a dict of them, row i for point i
+            (−log p(x_i | c_i)).
         **likelihood_kwargs: passed to `log_likelihood` (probe, n_probes, solver, rtol, atol, eps, ...).
 
     Returns:
@@ -465,10 +473,19 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
     x = dataset.x if n is None else dataset.x[: int(n)]
     x = x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
     if labels:
+        if cond is not None:
+            raise ValueError("give labels=True (the data set's labels) or cond (the points' conditions), not both")
         if dataset.labels is None:
             raise ValueError(f"labels=True needs a labelled data set; {dataset.name!r} has no labels")
-        classes = dataset.labels[: x.shape[0]].to(x.device)
-        label_chunks = classes.split(int(batch_size)) if batch_size else (classes,)
+        cond = dataset.labels
+    if cond is not None:
+        rows = cond_rows(cond)
+        if rows is None or rows < x.shape[0]:
+            raise ValueError(f"cond must have one row per evaluated point (at least {x.shape[0]}); got "
+                             f"{'no batch dimension' if rows is None else rows}")
+        cond = cond_to(index_rows(cond, slice(0, x.shape[0])), x.device)
+        step = int(batch_size) if batch_size else x.shape[0]
+        cond_chunks = [index_rows(cond, slice(i, i + step)) for i in range(0, x.shape[0], step)]
     if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive integer; got {n_dequant!r}")
     if "generator" in likelihood_kwargs:
@@ -487,7 +504,7 @@ def evaluate_likelihood(sde, score: ScoreFn, data, *, n: Optional[int] = None, b
         for k, chunk in enumerate(x.split(int(batch_size)) if batch_size else (x,)):
             if quantized:
                 chunk = dequantize(chunk, data_range=dataset.data_range, generator=generator, levels=dataset.levels)
-            chunk_score = conditional_score(score, label_chunks[k]) if labels else score
+            chunk_score = score if cond is None else conditional_score(score, cond_chunks[k])
             res = log_likelihood(sde, chunk_score, chunk, divergence=divergence, generator=generator,
                                  **likelihood_kwargs)
             log_prob = res.log_prob.double()

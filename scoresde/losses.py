@@ -17,6 +17,7 @@ import torch
 from ._registry import Registry
 from ._utils import (ScoreFn, as_time, check_choice, check_finite, check_same_shape, check_time_range, expand_like,
                      require_float64, validated_times)
+from .guidance.condition import call_model, check_cond, index_rows, label_count
 from .guidance.labels import check_labels
 from .sde import diffusion_values
 
@@ -136,7 +137,7 @@ def _shard(shard: Tuple[int, int], batch: int, *tensors):
     if not 0 <= rank < world or batch % world:
         raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size dividing the batch "
                          f"size {batch}; got {shard!r}")
-    return tuple(None if v is None else v[rank::world] for v in tensors)
+    return tuple(index_rows(v, slice(rank, None, world)) for v in tensors)
 
 
 def _importance_table(sde, eps: float, device) -> Tuple[Tensor, Tensor, Tensor]:
@@ -312,8 +313,9 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
             noise are drawn for all of it exactly as in a single process, and only rows ``rank::world_size``
             (DistributedSampler's strided rule) are evaluated. The mean over the shards then equals the
             single-process loss of the same global batch and generator.
-        cond: class labels (B,) long of a conditional model, called ``model(x_t, t, cond)`` (the index
-            ``num_classes`` is ∅; label dropout is the caller's, see `scoresde.guidance.drop_labels`). Sharded
+        cond: the condition of a conditional model (`scoresde.guidance.condition`): class labels (B,) long (the
+            index ``num_classes`` is ∅), a tensor (B, ...) called ``model(x_t, t, cond)``, or a dict spread as
+            ``model(x_t, t, **cond)``; condition dropout is the caller's (`scoresde.guidance.drop_cond`). Sharded
             like x0.
 
     Returns:
@@ -324,7 +326,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
     _check_data(sde, x0, eps)
     batch = x0.shape[0]
     if cond is not None:
-        cond = check_labels(cond, batch, getattr(model, "num_classes", None), device=x0.device)
+        cond = check_cond(cond, batch, model=model, num_classes=label_count(model), device=x0.device)
     weight = torch.ones(batch, device=x0.device, dtype=x0.dtype)
     if t is not None:
         if importance_sampling:
@@ -349,7 +351,7 @@ def dsm_loss(sde, model: ScoreFn, x0: Tensor, weighting: Union[str, Callable] = 
         batch = x0.shape[0]
     with validated_times():
         x_t = expand_like(s, x0) * x0 + expand_like(sigma, x0) * z
-        score = check_same_shape(model(x_t, t) if cond is None else model(x_t, t, cond), x_t, what="model")
+        score = check_same_shape(call_model(model, x_t, t, cond), x_t, what="model")
     residual = expand_like(sigma, x0) * score + z                         # σ (score + z/σ)
     per_sample = residual.reshape(batch, -1).pow(2).sum(-1)
     return _reduce(weight * per_sample, reduce)
@@ -359,7 +361,8 @@ def _call(model, x: Tensor, t: Optional[Tensor], cond: Optional[Tensor] = None) 
     if cond is not None:
         if t is None:
             raise ValueError("a conditional model is called model(x, t, cond): pass t together with cond")
-        out = model(x, t, check_labels(cond, x.shape[0], getattr(model, "num_classes", None), device=x.device))
+        out = call_model(model, x, t, check_cond(cond, x.shape[0], model=model, num_classes=label_count(model),
+                                                 device=x.device))
     else:
         out = model(x) if t is None else model(x, t)
     return check_same_shape(out, x, what="model")

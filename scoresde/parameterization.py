@@ -8,7 +8,7 @@ flow-matching velocity) is one subclass of `Parameterization` and one registry l
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Mapping, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -159,8 +159,10 @@ class ScoreModel(nn.Module):
     have the dtype of the network's parameters (a TypeError says how to cast one or the other).
 
     Args:
-        net: module (or callable) with ``forward(x, t)`` returning x's shape; a class-conditional net (with
-            ``num_classes``, called ``net(x, t, cond)``) makes the model conditional: ``model(x, t, cond)``.
+        net: module (or callable) with ``forward(x, t)`` returning x's shape; a conditional net (called
+            ``net(x, t, cond)``, or with keyword conditions ``net(x, t, cond, image=...)``) makes the model
+            conditional, ``model(x, t, cond)`` / ``model(x, t, **cond)``; its ``null_cond`` (or ``num_classes``) is
+            the model's null condition.
         sde: a linear SDE, used only through ``scale(t)`` and ``std(t)``.
         parameterization: a name in `PARAMETERIZATIONS` ("eps", "score", "x0", "v") or a
             `Parameterization` object; "velocity" is flow matching's u = f x − ½ g² score (z − x_0 on
@@ -193,6 +195,13 @@ class ScoreModel(nn.Module):
     def num_classes(self) -> Optional[int]:
         """K of a class-conditional network (called ``model(x, t, cond)``, see `scoresde.guidance`), else None."""
         return model_classes(self.net)
+
+    @property
+    def null_cond(self):
+        """The network's null condition ∅ (its ``null_cond``: an index, a learned null embedding, a dict), else its
+        ``num_classes`` for labels, else None (unconditional, or the caller names one)."""
+        null = getattr(self.net, "null_cond", None)
+        return self.num_classes if null is None else null
 
     @property
     def parameterization(self) -> str:
@@ -237,13 +246,16 @@ class ScoreModel(nn.Module):
         return Preconditioning(c_in, self.prediction.c_out(s, sigma, self.sigma_data, **extra), c_noise)
 
     # -- the network and the conversions ---------------------------------------------------------------
-    def net_output(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
-        """The raw network output F = net(c_in x, c_noise[, cond]), shape of x (B, *D)."""
-        return self._net_output(x, self.coefficients(x, t), cond)
+    def net_output(self, x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
+        """The raw network output F = net(c_in x, c_noise[, cond][, **named]), shape of x (B, *D)."""
+        return self._net_output(x, self.coefficients(x, t), cond, named)
 
-    def _net_output(self, x: Tensor, c: Preconditioning, cond: Optional[Tensor] = None) -> Tensor:
+    def _net_output(self, x: Tensor, c: Preconditioning, cond=None, named=None) -> Tensor:
         x_in = expand_like(c.c_in, x) * x
-        out = self.net(x_in, c.c_noise) if cond is None else self.net(x_in, c.c_noise, cond)
+        named = dict(named or {})
+        if isinstance(cond, Mapping):                  # model(x, t, {"cond": ..., "image": ...}) as keywords
+            named, cond = {**cond, **named}, None
+        out = self.net(x_in, c.c_noise, **named) if cond is None else self.net(x_in, c.c_noise, cond, **named)
         return check_same_shape(out, x, what="net")
 
     def net_output_to_score(self, output: Tensor, x: Tensor, t: Tensor) -> Tensor:
@@ -259,22 +271,23 @@ class ScoreModel(nn.Module):
             extra = {"rates": conversions.rates(self.sde, t, x)} if self.prediction.uses_rates else {}
         return self.prediction.to_score(prediction, x, s, sigma, **extra)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
         """The score ∇_x log p_t(x), shape of x (B, *D), for t (B,) in (0, T]; for a conditional network
-        ∇_x log p_t(x | c) with cond (B,) long in 0 … K (K = ``num_classes``: no label, the unconditional score)."""
+        ∇_x log p_t(x | c): cond (B,) long in 0 … K for labels (K = ``num_classes``: no label, the unconditional
+        score), a tensor (B, ...), and any keyword conditions the network takes (a dict cond is spread)."""
         t = self._inputs(x, t)
         c = self._coefficients(x, t)
-        return self._to_score(self._net_output(x, c, cond), x, t, c)
+        return self._to_score(self._net_output(x, c, cond, named), x, t, c)
 
-    def eps(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
         """The noise prediction E[z | x_t = x] = −σ(t) score(x, t), shape of x."""
         t = self._inputs(x, t)
         with validated_times():
             _, sigma = conversions.scale_std(self.sde, t, x)
-            return conversions.score_to_eps(self(x, t, cond), sigma)
+            return conversions.score_to_eps(self(x, t, cond, **named), sigma)
 
-    def denoise(self, x: Tensor, t: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def denoise(self, x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
         """Tweedie's denoiser E[x_0 | x_t = x] = (x + σ(t)² score(x, t)) / s(t), shape of x."""
         t = self._inputs(x, t)
         with validated_times():
-            return conversions.denoise(self.sde, lambda x, t: self(x, t, cond), x, t)
+            return conversions.denoise(self.sde, lambda x, t: self(x, t, cond, **named), x, t)

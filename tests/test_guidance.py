@@ -212,7 +212,7 @@ def test_bad_labels_are_named():
         score(x, time, torch.zeros(4))
     with pytest.raises(ValueError, match="in 0 … 3;"):
         sd.classifier_free_guidance(CountingConditional(gmm, sde), 4, scale=1.0)(x, time)
-    with pytest.raises(ValueError, match="needs a conditional model"):
+    with pytest.raises(ValueError, match="needs the null condition"):
         sd.classifier_free_guidance(gmm.score(sde), 1, scale=1.0)
     with pytest.raises(ValueError, match="finite number"):
         sd.classifier_free_guidance(CountingConditional(gmm, sde), 1, scale=math.inf)

@@ -356,7 +356,7 @@ def test_conditional_training_errors_name_what_is_wrong():
         sd.Trainer(conditional, sde, sd.data.load("checkerboard", n=64), _quiet(steps=1))
     with pytest.raises(ValueError, match="8 classes but the model was built with num_classes=3"):
         sd.Trainer(conditional, sde, sd.data.load("eight_gaussians", n=64), _quiet(steps=1))
-    with pytest.raises(ValueError, match="needs a class-conditional model"):
+    with pytest.raises(ValueError, match="needs a conditional model"):
         sd.Trainer(sd.ScoreModel(sd.nets.MLP(2, hidden=8), sde), sde, sd.data.load("moons", n=64),
                    _quiet(steps=1, cond_dropout=0.2))
     with pytest.raises(ValueError, match="cond_dropout must be a probability"):

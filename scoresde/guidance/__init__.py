@@ -5,8 +5,10 @@
     score = sd.classifier_free_guidance(model, cond, scale=w)                # (1 + w) s_c − w s_∅
     score = sd.classifier_guidance(score_uncond, classifier, cond, scale=γ)  # ∇ log p_t(x) + γ ∇ log p_t(c | x)
 
-A conditional model is called ``model(x, t, cond)`` with ``cond`` of shape (B,), long class indices in
-[0, K]; the index K = ``num_classes`` is the null label ∅ (no label), so one network trained with label dropout
+A conditional model is called ``model(x, t, cond)``. ``cond`` is class labels ((B,) long indices in [0, K]; the
+index K = ``num_classes`` is the null label ∅), any tensor with a batch dimension (an embedding, a measurement,
+an image), or a dict of them spread as keywords, ``model(x, t, **cond)`` (`scoresde.guidance.condition`). The
+null condition ∅ is an index, a (learned or zero) tensor or a dict; one network trained with condition dropout
 is both p(x | c) and p(x). Classifier-free guidance (Ho & Salimans 2022) tilts the conditional law,
 
     s_w = (1 + w) ∇ log p_t(x | c) − w ∇ log p_t(x) = ∇ log [p_t(x | c)^{1+w} p_t(x)^{−w}],
@@ -23,7 +25,8 @@ model, and the classifier with its gradient (one forward and one backward pass).
 """
 from .classifier import classifier_guidance
 from .conditional import classifier_free_guidance, conditional_score
+from .condition import Cond, call_model, check_cond, drop_cond, model_null, null_condition
 from .labels import Labels, check_labels, drop_labels, model_classes
 
 __all__ = ["conditional_score", "classifier_free_guidance", "classifier_guidance", "check_labels", "drop_labels",
-           "model_classes", "Labels"]
+           "model_classes", "Labels", "Cond", "call_model", "check_cond", "drop_cond", "model_null", "null_condition"]

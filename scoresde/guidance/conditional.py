@@ -1,5 +1,5 @@
-"""Conditional scores of a model called ``model(x, t, cond)``: the labels bound, and classifier-free guidance (Ho &
-Salimans 2022), which tilts the conditional law,
+"""Conditional scores of a model called ``model(x, t, cond)`` (or ``model(x, t, **cond)``): the condition bound,
+and classifier-free guidance (Ho & Salimans 2022), which tilts the conditional law,
 
     s_w = (1 + w) ∇ log p_t(x | c) − w ∇ log p_t(x) = ∇ log [p_t(x | c)^{1+w} p_t(x)^{−w}],
 
@@ -14,62 +14,72 @@ import torch
 
 from .._utils import check_same_shape
 from ..score import Score, as_score
-from .labels import Labels, check_labels
+from .condition import Cond, call_model, check_cond, concat_cond, label_count, model_null, null_condition
 
 Tensor = torch.Tensor
 
 
-def _require_conditional(model, what: str) -> int:
+def _check_model(model, what: str) -> None:
     if not callable(model):
         raise TypeError(f"{what}: model must be a callable model(x, t, cond); got {type(model).__name__}")
-    k = getattr(model, "num_classes", None)
-    if k is None:
-        raise ValueError(f"{what} needs a conditional model, called model(x, t, cond) with a num_classes "
-                         f"attribute (e.g. sd.ScoreModel(sd.nets.MLP(2, num_classes=8), sde)); "
-                         f"{type(model).__name__} has no num_classes")
-    return int(k)
 
 
-def conditional_score(model, cond: Labels) -> Score:
-    """``(x, t) -> model(x, t, cond)``: the conditional score ∇ log p_t(x | c) with the labels bound.
+def conditional_score(model, cond: Cond) -> Score:
+    """``(x, t) -> model(x, t, cond)``: the conditional score ∇ log p_t(x | c) with the condition bound.
 
-    ``cond``: one class for every sample (an int) or (B,) long indices matching the batch of every call (the
-    null index ``num_classes`` gives the unconditional score).
+    ``cond`` (see `scoresde.guidance.condition`): class labels (an int or (B,) long indices; the null index
+    ``num_classes`` gives the unconditional score), any tensor (B, ...) or (1, ...) passed as the third argument,
+    or a dict spread as keyword arguments ``model(x, t, **cond)``. Its batch must match every call's.
     """
-    num_classes = _require_conditional(model, "conditional_score")
+    _check_model(model, "conditional_score")
+    if cond is None:
+        raise ValueError("conditional_score needs a condition; for the unconditional score use the model itself")
+    num_classes = label_count(model)
 
     def score(x: Tensor, t: Tensor) -> Tensor:
-        labels = check_labels(cond, x.shape[0], num_classes, device=x.device)
-        return check_same_shape(model(x, t, labels), x, what="model")
+        c = check_cond(cond, x.shape[0], model=model, num_classes=num_classes, device=x.device)
+        return check_same_shape(call_model(model, x, t, c), x, what="model")
 
     return as_score(model).wrap(score)
 
 
-def classifier_free_guidance(model, cond: Labels, scale: float, null_cond: Optional[int] = None) -> Score:
+def classifier_free_guidance(model, cond: Cond, scale: float, null_cond=None) -> Score:
     """``(x, t) -> (1 + w) model(x, t, c) − w model(x, t, ∅)`` with w = ``scale``, in one network call on a doubled
     batch (w = 0: the conditional model alone, one call on B rows).
 
     Args:
-        model: a conditional score model ``model(x, t, cond)`` (e.g. a `scoresde.ScoreModel` over a net with
-            ``num_classes``), trained with label dropout so that ``model(x, t, ∅)`` is the unconditional score.
-        cond: one class (an int) or (B,) long indices, in 0 … K − 1.
+        model: a conditional score model, ``model(x, t, cond)`` (or ``model(x, t, **cond)`` for a dict), trained
+            with condition dropout so that ``model(x, t, ∅)`` is the unconditional score.
+        cond: class labels in 0 … K − 1 (an int or (B,) long), a tensor (B, ...) or (1, ...), or a dict of them.
         scale: the guidance weight w ≥ 0 (w = −1 would be the unconditional model; values in [−1, 0) are
             allowed and interpolate towards it).
-        null_cond: the index of ∅ (default ``model.num_classes``).
+        null_cond: ∅ — an index for labels, a tensor broadcastable to cond's shape (a zero or learned null
+            embedding), or a dict of them with cond's keys. Default: the model's ``null_cond`` attribute, else its
+            ``num_classes`` (the null label); a model with neither needs it given.
     """
-    num_classes = _require_conditional(model, "classifier_free_guidance")
+    _check_model(model, "classifier_free_guidance")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < -1:
         raise ValueError(f"scale (the guidance weight w) must be a finite number >= -1 (usually >= 0); got {scale!r}")
-    null = num_classes if null_cond is None else int(null_cond)
+    if cond is None:
+        raise ValueError("classifier_free_guidance needs a condition cond")
+    null = (model_null(model) if model_null(model) is not None else label_count(model)) if null_cond is None \
+        else null_cond
+    if null is None:
+        raise ValueError(f"classifier_free_guidance needs the null condition ∅: {type(model).__name__} has neither "
+                         f"null_cond nor num_classes, so pass null_cond= (an index for labels, a tensor "
+                         f"broadcastable to cond's shape such as a zero embedding, or a dict)")
+    num_classes = label_count(model)
     w = float(scale)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        labels = check_labels(cond, x.shape[0], num_classes, device=x.device, null_allowed=False)
+        batch = x.shape[0]
+        c = check_cond(cond, batch, model=model, num_classes=num_classes, device=x.device, null_allowed=False)
         if w == 0:
-            return check_same_shape(model(x, t, labels), x, what="model")
-        t = t.reshape(-1).expand(x.shape[0]) if torch.is_tensor(t) else torch.full(
-            (x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, null)]))
+            return check_same_shape(call_model(model, x, t, c), x, what="model")
+        t = t.reshape(-1).expand(batch) if torch.is_tensor(t) else torch.full(
+            (batch,), float(t), device=x.device, dtype=x.dtype)
+        both = call_model(model, torch.cat([x, x]), torch.cat([t, t]),
+                          concat_cond(c, null_condition(null, c, batch)))
         conditional, unconditional = check_same_shape(both, torch.cat([x, x]), what="model").chunk(2)
         return (1 + w) * conditional - w * unconditional
 

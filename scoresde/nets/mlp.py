@@ -48,7 +48,8 @@ class MLP(nn.Module):
             γ ← γ + W₂ SiLU(W₁ cond) (`VectorEmbedding`, k-diffusion's ``mapping_cond``). Excludes ``num_classes``.
 
     Attributes:
-        num_classes, cond_dim: as given (None when absent).
+        num_classes: as given (None when absent).
+        cond_dim: as given (None when absent).
         null_cond: the condition that stands for "none" (∅) in classifier-free training: the int K of a
             class-conditional net; a learned (D,) ``nn.Parameter`` of a vector-conditioned one, which callers
             put in place of dropped rows of cond (``torch.where``) so that its gradient trains it; None for an

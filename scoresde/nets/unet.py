@@ -118,7 +118,9 @@ class UNet(nn.Module):
             [x, y] of C + C' channels (k-diffusion's ``unet_cond``). Combines with ``num_classes`` or ``cond_dim``.
 
     Attributes:
-        num_classes, cond_dim, cond_channels: as given (None when absent).
+        num_classes: as given (None when absent).
+        cond_dim: as given (None when absent).
+        cond_channels: as given (None when absent).
         null_cond: the condition that stands for "none" (∅) in classifier-free training, None for an
             unconditional net. For ``cond``: the int K of a class-conditional net, a learned (D,)
             ``nn.Parameter`` of a vector-conditioned one. For ``image``: a learned (C', 1, 1) ``nn.Parameter``,

@@ -9,6 +9,7 @@ import torch
 
 from ..evaluation.plot import save_samples
 from ..guidance import conditional_score
+from ..guidance.condition import call_model, cond_to, index_rows, model_null, null_condition
 from ..likelihood import evaluate_likelihood
 from ..losses import noised_class_log_probs
 from ..score import Score
@@ -18,14 +19,19 @@ Tensor = torch.Tensor
 
 def model_score(trainer, cond=None) -> Score:
     """The trainer's model as a score function that accepts any floating dtype (cast to the model's and back);
-    for a conditional model the conditional score of the labels ``cond`` ((B,) or an int)."""
+    for a conditional model the conditional score of ``cond`` (labels (B,) or an int, a tensor (B, ...), a dict;
+    default: the null condition, i.e. the unconditional score)."""
     model, dtype = trainer.model, trainer.dtype
-    if trainer.num_classes is not None:
-        def cast(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
-            return model(x.to(dtype), t.to(dtype), labels).to(x.dtype)
+    if trainer.conditional:
+        def cast(x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
+            cond, named = cond_to(cond, dtype=dtype), cond_to(named, dtype=dtype)
+            return call_model(model, x.to(dtype), t.to(dtype), {**named, **({} if cond is None else {"cond": cond})}
+                              if named else cond).to(x.dtype)
 
-        cast.num_classes, cast.network = trainer.num_classes, True
-        return conditional_score(cast, trainer.num_classes if cond is None else cond)
+        cast.num_classes, cast.network, cast.null_cond = trainer.num_classes, True, model_null(model)
+        if cond is None:
+            cond = cast.null_cond if trainer.num_classes is not None else _null_rows(trainer, cast.null_cond)
+        return conditional_score(cast, cond)
 
     def score(x: Tensor, t: Tensor) -> Tensor:
         return model(x.to(dtype), t.to(dtype)).to(x.dtype)
@@ -33,8 +39,18 @@ def model_score(trainer, cond=None) -> Score:
     return Score(score, network=True)
 
 
+def _null_rows(trainer, null):
+    """The null condition with one row (broadcast over the batch by `conditional_score`), shaped like a row of the
+    data's conditions."""
+    ds = trainer.dataset
+    example = index_rows(ds.cond, slice(0, 1)) if ds.cond is not None else None
+    if example is None:
+        raise ValueError("the unconditional score of this model needs the shape of its condition: give cond")
+    return null_condition(null, cond_to(example, trainer.device, trainer.dtype), 1)
+
+
 def _require_score_model(trainer, what: str) -> None:
-    if trainer.uses_labels and trainer.num_classes is None:
+    if trainer.uses_labels and not trainer.conditional:
         raise ValueError(f"Trainer.{what} needs a score model; this trainer trains a classifier (a model "
                          f"without cond whose loss takes labels)")
 
@@ -51,12 +67,25 @@ def sample(trainer, n: Optional[int] = None, seed: Optional[int] = None) -> Tens
     trainer.model.eval()
     try:
         with trainer.ema.average_parameters(), torch.no_grad():
-            cond = None if trainer.num_classes is None else torch.arange(n, device=trainer.device) % trainer.num_classes
+            cond = _sample_conditions(trainer, n)
             res = trainer.sampler.sample(trainer.sde, model_score(trainer, cond), (n,) + trainer.dataset.shape,
                                          generator)
     finally:
         trainer.model.train(was_training)
     return res.x
+
+
+def _sample_conditions(trainer, n: int):
+    """The conditions of the monitoring samples: class i mod K for labels, else the data's conditions cycled
+    (row i mod N), else None (unconditional)."""
+    if not trainer.conditional:
+        return None
+    if trainer.num_classes is not None and trainer.dataset.cond is None:
+        return torch.arange(n, device=trainer.device) % trainer.num_classes
+    ds = trainer.dataset
+    if ds.cond is None:
+        return None
+    return cond_to(index_rows(ds.cond, torch.arange(n) % len(ds)), trainer.device, trainer.dtype)
 
 
 def save_figure(trainer, path: Optional[str] = None) -> str:
@@ -85,11 +114,13 @@ def evaluate(trainer) -> Dict[str, float]:
                 return {}
             generator = torch.Generator(device=trainer.device).manual_seed(trainer.config.seed + 104729)
             c = trainer.config
-            if trainer.uses_labels and trainer.num_classes is None:
+            if trainer.uses_labels and not trainer.conditional:
                 return _evaluate_classifier(trainer, generator)
-            labelled = trainer.num_classes is not None and trainer.eval_data.labels is not None
-            score = trainer.model if labelled else model_score(trainer)      # points cast to the model's dtype
-            return evaluate_likelihood(trainer.sde, score, trainer.eval_data, n=c.num_eval, labels=labelled,
+            data = trainer.eval_data
+            labelled = trainer.conditional and data.labels is not None and data.cond is None
+            cond = cond_to(data.cond, trainer.device, trainer.dtype) if trainer.conditional else None
+            score = trainer.model if labelled or cond is not None else model_score(trainer)  # x cast to its dtype
+            return evaluate_likelihood(trainer.sde, score, data, n=c.num_eval, labels=labelled, cond=cond,
                                        generator=generator, device=trainer.device, dtype=trainer.dtype,
                                        eps=c.eps, rtol=c.eval_rtol, atol=c.eval_atol).metrics()
     finally:

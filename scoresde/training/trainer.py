@@ -40,7 +40,8 @@ from .._progress import progress_bar
 from .._registry import accepts_any_keyword, signature_parameters
 from .._utils import check_device, require_float64
 from ..data import Batches, Dataset
-from ..guidance import check_labels, drop_labels, model_classes
+from ..guidance.condition import check_cond, cond_to, drop_cond, index_rows, model_null
+from ..guidance.labels import model_classes
 from ..losses import DSMLoss
 from ..sampling import DPMSolver, ReverseSDESampler
 from ..score import Score
@@ -230,7 +231,7 @@ class Trainer:
             self.batches = data
         else:
             dataset = _as_dataset(data, "data")
-            labels = self.uses_labels and dataset.labels is not None
+            labels = self.uses_labels and (dataset.labels is not None or dataset.cond is not None)
             self.batches = dataset.batches(config.batch_size, seed=config.seed, labels=labels)
         self.dataset = self.batches.dataset
         self._check_labelled_data()
@@ -275,36 +276,38 @@ class Trainer:
                 self.resume()
 
     def _setup_labels(self, model, loss_fn, config: TrainConfig) -> None:
-        """Whether batches carry labels (a conditional model, or a loss that requires ``cond``) and the label
-        dropout probability."""
+        """Whether batches carry conditions (a conditional model — one with a null condition, ``null_cond`` or
+        ``num_classes`` — or a loss that requires ``cond``) and the condition dropout probability."""
 
         self.num_classes = model_classes(model)
+        self.conditional = model_null(model) is not None
         try:
             param = inspect.signature(loss_fn).parameters.get("cond")
         except (TypeError, ValueError):
             param = None
         loss_requires = param is not None and param.default is inspect.Parameter.empty
-        self.uses_labels = self.num_classes is not None or loss_requires
+        self.uses_labels = self.conditional or loss_requires
         if self.uses_labels and param is None and not accepts_any_keyword(loss_fn):
-            raise ValueError(f"the model is conditional (num_classes={self.num_classes}) but the loss "
-                             f"{getattr(loss_fn, '__name__', loss_fn)!r} takes no cond argument")
-        if self.num_classes is None and config.cond_dropout not in (None, 0, 0.0):
-            raise ValueError(f"cond_dropout={config.cond_dropout} needs a class-conditional model (one built with "
-                             f"num_classes); this model is unconditional")
-        default = 0.1 if self.num_classes is not None else 0.0
+            raise ValueError(f"the model is conditional but the loss {getattr(loss_fn, '__name__', loss_fn)!r} "
+                             f"takes no cond argument")
+        if not self.conditional and config.cond_dropout not in (None, 0, 0.0):
+            raise ValueError(f"cond_dropout={config.cond_dropout} needs a conditional model (one built with "
+                             f"num_classes, cond_dim or cond_channels, or with a null_cond); this model is "
+                             f"unconditional")
+        default = 0.1 if self.conditional else 0.0
         self.cond_dropout = default if config.cond_dropout is None else float(config.cond_dropout)
 
     def _check_labelled_data(self) -> None:
         if not self.uses_labels:
             return
         ds = self.dataset
-        what = (f"a conditional model (num_classes={self.num_classes})" if self.num_classes is not None
-                else "this loss (it requires cond)")
-        if ds.labels is None or not self.batches.labels:
-            raise ValueError(f"{what} trains on labelled data; data set {ds.name!r} has no labels (labelled sets: "
-                             f"eight_gaussians, rings, moons, digits, an .npz with label_key, an image folder of "
-                             f"class sub-folders)")
-        if self.num_classes is not None and ds.num_classes > self.num_classes:
+        what = ("a conditional model" + (f" (num_classes={self.num_classes})" if self.num_classes else "")
+                if self.conditional else "this loss (it requires cond)")
+        if (ds.labels is None and ds.cond is None) or not self.batches.labels:
+            raise ValueError(f"{what} trains on labelled data; data set {ds.name!r} has no labels or cond "
+                             f"(labelled sets: eight_gaussians, rings, moons, digits, an .npz with label_key or "
+                             f"cond_key, an image folder of class sub-folders; or a Dataset(x, cond=...))")
+        if self.num_classes is not None and ds.labels is not None and ds.num_classes > self.num_classes:
             raise ValueError(f"data set {ds.name!r} has {ds.num_classes} classes but the model was built with "
                              f"num_classes={self.num_classes}")
 
@@ -341,17 +344,19 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------------------
     def loss(self, x0: Tensor, cond: Optional[Tensor] = None, micro: Tuple[int, int] = (0, 1)) -> Tensor:
-        """The training loss of a global batch x0 (B, *D) (and its labels cond (B,) for a conditional model, with
-        label dropout applied here) with the configured weighting (this rank's part; with ``micro`` = (j, k), the
+        """The training loss of a global batch x0 (B, *D) (and its condition cond — labels (B,), a tensor (B, ...)
+        or a dict — for a conditional model, with condition dropout to the model's null applied here) with the
+        configured weighting (this rank's part; with ``micro`` = (j, k), the
         j-th of k micro-batches of it, drawn from the same times and noise as the whole)."""
         c = self.config
         extra = {}
         if self.uses_labels:
             if cond is None:
-                raise ValueError("this model is trained on labels: pass the batch as (x0, cond)")
-            cond = check_labels(cond, x0.shape[0], self.num_classes, device=x0.device, null_allowed=False)
-            if self.cond_dropout > 0:
-                cond = drop_labels(cond, self.cond_dropout, self.num_classes, generator=self.loss_generator)
+                raise ValueError("this model is trained on conditions: pass the batch as (x0, cond)")
+            cond = check_cond(cond, x0.shape[0], model=self.model, num_classes=self.num_classes, device=x0.device,
+                              null_allowed=False)
+            if self.cond_dropout > 0:       # the model's null: a learned null embedding gets its gradient here
+                cond = drop_cond(cond, self.cond_dropout, model_null(self.model), generator=self.loss_generator)
         rank, world = (0, 1) if self.distributed is None else (self.distributed.rank, self.distributed.world_size)
         j, k = micro
         if k > 1:
@@ -361,7 +366,7 @@ class Trainer:
                 extra["shard"] = (rank, world)
             else:
                 x0 = x0[rank::world]
-                cond = None if cond is None else cond[rank::world]
+                cond = index_rows(cond, slice(rank, None, world))
         if cond is not None:
             extra["cond"] = cond
         # The config's settings, of which a loss gets those it declares (a loss object such as DSMLoss declares
@@ -408,7 +413,8 @@ class Trainer:
                 bool(values[3] > 0))
 
     def step(self, batch) -> Dict[str, float]:
-        """One optimizer step on a batch x0 (B, *D), or (x0, cond) with labels (B,); returns {"step", "loss",
+        """One optimizer step on a batch x0 (B, *D), or (x0, cond) with labels (B,), a tensor (B, ...) or a dict;
+        returns {"step", "loss",
         "lr", "grad_norm"}.
 
         Raises:
@@ -418,7 +424,7 @@ class Trainer:
         c = self.config
         x0, cond = batch if isinstance(batch, (tuple, list)) else (batch, None)
         x0 = x0.to(device=self.device, dtype=self.dtype)
-        cond = None if cond is None or not self.uses_labels else cond.to(self.device)
+        cond = None if cond is None or not self.uses_labels else cond_to(cond, self.device, self.dtype)
         lr = self.learning_rate(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
