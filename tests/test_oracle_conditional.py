@@ -95,6 +95,7 @@ def test_batched_posterior_rows_are_the_single_y_posteriors(kind):
             ref_lp = single.log_prob(x[i:i + 1])
             torch.testing.assert_close(batched.log_prob(x)[i:i + 1], ref_lp, rtol=0, atol=_scale_tol(ref_lp))
     torch.testing.assert_close(batched.mixture(3).means, batched.means[3], rtol=0, atol=0)
+    torch.testing.assert_close(model.posterior(dense).means, batched.means, rtol=0, atol=_scale_tol(batched.means))
     if kind == "noiseless_mask":
         with pytest.raises(ValueError, match="singular"):
             batched.log_prob(x)
@@ -225,12 +226,6 @@ def test_posterior_mixtures_draw_one_sample_per_row_from_its_posterior():
     _assert_moments(x[1::2], post.mixture(1))
 
 
-# TODO(issue 30): once sd.conditional_score accepts any callable model and a floating cond (B, m), use
-# sd.conditional_score(model, y) here instead of this closure.
-def _bound(model, y):
-    return sd.Score(lambda x, t: model(x, t, y), closed_form=True)
-
-
 @pytest.mark.slow
 def test_probability_flow_with_the_model_draws_each_posterior():
     """The PF-ODE (dopri5, rtol = atol = 1e-9: solver error far below the SE) with the conditional score bound to
@@ -249,7 +244,9 @@ def test_probability_flow_with_the_model_draws_each_posterior():
                                         + sigma[0] ** 2 * torch.eye(2, dtype=F64)).sample(n, _gen(20 + g))
                      for g, law in enumerate(laws)])
     sampler = sd.ProbabilityFlowSampler(rtol=1e-9, atol=1e-9, eps=eps)
-    res = sampler.sample(sde, _bound(model, y), (3 * n, 2), x_T=x_T, dtype=F64)
+    score = sd.conditional_score(model, y)
+    assert score.closed_form                              # so "auto" integrates in t, where the closed form is smooth
+    res = sampler.sample(sde, score, (3 * n, 2), x_T=x_T, dtype=F64)
     for g, law in enumerate(laws):
         _assert_moments(res.x[g * n:(g + 1) * n], law, s[1], sigma[1])
 
@@ -276,9 +273,9 @@ def test_classifier_free_guidance_is_the_tilted_gaussian(sde, w):
     y = torch.randn(B, 2, generator=gen, dtype=F64)
     x = 2 * torch.randn(B, 3, generator=gen, dtype=F64)
     t = torch.tensor([0.01, 0.05, 0.2, 0.4, 0.7, 1.0], dtype=F64) * sde.T
-    # TODO(issue 30): sd.classifier_free_guidance(model, y, scale=w, null_cond=model.null_cond) once it takes a
-    # floating cond and any callable model; until then the same combination by hand, (1 + w) s(x|y) − w s(x).
-    got = (1 + w) * model(x, t, y) - w * model(x, t, model.null_cond.expand(B, 2))
+    guided = sd.classifier_free_guidance(model, y, scale=w, null_cond=model.null_cond)
+    got = guided(x, t)
+    assert torch.equal(sd.classifier_free_guidance(model, y, scale=w)(x, t), got)       # model.null_cond by default
     Sigma_inv, R_inv = torch.linalg.inv(Sigma), torch.linalg.inv(R)
     C = torch.linalg.inv(Sigma_inv + A.T @ R_inv @ A)
     eye = torch.eye(3, dtype=F64)

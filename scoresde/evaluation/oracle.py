@@ -14,7 +14,10 @@ Under a linear-Gaussian measurement y = A x₀ + n, n ~ N(0, R), the posterior i
     w'_k ∝ w_k N(y; A μ_k, S_k),
 
 the Kalman form of C_k = (Σ_k⁻¹ + Aᵀ R⁻¹ A)⁻¹, m_k = C_k (Σ_k⁻¹ μ_k + Aᵀ R⁻¹ y), which also holds for R = 0 (a
-noiseless mask conditions each Gaussian on the observed entries; C_k is then singular).
+noiseless mask conditions each Gaussian on the observed entries; C_k is then singular). S_k, G_k and C_k do not
+depend on y: for one observation per row, y (B, m), the B posteriors share them and differ only in m_ik and w'_ik
+(`PosteriorMixtures`), and `GaussianMixture.measurement_score` is the exact conditional model
+``(x, t, y) -> ∇ log p_t(x | y)`` with a continuous condition (an all-NaN row of y: the unconditional score).
 
 With ``labels`` (component k belongs to class c(k)) every class's law stays a mixture too, and the noisy
 classifier is exact:
@@ -545,8 +548,9 @@ class MeasurementScore:
     def _check_y(self, y, batch: Optional[int]) -> Tensor:
         """y as (B, m): one observation per row, a (m,) one broadcast to the batch; NaN only in whole rows."""
         if not torch.is_tensor(y) or not y.is_floating_point():
+            got = y.dtype if torch.is_tensor(y) else type(y).__name__
             raise TypeError(f"y must be a floating-point tensor of shape (B, {self.m}), one observation per row "
-                            f"(a row of NaN: no observation); got {type(y).__name__ if not torch.is_tensor(y) else y.dtype}")
+                            f"(a row of NaN: no observation); got {got}")
         if y.dim() == 1 and y.shape[0] == self.m and batch is not None:
             y = y.expand(batch, self.m)
         if y.dim() != 2 or y.shape[1] != self.m:
