@@ -318,5 +318,7 @@ def test_bad_input_gets_a_clear_error():
     post = prior.posterior(sd.LinearMeasurement(A, torch.zeros(3, 2, dtype=F64), **noise))
     with pytest.raises(ValueError, match="batch B = 3"):
         post.score_t(sde, x, t)
+    with pytest.raises(ValueError, match=r"t must have shape \(B,\) = \(3,\)"):
+        post.marginal(sde, t)
     with pytest.raises(IndexError, match=r"\[0, 3\)"):
         post.mixture(3)

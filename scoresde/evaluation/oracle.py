@@ -454,6 +454,13 @@ class PosteriorMixtures(_Mixtures):
         k = torch.multinomial(self.weights, 1, replacement=True, generator=generator)[:, 0]          # (B,)
         return self._draw(k, self.means[torch.arange(len(self), device=self.device), k], generator)
 
+    def marginal(self, sde, t: Tensor):
+        """Component means (B, K, D) and variances (B, K, D) of each posterior pushed to its row's time t (B,)."""
+        if not torch.is_tensor(t) or t.shape != (len(self),):
+            raise ValueError(f"t must have shape (B,) = ({len(self)},), one time per posterior; got "
+                             f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+        return super().marginal(sde, t)
+
     def _flatten(self, x: Tensor) -> Tensor:
         flat = super()._flatten(x)
         if flat.shape[0] != len(self):
