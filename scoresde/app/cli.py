@@ -1,7 +1,9 @@
-"""The ``scoresde`` command: train, sample, likelihood, inpaint, compare, demo.
+"""The ``scoresde`` command: train, sample, edit, likelihood, inpaint, compare, demo, fid-stats, evaluate.
 
     scoresde train --out runs/8g --steps=2000 --sde.name=subvp
     scoresde sample --checkpoint runs/8g/checkpoint.pt --sampler heun --steps=18 --n 2000
+    scoresde sample --checkpoint runs/cond/checkpoint.pt --cond y.npy --guidance 2 --threshold dynamic:0.995
+    scoresde edit --checkpoint runs/digits/checkpoint.pt --input photos/ --strength 0.5 --out edited
     scoresde likelihood --checkpoint runs/8g/checkpoint.pt --n 500
     scoresde inpaint --checkpoint runs/digits/checkpoint.pt --mask random:0.5 --method repaint --steps=50
     scoresde compare --oracle eight_gaussians --samplers heun:steps=18 dpm_solver:steps=20,order=3
@@ -21,26 +23,29 @@ import os
 import sys
 import textwrap
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+import zipfile
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import yaml
 
 from .._utils import check_device
-from ..data import DATASETS, Dataset, load as load_data, resolve_name
+from ..data import DATASETS, Dataset, has_split_folders, load as load_data, resolve_name
 from ..evaluation.compare import compare_samplers
 from ..evaluation.plot import figure, image_grid, save_samples
 from ..guidance import classifier_free_guidance, conditional_score
+from ..guidance.condition import Cond, call_model, check_cond, cond_to, index_rows, label_count, model_null
 from ..inverse import INVERSE_METHODS, solve_inverse
 from ..inverse.measurement import LinearMeasurement, Mask
 from ..likelihood import DIVERGENCES, evaluate_likelihood
 from ..nets import NETS
 from ..parameterization import PARAMETERIZATIONS
-from ..sampling import SAMPLERS
+from ..sampling import SAMPLERS, ClipThreshold, DynamicThreshold, sdedit
 from ..sde import SDES
 from ..training import Trainer, TrainingInterrupted
 from ..training.config import RESUMABLE_FIELDS
+from ..training.checkpoint import read_weights
 from ..training.distributed import DistributedContext, exit_process
 from ..zoo import edm_training
 from ..zoo.score_sde_pytorch import bits_per_dim as zoo_bits_per_dim, from_score_sde_pytorch, run_sections
@@ -218,23 +223,231 @@ def _label_choice(value: Optional[str], num_classes: Optional[int], allow_all: b
     return label
 
 
+# -- conditions (--cond, --guidance) and thresholds (--threshold) of sample and edit ------------------------------
+#: The forms --threshold accepts, shown when a spec is malformed.
+_THRESHOLD_FORMS = ("dynamic:RATIO[:MAX] (Imagen's dynamic thresholding, e.g. dynamic:0.995 or dynamic:0.995:1.0) "
+                    "or clip:MAX (e.g. clip:1.0)")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _threshold_samplers() -> List[str]:
+    """The registered samplers that form an x̂_0 prediction and so take ``threshold=``."""
+    return [name for name in SAMPLERS.names() if getattr(SAMPLERS.get(name)[0], "takes_threshold", False)]
+
+
+def _threshold(spec: Optional[str], sampler: str):
+    """--threshold: ``dynamic:RATIO[:MAX]`` → `DynamicThreshold`, ``clip:MAX`` → `ClipThreshold` (None: none), checked
+    against the sampler (one that forms no x̂_0 prediction refuses it, listing those that take it)."""
+    if spec is None:
+        return None
+    kind, _, rest = spec.partition(":")
+    values = rest.split(":") if rest else []
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        numbers = None
+    if numbers is None or kind not in ("dynamic", "clip") or len(numbers) > (2 if kind == "dynamic" else 1):
+        raise ConfigError(f"--threshold must be {_THRESHOLD_FORMS}; got {spec!r}")
+    try:
+        threshold = DynamicThreshold(*numbers) if kind == "dynamic" else ClipThreshold(*numbers)
+    except ValueError as err:
+        raise ConfigError(f"--threshold {spec!r}: {err}") from None
+    try:
+        target, _ = SAMPLERS.get(sampler)
+    except ValueError:
+        return threshold                            # build_sampler names the valid samplers
+    if not getattr(target, "takes_threshold", False):
+        raise ConfigError(f"--threshold: sampler {sampler!r} forms no x0 prediction to threshold; the samplers that "
+                          f"take --threshold are {', '.join(_threshold_samplers())}")
+    return threshold
+
+
+def _model_dtype(model) -> torch.dtype:
+    first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return torch.float32 if first is None or not first.is_floating_point() else first.dtype
+
+
+def _cond_leaves(cond, keys: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Any]]:
+    """(keys, value) of every entry of a condition: () for a tensor, ("image",) for a dict's entry."""
+    if isinstance(cond, Mapping):
+        for k, v in cond.items():
+            yield from _cond_leaves(v, keys + (k,))
+    else:
+        yield keys, cond
+
+
+def _where(keys: Tuple[str, ...]) -> str:
+    return "".join(f"[{k!r}]" for k in keys)
+
+
+def _expected_shape(null, rows, shape: Tuple[int, ...]) -> str:
+    """The shape of ``rows`` conditions as far as the model's null ∅ says: (rows,) for labels, (rows, D) for a
+    (D,) null, (rows, C', H, W) for an image null (C', 1, 1), (rows, ...) otherwise; a dict entry by entry."""
+    if isinstance(null, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_expected_shape(v, rows, shape)}" for k, v in null.items()) + "}"
+    if isinstance(null, int) and not isinstance(null, bool):
+        return f"({rows},) class indices in 0 … {null - 1}"
+    if torch.is_tensor(null) and null.dim() == 1:
+        return f"({rows}, {null.shape[0]})"
+    if torch.is_tensor(null) and null.dim() == len(shape) == 3 and tuple(null.shape[1:]) == (1, 1):
+        return f"({rows}, {int(null.shape[0])}, {int(shape[1])}, {int(shape[2])})"
+    return f"({rows}, ...)"
+
+
+def _null_at(null, keys: Tuple[str, ...]):
+    """The part of the model's null ∅ that a condition entry at ``keys`` stands beside (None when unknown)."""
+    for k in keys:
+        if not isinstance(null, Mapping):
+            return null if k == "cond" else None      # {"cond": c} for a net whose cond is the tensor null
+        null = null.get(k)
+    if isinstance(null, Mapping) and not keys:
+        return null.get("cond")                       # a tensor is the net's positional cond
+    return null
+
+
+def _read_cond(path: str) -> Cond:
+    """--cond FILE: a .npy array, or a .pt file holding a tensor or a (nested) dict of tensors, read with
+    ``torch.load(weights_only=True)``; anything else is a ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--cond: no such file {path!r} (give a .npy array or a .pt tensor / dict of tensors)")
+    if path.endswith(".npy"):
+        try:
+            cond = torch.from_numpy(np.asarray(np.load(path, allow_pickle=False), order="C"))
+        except (OSError, ValueError, TypeError, EOFError) as err:
+            raise ConfigError(f"--cond: cannot read {path!r} as a .npy array: {_first_line(err)}") from None
+    elif path.endswith((".pt", ".pth")):
+        try:
+            cond = read_weights(path, map_location="cpu", what="condition file")
+        except ValueError as err:
+            raise ConfigError(f"--cond: {_first_line(err)}") from None
+    else:
+        raise ConfigError(f"--cond {path!r}: give a .npy file (one array) or a .pt file (a tensor or a dict of "
+                          f"tensors, saved with torch.save)")
+    if isinstance(cond, Mapping) and not cond:
+        raise ConfigError(f"--cond {path!r} holds an empty dict; give a tensor or a dict of tensors")
+    for keys, value in _cond_leaves(cond):
+        if not torch.is_tensor(value) or any(not isinstance(k, str) for k in keys):
+            raise ConfigError(f"--cond {path!r} holds {type(value).__name__} at {_where(keys) or 'its top'}; a "
+                              f".pt condition file holds a tensor or a dict of tensors with string keys")
+    return cond
+
+
+def _unconditional_score(model, shape: Tuple[int, ...], need: str):
+    """The model's score without a condition: the model itself (unconditional), its null label, or a vector
+    model's null ∅ (D,) as one row (1, D) shared by the batch. A null whose batch shape cannot be known here (an
+    image's, a dict's) is a ConfigError that ends with ``need`` (what to pass instead)."""
+    null = model_null(model)
+    if null is None:
+        return model
+    if isinstance(null, int) and not isinstance(null, bool):
+        return conditional_score(model, null)                 # the null label: p(x)
+    if torch.is_tensor(null) and null.dim() == 1 and null.is_floating_point():
+        return conditional_score(model, null.detach()[None])  # one null row, repeated over the batch
+    raise ConfigError(f"this model is conditioned on {_expected_shape(null, 'B', shape)} and its null condition ∅ "
+                      f"has no batch shape to use without one: {need}")
+
+
+def _cond_score(run, path: Optional[str], guidance: Optional[float], n: int, device: str, what: str):
+    """(score, cond, description) for --cond FILE and --guidance W on ``n`` samples (``what``: "samples (--n N)").
+
+    Without FILE: the unconditional score (`_unconditional_score`). With it: the conditions read (`_read_cond`),
+    each entry (1, ...) or (n, ...) (else a ConfigError naming the expected shape), cast to the model's dtype and
+    device, checked by one network call on the first row, and bound (`conditional_score`), or guided with weight W
+    towards them from the model's null (`classifier_free_guidance`)."""
+    model, shape = run.model, tuple(run.sample_shape)
+    null = model_null(model)
+    if path is None:
+        if guidance is not None:
+            raise ConfigError("--guidance needs --cond FILE (the conditions to guide towards)")
+        return _unconditional_score(model, shape, "pass the conditions, --cond FILE"), None, ""
+    if null is None:
+        raise ConfigError("--cond needs a conditional model (trained with --model.cond_dim=D and --data.cond_key, "
+                          "or --model.num_classes=K); this checkpoint's model is unconditional")
+    cond = _read_cond(path)
+    for keys, value in _cond_leaves(cond):
+        if value.dim() == 0 or value.shape[0] not in (1, n):
+            got = "a 0-d array" if value.dim() == 0 else f"{value.shape[0]} rows, shape {tuple(value.shape)}"
+            leaf = _null_at(null, keys)
+            raise ConfigError(f"--cond {path!r}{_where(keys)} has {got}, but there are {n} {what}: it must have "
+                              f"shape {_expected_shape(leaf, n, shape)} (row i for sample i) or "
+                              f"{_expected_shape(leaf, 1, shape)} (one condition shared by all)")
+    cond = cond_to(cond, device, _model_dtype(model))
+    expected = _expected_shape(null, n, shape)
+    expected += "" if n == 1 or expected == f"({n}, ...)" else f" or {_expected_shape(null, 1, shape)}"
+    try:
+        check_cond(cond, n, model=model, num_classes=label_count(model), device=device,
+                   null_allowed=guidance is None)
+        probe = torch.zeros((1,) + shape, device=device, dtype=_model_dtype(model))
+        t = torch.full((1,), 0.5 * float(run.sde.T), device=device, dtype=probe.dtype)
+        with torch.no_grad():
+            call_model(model, probe, t, index_rows(cond, slice(0, 1)))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"--cond {path!r} does not fit the model (it takes {expected}): {_first_line(err)}") from None
+    rows = "one row per sample" if all(v.shape[0] == n for _, v in _cond_leaves(cond)) and n > 1 else (
+        "one row shared by all" if n > 1 else "one row")
+    description = f", cond {os.path.basename(path)} ({rows})"
+    if guidance is None:
+        return conditional_score(model, cond), cond, description
+    try:
+        score = classifier_free_guidance(model, cond, scale=guidance, null_cond=_guidance_null(null, cond, path))
+    except ValueError as err:
+        raise ConfigError(f"--guidance: {err}") from None
+    return score, cond, description + f", guidance {guidance:g}"
+
+
+def _guidance_null(null, cond, path: str):
+    """The model's null ∅ in cond's structure: {"cond": ∅} for a dict {"cond": c}, the dict's entries for cond's
+    keys, the "cond" entry for a tensor; detached (sampling does not train it)."""
+    def detached(v):
+        return {k: detached(u) for k, u in v.items()} if isinstance(v, Mapping) else (
+            v.detach() if torch.is_tensor(v) else v)
+
+    if isinstance(cond, Mapping):
+        missing = [k for k, v in cond.items() if v is not None and _null_at(null, (k,)) is None]
+        if missing:
+            raise ConfigError(f"--guidance: the model has no null condition ∅ for --cond {path!r}'s entries "
+                              f"{missing} (it has one for {_expected_shape(null, 'B', ())}), so it cannot guide them")
+        return {k: detached(_null_at(null, (k,))) for k, v in cond.items() if v is not None}
+    return detached(_null_at(null, ()))
+
+
+def _cond_arrays(cond, n: int) -> Dict[str, np.ndarray]:
+    """The conditions as saved next to the samples: "cond" (a tensor) or "cond_KEY" (a dict's entries), n rows."""
+    if cond is None:
+        return {}
+    return {"_".join(("cond",) + keys): value.expand(n, *value.shape[1:]).detach().cpu().numpy()
+            for keys, value in _cond_leaves(cond)}
+
+
 def cmd_sample(args, overrides) -> int:
-
-
+    """Sample a run: unconditionally, given a class (--label) or conditions (--cond FILE), optionally guided
+    (--guidance) and with the x̂_0 prediction thresholded (--threshold)."""
     device = _device(args.device)
     _output_folder(args.out)
+    if args.label is not None and args.cond is not None:
+        raise ConfigError("give --label (a class) or --cond FILE (conditions), not both")
+    if args.n < 1:
+        raise ConfigError(f"--n must be a positive integer; got {args.n}")
+    threshold = _threshold(args.threshold, args.sampler)
     run = load(args.checkpoint, device=device, ema=not args.no_ema)
     sde, model, shape = run.sde, run.model, run.sample_shape
     options = {k.replace("-", "_"): v for k, v in overrides}
+    if threshold is not None:
+        options["threshold"] = threshold
     sampler = build_sampler(args.sampler, options)
     num_classes = getattr(model, "num_classes", None)
     label = _label_choice(args.label, num_classes)
-    if args.guidance is not None and label is None:
-        raise ConfigError("--guidance needs --label (the class to guide towards, or 'all')")
+    if args.guidance is not None and label is None and args.cond is None:
+        raise ConfigError("--guidance needs --label (the class to guide towards, or 'all') or --cond FILE (the "
+                          "conditions)")
     if args.save_images and len(shape) != 3:
         raise ConfigError(f"--save-images needs image samples (C, H, W); this run's samples have shape {tuple(shape)}")
     data_range = tuple(float(v) for v in run.config.data.get("data_range", (-1.0, 1.0)))
-    n, labels, per_class = args.n, None, None
+    n, labels, per_class, cond, what = args.n, None, None, None, ""
     if label == "all":
         per_class = max(1, args.n // num_classes)
         n = per_class * num_classes
@@ -246,10 +459,11 @@ def cmd_sample(args, overrides) -> int:
             score = classifier_free_guidance(model, labels, scale=args.guidance or 0.0)
         except ValueError as err:
             raise ConfigError(f"--guidance: {err}") from None
-    elif num_classes is not None:
-        score = conditional_score(model, num_classes)                # the null label: p(x)
-    else:
-        score = model
+        what = f", label {label}" + (f", guidance {args.guidance:g}" if args.guidance else "")
+    else:       # --cond FILE (guided with --guidance), or without it the null condition: p(x)
+        score, cond, what = _cond_score(run, args.cond, args.guidance, n, device, f"samples (--n {n})")
+    if threshold is not None:
+        what += f", threshold {args.threshold}"
     gen = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
     res = sampler.sample(sde, score, (n,) + shape, generator=gen, device=device, progress=True)
@@ -259,9 +473,9 @@ def cmd_sample(args, overrides) -> int:
     arrays = {"x": res.x.detach().cpu().numpy(), "nfe": res.nfe}
     if labels is not None:
         arrays["labels"] = labels.cpu().numpy()
+    arrays.update(_cond_arrays(cond, n))
     np.savez(npz, **arrays)
     png = os.path.join(args.out, "samples.png")
-    what = "" if label is None else f", label {label}" + (f", guidance {args.guidance:g}" if args.guidance else "")
     x = res.x
     try:            # images clipped to the data range (save_samples → image_grid); 2-D points drawn as they are
         if per_class is not None and x.dim() == 4:        # one row per class
@@ -286,6 +500,166 @@ def cmd_sample(args, overrides) -> int:
         outside = float(((x < data_range[0]) | (x > data_range[1])).double().mean())
         print(f"images clipped to the data range [{data_range[0]:g}, {data_range[1]:g}] for the PNGs; samples.npz "
               f"holds the raw values ({lo:.3g} … {hi:.3g}, {100 * outside:.2g}% outside the range)")
+    return 0
+
+
+#: What `scoresde edit` writes into OUT (refused over an earlier edit without --overwrite).
+_EDIT_OUTPUTS = ("edited.npz", "edited.png", "images")
+
+
+def _image_names(folder: str) -> List[str]:
+    """The image files of ``folder`` in the order the image_folder loader reads them: its own images sorted by
+    name, or when it has none, those of its sub-folders (sorted) in turn."""
+    from ..data import _IMAGE_SUFFIXES
+
+    def images(path: str) -> List[str]:
+        return sorted(f for f in os.listdir(path) if f.lower().endswith(_IMAGE_SUFFIXES)
+                      and os.path.isfile(os.path.join(path, f)))
+
+    own = images(folder)
+    if own:
+        return own
+    return [os.path.join(d, f) for d in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, d))
+            for f in images(os.path.join(folder, d))]
+
+
+def _edit_inputs(path: str, run, data_range: Tuple[float, float]) -> Tuple[torch.Tensor, Optional[List[str]]]:
+    """--input: the inputs (N, *D) in the data's range, and the image file names (a folder) or None.
+
+    A folder of images is read by the image_folder loader with the run's image options (mode, image_size, crop,
+    resize) when the run was trained on an image folder, else with the mode of its channels (1: L, 3: RGB) and its
+    size; its 256 levels over [−1, 1] are mapped to the run's data range. A .npy array (a .npz: its array x, or its
+    only one) holds samples as the model sees them; uint8 arrays are 256 levels over the data range."""
+    shape = tuple(int(s) for s in run.sample_shape)
+    a, b = data_range
+    if os.path.isdir(path):
+        if len(shape) != 3:
+            raise ConfigError(f"--input {path!r} is a folder of images but this run's samples have shape {shape}; "
+                              f"give a .npy file of shape (N, {', '.join(map(str, shape))})")
+        if has_split_folders(path):
+            raise ConfigError(f"--input {path!r} holds split folders (train/, test/, …); point --input at the "
+                              f"folder of images to edit")
+        run_name, _ = resolve_name(run.config.data["name"], run.config.options("data").get("path"))
+        options = {}
+        if run_name == "image_folder":
+            options = {k: v for k, v in run.config.options("data").items()
+                       if k in ("mode", "image_size", "crop", "resize") and v is not None}
+        elif shape[0] not in (1, 3):
+            raise ConfigError(f"--input {path!r}: this run's images have {shape[0]} channels; a folder of images "
+                              f"gives 1 (L) or 3 (RGB): give a .npy file of shape (N, {', '.join(map(str, shape))})")
+        else:
+            options["mode"] = "L" if shape[0] == 1 else "RGB"
+        if shape[1] == shape[2]:
+            options.setdefault("image_size", shape[1])
+        try:
+            dataset = load_data("image_folder", split="train", path=path, **options)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--input {path!r}: {_first_line(err)}") from None
+        if tuple(dataset.shape) != shape:
+            raise ConfigError(f"--input {path!r}: its images have shape {tuple(dataset.shape)} but this run's "
+                              f"samples have {shape}")
+        print(f"input: {dataset.summary}")
+        x = dataset.x.to(torch.float64)
+        x = (a + (x + 1) / 2 * (b - a)) if (a, b) != (-1.0, 1.0) else x
+        names = _image_names(path)
+        return x.to(torch.float32), names if len(names) == x.shape[0] else None
+    if not path.endswith((".npy", ".npz")):
+        raise ConfigError(f"--input {path!r}: give a folder of images or a .npy file of samples (N, "
+                          f"{', '.join(map(str, shape))})")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--input: no such file {path!r}")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "x" not in keys and len(keys) != 1:
+                    raise ConfigError(f"--input {path!r} holds arrays {keys}; give a .npy file or an .npz whose "
+                                      f"samples are the array x")
+                array = archive["x" if "x" in keys else keys[0]]
+        else:
+            array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"--input: cannot read {path!r}: {_first_line(err)}") from None
+    if tuple(array.shape[1:]) != shape or array.ndim < 2 or array.shape[0] < 1:
+        raise ConfigError(f"--input {path!r} has shape {tuple(array.shape)}; this run's samples need (N, "
+                          f"{', '.join(map(str, shape))})")
+    if array.dtype == np.uint8:
+        return torch.from_numpy(a + array.astype(np.float64) / 255 * (b - a)).to(torch.float32), None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ConfigError(f"--input {path!r} has dtype {array.dtype}; give floating samples in the data range or "
+                          f"uint8 images")
+    return torch.from_numpy(np.ascontiguousarray(array)), None
+
+
+def cmd_edit(args, overrides) -> int:
+    """SDEdit every input: noise it to t0 = strength · T and sample back (`scoresde.sdedit`), given --cond and
+    guided by --guidance, the x̂_0 prediction thresholded by --threshold."""
+    from ..evaluation.features import save_png, to_uint8
+
+    device = _device(args.device)
+    if not (math.isfinite(args.strength) and 0 < args.strength <= 1):
+        raise ConfigError(f"--strength must be in (0, 1] (t0 = strength · T: small keeps the input, 1 samples "
+                          f"afresh); got {args.strength:g}")
+    out = _output_folder(args.out)
+    present = [name for name in _EDIT_OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if present and not args.overwrite:
+        raise ConfigError(f"{out} already holds an edit ({', '.join(present)}): pass --overwrite to replace it, or "
+                          f"another --out")
+    threshold = _threshold(args.threshold, args.sampler)
+    run = load(args.checkpoint, device=device, ema=not args.no_ema)
+    sde, model, shape = run.sde, run.model, tuple(run.sample_shape)
+    data_range = tuple(float(v) for v in run.config.data.get("data_range", (-1.0, 1.0)))
+    inputs, names = _edit_inputs(args.input, run, data_range)
+    n = inputs.shape[0]
+    options = {k.replace("-", "_"): v for k, v in overrides}
+    if threshold is not None:
+        options["threshold"] = threshold
+    sampler = build_sampler(args.sampler, options)
+    score, cond, what = _cond_score(run, args.cond, args.guidance, n, device, "inputs (--input)")
+    if threshold is not None:
+        what += f", threshold {args.threshold}"
+    x0 = inputs.to(device=device, dtype=_model_dtype(model))
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    start = time.perf_counter()
+    res = sdedit(sde, score, x0, args.strength, sampler, gen, progress=True)
+    wall = time.perf_counter() - start
+    x = res.x.detach()
+    if args.overwrite:                 # the earlier edit's files, and only them
+        for name in ("edited.npz", "edited.png"):
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        folder = os.path.join(out, "images")
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if len(name) == 10 and name.endswith(".png") and name[:6].isdigit():
+                    os.remove(os.path.join(folder, name))
+    os.makedirs(out, exist_ok=True)
+    npz = os.path.join(out, "edited.npz")
+    arrays = {"x": x.cpu().numpy(), "input": x0.detach().cpu().numpy(), "strength": args.strength, "nfe": res.nfe}
+    if names is not None:
+        arrays["names"] = np.array(names)
+    arrays.update(_cond_arrays(cond, n))
+    np.savez(npz, **arrays)
+    png = os.path.join(out, "edited.png")
+    title = f"SDEdit, strength {args.strength:g}, {args.sampler}, NFE {res.nfe}{what}"
+    try:
+        if x.dim() == 4:                                   # the inputs above their edits
+            shown = min(n, 16)
+            save_samples(torch.cat([x0[:shown], x[:shown]]), png, title=title + "\ninputs (top), edits (bottom)",
+                         nrow=shown, data_range=data_range)
+        else:
+            save_samples(x, png, title=title, reference=x0, data_range=data_range)
+    except ValueError:  # no picture for this shape (only 2-D points and images have one)
+        png = "no figure for samples of shape " + str(shape)
+    written = [npz, png]
+    if x.dim() == 4:          # scoresde evaluate's quantization: round(255 (x − a)/(b − a)), clipped
+        folder = os.path.join(out, "images")
+        save_png(to_uint8(x.cpu(), data_range), folder)
+        written.append(os.path.join(folder, f"000000.png … {n - 1:06d}.png"))
+    change = float((x - x0).reshape(n, -1).pow(2).mean(dim=1).sqrt().mean())
+    passes = f", {res.network_evaluations} network evaluations" if res.network_evaluations != res.nfe else ""
+    print(f"{n} inputs edited with {args.sampler} at strength {args.strength:g}{what} (NFE {res.nfe}{passes}, "
+          f"{wall:.2f} s; RMS change per input {change:.3g}): {', '.join(written)}")
     return 0
 
 
@@ -371,6 +745,9 @@ def cmd_likelihood(args, overrides) -> int:
         score, what = conditional_score(model, label), f", class {label}: −log p(x | c = {label})"
     elif num_classes is not None:                 # a conditional model without --label: p(x), the null label
         score, what = conditional_score(model, num_classes), ", no label (∅): −log p(x)"
+    elif model_null(model) is not None:           # conditioned on vectors: p(x) under the null condition ∅
+        score = _unconditional_score(model, tuple(shape), "scoresde likelihood takes no conditions")
+        what = ", no condition (∅): −log p(x)"
     gen = torch.Generator(device=device).manual_seed(args.seed)
     divergence = None if args.divergence == "auto" else args.divergence
     res = evaluate_likelihood(sde, score, dataset, n=args.n, batch_size=args.batch_size, generator=gen,
@@ -461,8 +838,8 @@ def cmd_inpaint(args, overrides) -> int:
         score = conditional_score(model, label)
     elif num_classes is not None:
         score = conditional_score(model, num_classes)      # the null label: the prior p(x)
-    else:
-        score = model
+    else:                                                  # the model, or its null condition ∅: the prior p(x)
+        score = _unconditional_score(model, tuple(shape), "scoresde inpaint takes no conditions")
     data_gen = torch.Generator().manual_seed(args.seed)    # the random mask and the observation noise
     mask = Mask.from_spec(args.mask, shape, generator=data_gen)
     noise = torch.randn(true.shape, generator=data_gen, dtype=true.dtype).to(device)
@@ -831,6 +1208,22 @@ def _is_component_name(key: str) -> bool:
     return (section, name) in (("data", "name"), ("sde", "name"), ("model", "net"), ("loss", "name"))
 
 
+def _condition_arguments(p: argparse.ArgumentParser, command: str, count: str) -> None:
+    """--cond, --guidance and --threshold of sample and edit."""
+    p.add_argument("--cond", metavar="FILE",
+                   help=f"conditional models: the conditions, a .npy array or a .pt tensor or dict of tensors (read "
+                        f"with torch.load(weights_only=True); a dict is passed as keyword arguments), one row per "
+                        f"sample ({count} rows) or one row (1, ...) shared by all; cast to the model's dtype. Default: "
+                        f"a vector-conditional model is sampled from its null condition ∅ (unconditional)"
+                        + ("; excludes --label" if command == "sample" else ""))
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance weight w (with " + ("--label or " if command == "sample" else "")
+                        + "--cond): (1 + w) s(x, t, c) − w s(x, t, ∅), ∅ the model's null condition; default 0")
+    p.add_argument("--threshold", metavar="SPEC",
+                   help=f"threshold the data prediction x̂_0 at every score evaluation: {_THRESHOLD_FORMS}. Samplers "
+                        f"that take it: {', '.join(_threshold_samplers())}")
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; the lists of valid names in the help come from the registries, and ``train --help``
     lists the options of the components that ``argv`` names (``--model.net=unet --data.name=digits``)."""
@@ -842,7 +1235,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models in continuous time.",
                                      epilog="Config overrides: --section.key=value or --key=value (see scoresde.app.config).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,likelihood,inpaint,compare,demo,fid-stats,evaluate}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,edit,likelihood,inpaint,compare,demo,fid-stats,evaluate}")
 
     p = sub.add_parser("train", parents=[common], help="train a score model by denoising score matching",
                        description=textwrap.fill(
@@ -882,9 +1275,31 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--label", help="conditional models: the class to sample, or 'all' for every class (n/K each; "
                                    "images: one row per class); default: unconditional (the null label)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w (with --label): "
-                                                  "(1 + w) s(x, t, c) − w s(x, t, ∅); default 0")
+    _condition_arguments(p, "sample", "--n")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("edit", parents=[common], help="SDEdit: noise inputs part-way and sample back (image-to-image)",
+                       description="Edit inputs with SDEdit (Meng et al. 2022, sd.sdedit): noise each one to t0 = "
+                                   "strength · T by the SDE's marginal and sample from there to the data. A small "
+                                   "strength keeps the input's coarse structure, 1 samples afresh. Sampler options "
+                                   "as --key=value, e.g. --steps=50.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (its config.yaml beside it)")
+    p.add_argument("--input", required=True,
+                   help="a folder of images, read as the run's data set reads images (its mode and size; 256 levels "
+                        "over the data range), or a .npy file of samples (N, *D) in the data's range (a .npz with "
+                        "an array x, e.g. scoresde sample's samples.npz, too)")
+    p.add_argument("--strength", type=float, default=0.5, help="in (0, 1]: t0 = strength · T")
+    p.add_argument("--out", default="edit", help="folder for edited.npz (x, input, ...), edited.png (inputs above "
+                                                 "their edits) and, for images, images/000000.png …")
+    p.add_argument("--overwrite", action="store_true", help="replace the edit already in OUT instead of refusing")
+    p.add_argument("--sampler", default="dpm_solver",
+                   help=f"one of {_names(SAMPLERS)}, or an import path package.module:Class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noising draw and the sampler's noise")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    _condition_arguments(p, "edit", "inputs")
+    p.set_defaults(fn=cmd_edit)
 
     p = sub.add_parser("likelihood", parents=[common],
                        help="NLL and bits/dim of data under a checkpoint (probability-flow ODE)",
