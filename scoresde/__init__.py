@@ -14,7 +14,7 @@ from .evaluation import metrics
 from .evaluation.compare import Comparison, compare_samplers
 from .discrete import alphas_cumprod, ddpm_betas, discrete_snr, ncsn_sigmas
 from .score import Score
-from .evaluation.oracle import GaussianMixture, eight_gaussians
+from .evaluation.oracle import GaussianMixture, MeasurementScore, PosteriorMixtures, eight_gaussians
 from .sde import (SDE, SDES, CosineVPSDE, DiscreteVPSDE, EDMSDE, LinearSDE, LinearSDEProtocol, ProbabilityFlowODE,
                   PRIOR_SNR_THRESHOLD, PriorMismatchWarning, RectifiedFlowSDE, ReverseSDE, ScoreSDEVESDE, SubVPSDE,
                   VESDE, VPSDE)
@@ -58,7 +58,7 @@ __all__ = [
     "EDMSDE", "RectifiedFlowSDE", "CosineVPSDE", "DiscreteVPSDE", "ScoreSDEVESDE", "zoo", "from_score_sde_pytorch", "from_edm",
     "Registry", "ODE_SOLVERS", "load", "Run", "SDES", "NETS", "SAMPLERS", "PARAMETERIZATIONS", "DATASETS", "WEIGHTINGS",
     "conversions", "Parameterization", "TimeGrid", "evaluate_likelihood", "EvaluationResult",
-    "GaussianMixture", "eight_gaussians", "LinearMeasurement", "Mask",
+    "GaussianMixture", "PosteriorMixtures", "MeasurementScore", "eight_gaussians", "LinearMeasurement", "Mask",
     "ddpm_betas", "alphas_cumprod", "discrete_snr", "ncsn_sigmas",
     "energy_distance", "sliced_wasserstein", "metrics", "compare_samplers", "Comparison",
     "log_likelihood", "bits_per_dim", "bits_per_dim_from_log_prob", "dequantize", "LikelihoodResult", "BitsPerDimResult",

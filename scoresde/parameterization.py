@@ -247,7 +247,7 @@ class ScoreModel(nn.Module):
 
     # -- the network and the conversions ---------------------------------------------------------------
     def net_output(self, x: Tensor, t: Tensor, cond=None, **named) -> Tensor:
-        """The raw network output F = net(c_in x, c_noise[, cond][, **named]), shape of x (B, *D)."""
+        """The raw network output F = net(c_in x, c_noise, cond, **named) (without what is not given), shape of x."""
         return self._net_output(x, self.coefficients(x, t), cond, named)
 
     def _net_output(self, x: Tensor, c: Preconditioning, cond=None, named=None) -> Tensor:

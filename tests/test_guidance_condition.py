@@ -325,3 +325,42 @@ def test_trainer_dropout_puts_the_models_null_in_the_dropped_rows():
     null = (seen == -9.0).all(1)
     assert bool(((seen >= 0) | null[:, None]).all())                    # every other row is a real condition
     assert abs(float(null.double().mean()) - 0.25) < 5 * math.sqrt(0.25 * 0.75 / len(seen))
+
+
+@pytest.mark.slow
+def test_a_conditional_mlp_learns_most_of_the_information_of_a_continuous_observation():
+    """Train sd.nets.MLP(2, cond_dim=1) on pairs (x0, y = x0[0] + 0.3 n) of a four-component mixture; the held-out
+    conditional NLL −log p_θ(x0 | y) is compared with the exact −log p(x0 | y) of the oracle's posteriors on the
+    same points. Their paired mean difference estimates E_y KL(p(· | y) ‖ p_θ(· | y)) ≥ 0 (up to the ODE's
+    tolerance, 1e-5). The bound: the gap is below half the mutual information I(X; Y) (≈ 1.3 nats: what y tells
+    about x0), i.e. the model uses most of the observation, and the same network's null condition (its
+    unconditional model) is further from p(x0 | y) by at least that much. Measured (600 steps, this seed): gap
+    0.34 ± 0.04 nats against I = 1.30."""
+    torch.manual_seed(0)
+    prior = sd.GaussianMixture(torch.tensor([[1.5, 0.0], [-1.5, 0.0], [0.0, 1.5], [0.0, -1.5]]), torch.full((4,), 0.3))
+    A, noise = torch.tensor([[1.0, 0.0]], dtype=torch.float64), 0.3
+
+    def pairs(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = prior.sample(n, g)
+        return x.float(), (x @ A.T + noise * torch.randn(n, 1, generator=g, dtype=torch.float64)).float()
+
+    sde = sd.VPSDE()
+    x, y = pairs(20000, 1)
+    x_test, y_test = pairs(200, 2)
+    model = sd.ScoreModel(sd.nets.MLP(2, hidden=64, depth=2, cond_dim=1), sde)
+    trainer = sd.Trainer(model, sde, sd.data.Dataset(x, cond=y),
+                         sd.TrainConfig(steps=600, batch_size=256, lr=2e-3, seed=0, progress=False))
+    trainer.train()
+    exact = -prior.posterior(sd.LinearMeasurement(A, y_test.double(), noise_std=noise)).log_prob(x_test.double())
+    information = float((-prior.log_prob(x_test.double()) - exact).mean())
+    options = dict(divergence="exact", rtol=1e-5, atol=1e-5)
+    with trainer.ema.average_parameters():
+        conditional = -sd.log_likelihood(sde, model, x_test, cond=y_test, **options).log_prob.double()
+        unconditional = -sd.log_likelihood(sde, model, x_test, cond=model.null_cond.detach()[None],
+                                           **options).log_prob.double()
+    gap = conditional - exact
+    se = float(gap.std()) / math.sqrt(len(gap))
+    assert information > 1.0                                     # the observation is informative
+    assert -3 * se < float(gap.mean()) < information / 2
+    assert float((unconditional - conditional).mean()) > information / 2

@@ -259,8 +259,9 @@ def test_posterior_keeps_labels_and_refuses_bad_input():
     prior = sd.eight_gaussians(num_classes=4)
     meas = sd.LinearMeasurement(torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([2.0], dtype=F64), 0.1)
     assert torch.equal(prior.posterior(meas).labels, prior.labels)
-    with pytest.raises(ValueError, match="one observation y shared"):
-        prior.posterior(sd.LinearMeasurement(torch.tensor([[1.0, 0.0]], dtype=F64), torch.zeros(3, 1), 0.1))
+    batched = prior.posterior(sd.LinearMeasurement(torch.tensor([[1.0, 0.0]], dtype=F64), torch.zeros(3, 1), 0.1))
+    assert isinstance(batched, sd.PosteriorMixtures) and len(batched) == 3       # one posterior per observation
+    assert torch.equal(batched.labels, prior.labels)
     with pytest.raises(ValueError, match="acts on 3 entries"):
         prior.posterior(sd.LinearMeasurement(torch.ones(1, 3, dtype=F64), torch.zeros(1), 0.1))
     with pytest.raises(TypeError, match="LinearMeasurement"):
