@@ -88,6 +88,7 @@ CASES = {
     "min_snr_log_normal": dict(steps=3, accumulate=2, weighting="min_snr", time_distribution="log_normal"),
     "custom_1": dict(steps=2, accumulate=1, weighting="ddp_cases:capped_weighting", time_distribution="uniform"),
     "custom_4": dict(steps=2, accumulate=4, weighting="ddp_cases:capped_weighting", time_distribution="uniform"),
+    "vector_cond_2": dict(steps=2, accumulate=2, cond_dropout=0.3),
 }
 
 
@@ -96,14 +97,18 @@ def run(distributed=None):
     after a step are θ₀ − 0.1 ∇L: a wrong gradient shows (Adam's first step ≈ lr · sign(∇L) would hide it)."""
     results = {}
     data = sd.data.load("eight_gaussians", n=256)
+    # a condition per point (a tensor, and the learned null embedding of the net takes the dropped rows)
+    conditioned = sd.data.Dataset(data.x, cond=torch.stack([data.x[:, 0] * data.x[:, 1], data.x.norm(dim=1)], 1))
     for name, options in CASES.items():
         torch.manual_seed(0)
         sde = sd.VPSDE()
-        model = sd.ScoreModel(sd.nets.MLP(2, hidden=16, depth=1, time_embedding_dim=8), sde).double()
+        vector = name.startswith("vector")
+        model = sd.ScoreModel(sd.nets.MLP(2, hidden=16, depth=1, time_embedding_dim=8,
+                                          cond_dim=2 if vector else None), sde).double()
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         config = sd.TrainConfig(batch_size=32, grad_clip=None, warmup_steps=0, progress=False, device="cpu",
                                 log_every=1, seed=2, **options)
-        trainer = sd.Trainer(model, sde, data, config, hooks=[], distributed=distributed,
+        trainer = sd.Trainer(model, sde, conditioned if vector else data, config, hooks=[], distributed=distributed,
                              optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
                              loss_fn=shifted_loss if name.startswith("custom") else None)
         losses = [trainer.step(next(trainer.batches))["loss"] for _ in range(config.steps)]
@@ -127,8 +132,8 @@ def test_accumulation_weightings_and_custom_losses_under_two_process_ddp(tmp_pat
     each contributes ∇(its mean)/4, and DDP averages the two ranks' sums, so the gradient is the mean over 32 rows
     whichever way it is split; only float64 rounding differs (measured ≤ 3e-17 on the weights; asserted 1e-12).
     min-SNR weighting with log-normal times, a user weighting named by import path and a user loss taking shard=
-    train the same way and match a single-process run of the same seed to the same tolerance; the ranks' weights
-    are identical."""
+    train the same way and match a single-process run of the same seed to the same tolerance, as does a net
+    conditioned on a tensor with condition dropout; the ranks' weights are identical."""
     import importlib
 
     (tmp_path / "ddp_cases.py").write_text(_CASES)
@@ -156,3 +161,7 @@ def test_accumulation_weightings_and_custom_losses_under_two_process_ddp(tmp_pat
     step = r0["accumulate_1"]
     assert max(float((step["model"][k] - step["initial"][k]).abs().max()) for k in step["model"]) > 0.05
     assert len(r0["min_snr_log_normal"]["loss"]) == 3
+    # a tensor condition is sharded with the data, and its dropout to the learned null embedding is drawn for the
+    # global batch: the ranks match the single process above, and the null embedding trained
+    vector = r0["vector_cond_2"]
+    assert not torch.equal(vector["model"]["net.vectors.null"], vector["initial"]["net.vectors.null"])
