@@ -155,6 +155,44 @@ def test_ddim_scheduler_is_our_order_one_solver_with_final_denoising():
     assert_relative(res.x, theirs)
 
 
+def test_text_conditional_unet_with_classifier_free_guidance_is_the_pipelines_loop():
+    """A UNet2DConditionModel (cross-attention on encoder_hidden_states) sampled as Stable Diffusion's pipeline does
+    it — a doubled batch [x, x] with [uncond, cond] embeddings, ε = ε_u + g (ε_c − ε_u), DDIMScheduler steps — equals
+    our DPMSolver(order=1) on sd.classifier_free_guidance(score, {"encoder_hidden_states": c}, w = g − 1,
+    null_cond={"encoder_hidden_states": u}) of sd.from_diffusers(unet, scheduler): the embeddings reach the
+    network as its keyword, the null rows are diffusers' unconditional ones, and guidance is the same formula
+    ((1 + w) ε_c − w ε_u = ε_u + g (ε_c − ε_u)). Same tolerance as the unconditional schedulers (assert_relative)."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=12, norm_num_groups=4, attention_head_dim=4).double().eval()
+    g = torch.Generator().manual_seed(4)
+    text = torch.randn(3, 5, 12, generator=g, dtype=F64)           # one prompt's embeddings per sample
+    empty = torch.randn(5, 12, generator=g, dtype=F64)             # the "" prompt's, shared
+    scale = 4.0
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True)
+    scheduler.set_timesteps(8)
+    x_T = torch.randn((3, 1, 8, 8), generator=g, dtype=F64)
+    x = x_T.clone()
+    embeddings = torch.cat([empty.expand(3, 5, 12), text])
+    for timestep in scheduler.timesteps:
+        with torch.no_grad():
+            eps_u, eps_c = unet(torch.cat([x, x]), timestep, encoder_hidden_states=embeddings).sample.chunk(2)
+        x = scheduler.step(eps_u + scale * (eps_c - eps_u), timestep, x).prev_sample
+    sde, score = sd.from_diffusers(unet, scheduler)
+    guided = sd.classifier_free_guidance(score, {"encoder_hidden_states": text}, scale=scale - 1,
+                                         null_cond={"encoder_hidden_states": empty})
+    with torch.no_grad():
+        res = sd.DPMSolver(order=1, denoise=True).sample(sde, guided, x_T.shape, x_T=x_T, times=our_times(scheduler))
+    assert res.nfe == 8 and res.network_evaluations == 16
+    assert_relative(res.x, x)
+    unguided = sd.DPMSolver(order=1, denoise=True).sample(sde, sd.conditional_score(score, text), x_T.shape,
+                                                          x_T=x_T, times=our_times(scheduler))
+    assert float((unguided.x - x).norm() / x.norm()) > 1e-2          # guidance changed the result: not vacuous
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_dpm_solver_multistep_scheduler_is_our_dpm_solver_pp_2m(prediction_type):
     """diffusers DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, lower_order_final: the last step to
