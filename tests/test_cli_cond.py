@@ -32,8 +32,8 @@ def vector_run(tmp_path_factory):
     np.savez(folder / "data.npz", x=x, y=y)
     out = str(folder / "run")
     assert main(["train", "--out", out] + TINY + ["--model.cond_dim=3", "--data.name=array",
-                                                   f"--data.path={folder / 'data.npz'}", "--data.cond_key=y", "--data.test_fraction=0.2",
-                                                   "--cond_dropout=0.2"]) == 0
+                                                   f"--data.path={folder / 'data.npz'}", "--data.cond_key=y",
+                                                   "--data.test_fraction=0.2", "--cond_dropout=0.2"]) == 0
     return out
 
 
@@ -119,6 +119,26 @@ def test_a_vector_conditional_run_without_cond_samples_from_its_null(vector_run,
     assert main(["likelihood", "--checkpoint", vector_run, "--n", "8", "--rtol", "1e-3", "--atol", "1e-3",
                  "--device", "cpu"]) == 0
     assert "no condition (∅): −log p(x)" in capsys.readouterr().out
+    assert main(["inpaint", "--checkpoint", vector_run, "--method", "replacement", "--steps=3", "--n", "4", "--out",
+                 str(tmp_path / "i"), "--device", "cpu"]) == 0
+    assert main(["compare", "--checkpoint", vector_run, "--samplers", "ddim:steps=3", "--n", "20", "--out",
+                 str(tmp_path / "c"), "--device", "cpu"]) == 0
+
+
+def test_cond_holds_labels_for_a_class_conditional_run(tmp_path, capsys):
+    run = str(tmp_path / "classes")
+    assert main(["train", "--out", run] + TINY + ["--data.n=400", "--data.num_classes=4", "--model.num_classes=4",
+                                                   "--cond_dropout=0.2"]) == 0
+    labels = np.full(8, 2, dtype=np.int32)                 # cast to long: the same as --label 2
+    np.save(tmp_path / "labels.npy", labels)
+    given = _sample(run, tmp_path / "c", "--cond", str(tmp_path / "labels.npy"), "--guidance", "1.5", n=8)
+    named = _sample(run, tmp_path / "l", "--label", "2", "--guidance", "1.5", n=8)
+    np.testing.assert_array_equal(given["x"], named["x"])
+    np.save(tmp_path / "bad.npy", np.full(8, 4))           # 4 is ∅ (no guidance towards it) of K = 4 classes
+    _one_line_error(capsys, ["sample", "--checkpoint", run, "--cond", str(tmp_path / "bad.npy"), "--guidance", "1",
+                             "--n", "8", "--out", str(tmp_path / "x")] + DDIM,
+                    "(it takes (8,) class indices in 0 … 3 or (1,) class indices in 0 … 3): cond must hold class "
+                    "indices in 0 … 3; got values in [4, 4]")
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +232,10 @@ def test_cond_on_an_unconditional_run_is_refused(image_run, tmp_path, capsys):
 
 # -- --threshold -----------------------------------------------------------------------------------------------
 def test_dynamic_threshold_keeps_denoised_samples_in_the_data_range(image_run, tmp_path):
-    """DynamicThreshold maps x̂_0 to clamp(x̂_0, −s, s)/s ∈ [−1, 1] at every score evaluation (its docstring); with
-    --denoise=true DDIM's last output is Tweedie's x̂_0 of that thresholded score, so it lies in [−1, 1] up to the
-    round trip x̂_0 → score → x̂_0 in float32. DDIM's own last state x_eps = s x̂_0 + σ ε̂ carries no such bound.
-    Without the threshold this barely trained run's samples leave [−1, 1] by far: the test is not vacuous."""
+    """DynamicThreshold maps x̂_0 to clamp(x̂_0, −s, s)/s ∈ [−1, 1] at every score evaluation (its docstring);
+    with --denoise=true DDIM's last output is Tweedie's x̂_0 of that thresholded score, so it lies in [−1, 1] up
+    to the round trip x̂_0 → score → x̂_0 in float32. DDIM's own last state x_eps = s x̂_0 + σ ε̂ has no such
+    bound. Without the threshold this barely trained run's samples leave [−1, 1] by far: the test is not vacuous."""
     extra = ["--denoise=true", "--n", "16"]
     free = _sample(image_run, tmp_path / "free", *extra)["x"]
     assert np.abs(free).max() > 2

@@ -210,7 +210,8 @@ def _label_choice(value: Optional[str], num_classes: Optional[int], allow_all: b
         return None
     if num_classes is None:
         raise ConfigError("--label needs a class-conditional model (trained with --model.num_classes=K); this "
-                          "checkpoint's model is unconditional")
+                          "checkpoint's model has no classes (it is unconditional, or conditioned on vectors or "
+                          "images: sample those with --cond FILE)")
     if allow_all and value == "all":
         return "all"
     try:
@@ -240,8 +241,8 @@ def _threshold_samplers() -> List[str]:
 
 
 def _threshold(spec: Optional[str], sampler: str):
-    """--threshold: ``dynamic:RATIO[:MAX]`` → `DynamicThreshold`, ``clip:MAX`` → `ClipThreshold` (None: none), checked
-    against the sampler (one that forms no x̂_0 prediction refuses it, listing those that take it)."""
+    """--threshold: ``dynamic:RATIO[:MAX]`` → `DynamicThreshold`, ``clip:MAX`` → `ClipThreshold` (None: none),
+    checked against the sampler (one that forms no x̂_0 prediction refuses it, listing those that take it)."""
     if spec is None:
         return None
     kind, _, rest = spec.partition(":")
@@ -955,7 +956,8 @@ def cmd_compare(args, overrides) -> int:
         dtype = torch.float64
     else:
         run = load(args.checkpoint, device=device)
-        sde, score, cfg = run.sde, run.model, run.config
+        sde, cfg = run.sde, run.config      # a conditional model: its null condition, p(x), as sample without one
+        score = _unconditional_score(run.model, tuple(run.sample_shape), "scoresde compare takes no conditions")
         test, evaluated = build_evaluation_data(cfg, args.data, args.split)
         if tuple(test.shape) != tuple(run.sample_shape):
             raise ConfigError(f"data has per-sample shape {tuple(test.shape)} but the model was trained on "
@@ -1208,12 +1210,12 @@ def _is_component_name(key: str) -> bool:
     return (section, name) in (("data", "name"), ("sde", "name"), ("model", "net"), ("loss", "name"))
 
 
-def _condition_arguments(p: argparse.ArgumentParser, command: str, count: str) -> None:
+def _condition_arguments(p: argparse.ArgumentParser, command: str, rows: str) -> None:
     """--cond, --guidance and --threshold of sample and edit."""
     p.add_argument("--cond", metavar="FILE",
                    help=f"conditional models: the conditions, a .npy array or a .pt tensor or dict of tensors (read "
-                        f"with torch.load(weights_only=True); a dict is passed as keyword arguments), one row per "
-                        f"sample ({count} rows) or one row (1, ...) shared by all; cast to the model's dtype. Default: "
+                        f"with torch.load(weights_only=True); a dict is passed as keyword arguments), {rows} or "
+                        f"one row (1, ...) shared by all; cast to the model's dtype. Default: "
                         f"a vector-conditional model is sampled from its null condition ∅ (unconditional)"
                         + ("; excludes --label" if command == "sample" else ""))
     p.add_argument("--guidance", type=float,
@@ -1275,7 +1277,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--label", help="conditional models: the class to sample, or 'all' for every class (n/K each; "
                                    "images: one row per class); default: unconditional (the null label)")
-    _condition_arguments(p, "sample", "--n")
+    _condition_arguments(p, "sample", "one row per sample (--n rows)")
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("edit", parents=[common], help="SDEdit: noise inputs part-way and sample back (image-to-image)",
@@ -1298,7 +1300,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noising draw and the sampler's noise")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    _condition_arguments(p, "edit", "inputs")
+    _condition_arguments(p, "edit", "one row per input")
     p.set_defaults(fn=cmd_edit)
 
     p = sub.add_parser("likelihood", parents=[common],
