@@ -456,7 +456,8 @@ def _digits(split: str, test_fraction: float, dequantize: bool, dtype) -> Datase
 
 
 def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequantize: bool, dtype,
-           label_key: Optional[str] = None, cond_key: Optional[str] = None) -> Dataset:
+           label_key: Optional[str] = None, cond_key: Optional[str] = None,
+           cond_name: Optional[str] = None) -> Dataset:
 
     if not os.path.isfile(path):
         raise ValueError(f"no such array file: {path!r}")
@@ -495,6 +496,10 @@ def _array(path: str, split: str, test_fraction: float, key: Optional[str], dequ
         raise ValueError(f"conditions {cond_key!r} of {path!r} must have shape (N, ...) with N = {x.shape[0]}; got "
                          f"{tuple(cond.shape)}")
     x, labels, cond = _fixed_split(x, split, test_fraction, path, labels, cond)
+    if cond_name is not None:
+        if cond is None:
+            raise ValueError("cond_name= names the keyword of the cond_key array; give cond_key= too")
+        cond = {str(cond_name): cond}
     if x.dtype == torch.uint8:          # 8-bit data: 256 levels over [-1, 1]
         return Dataset(_quantized(x, 256, (-1.0, 1.0), dtype), name=path, split=split,
                        data_range=(-1.0, 1.0), levels=256, dequantize=dequantize, labels=labels, cond=cond)
@@ -880,13 +885,16 @@ def _load_cifar10(split: str = "train", path: Optional[str] = None, dequantize: 
 @DATASETS.register("array")
 def _load_array(split: str = "train", path: Optional[str] = None, key: Optional[str] = None,
                 label_key: Optional[str] = None, test_fraction: float = 0.0, dequantize: bool = False,
-                dtype: torch.dtype = torch.float32, cond_key: Optional[str] = None) -> Dataset:
+                dtype: torch.dtype = torch.float32, cond_key: Optional[str] = None,
+                cond_name: Optional[str] = None) -> Dataset:
     """A .npy/.npz file at ``path`` ((N, *D); uint8 arrays become 256 levels over [−1, 1]); an .npz file's
-    ``label_key`` array (N,) holds the labels, or its ``cond_key`` array (N, ...) each sample's condition."""
+    ``label_key`` array (N,) holds the labels, or its ``cond_key`` array (N, ...) each sample's condition, passed
+    to the model as its third argument, or as the keyword ``cond_name`` when given (e.g. "image" for a U-Net
+    built with ``cond_channels``: ``model(x, t, image=y)``)."""
     if path is None:
         raise ValueError("'array' needs path=")
     return _array(os.fspath(path), split, test_fraction, key, dequantize, dtype, label_key=label_key,
-                  cond_key=cond_key)
+                  cond_key=cond_key, cond_name=cond_name)
 
 
 @DATASETS.register("image_folder")

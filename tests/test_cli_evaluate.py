@@ -137,3 +137,21 @@ def test_cli_evaluate_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     assert main(["fid-stats", "--out", str(tmp_path / "s.npz"), "--data.name=eight_gaussians", "--extractor",
                  "test_cli_evaluate:tiny_extractor"]) == 2
     assert "needs an image data set" in capsys.readouterr().err
+
+
+def test_cli_evaluate_samples_a_vector_conditional_run_from_its_null(tmp_path, capsys):
+    """A run conditioned on a vector (cond_dim) is evaluated unconditionally: its learned null embedding, one row
+    shared by the batch, is the condition of every sample."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 8, 8, generator=g) * 2 - 1
+    np.savez(tmp_path / "pairs.npz", x=x.numpy(), y=x.mean((1, 2, 3))[:, None].repeat(1, 3).numpy())
+    run = str(tmp_path / "vector")
+    assert main(["train", "--out", run, "--steps=2", "--batch_size=8", "--data.name=array", "--data.key=x",
+                 f"--data.path={tmp_path / 'pairs.npz'}", "--data.cond_key=y", "--model.cond_dim=3",
+                 "--progress=false", "--eval_every=0", "--sample_every=0", "--device=cpu"]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "eval")
+    assert main(["evaluate", "--checkpoint", run, "--n", "4", "--sampler", "ddim", "--steps=2", "--metrics", "isc",
+                 "--extractor", "test_cli_evaluate:tiny_extractor", "--out", out, "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["n"] == 4 and np.isfinite(record["isc_mean"])

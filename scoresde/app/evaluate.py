@@ -262,11 +262,19 @@ def sample_images(sde, score, shape: Sequence[int], sampler, device: str = "cpu"
 
 def run_sampler(run, sampler, device: str = "cpu", data_range: Sequence[float] = (-1.0, 1.0),
                 seeding: str = "sample"):
-    """`sample_images` for a scoresde run: its model (the null label for a conditional one)."""
-    from ..guidance import conditional_score
+    """`sample_images` for a scoresde run: its model (the null condition for a conditional one: the null label, or
+    a vector model's null embedding as one row shared by the batch)."""
+    from ..guidance import conditional_score, model_null
 
-    num_classes = getattr(run.model, "num_classes", None)
-    score = run.model if num_classes is None else conditional_score(run.model, num_classes)
+    null = model_null(run.model)
+    if null is None:
+        score = run.model
+    elif isinstance(null, int) or (torch.is_tensor(null) and null.dim() == 1 and null.is_floating_point()):
+        score = conditional_score(run.model, null if isinstance(null, int) else null.detach()[None])
+    else:
+        raise ValueError("evaluate samples a conditional run from its null condition, and this run's (an image's or "
+                         "a dict's) has no batch shape to use; sample it with `scoresde sample --cond` and evaluate "
+                         "the folder of images")
     if len(run.sample_shape) != 3:
         raise ValueError(f"evaluate needs image runs (C, H, W); this run's samples have shape {run.sample_shape}")
     return sample_images(run.sde, score, run.sample_shape, sampler, device, data_range, seeding)
