@@ -48,6 +48,11 @@ def test_per_sample_seeds_name_the_samples_whatever_the_shard_size():
     assert torch.equal(alone, F.to_uint8(direct, (-1.0, 1.0)))
     shard = ev.sample_images(sde, score, (3, 8, 8), sampler, seeding="shard")
     assert not torch.equal(shard(5, 6)[0], whole)
+    # a stochastic sampler too: its path noise comes from the per-sample generators
+    noisy = ev.sample_images(sde, score, (3, 8, 8), sd.SAMPLERS.build("ddim", steps=3, eta=1.0))
+    whole_noisy = noisy(5, 6)[0]
+    assert (whole_noisy.int() - torch.cat([noisy(5, 4)[0], noisy(9, 2)[0]]).int()).abs().max() <= 1
+    assert not torch.equal(whole_noisy, whole)                    # the noise is there
     with pytest.raises(ValueError, match="seeding must be one of sample, shard"):
         ev.sample_images(sde, score, (3, 8, 8), sampler, seeding="batch")
 

@@ -76,6 +76,38 @@ def test_a_generator_seeds_every_draw(name):
     assert not torch.equal(draw(1), draw(2))
 
 
+#: Samplers whose samples depend on the whole batch by design: PC's Langevin step size from batch-mean norms
+#: (score_sde_pytorch's default; langevin_norm="sample" removes the coupling), and the adaptive solvers, whose step
+#: sizes follow the error norm of the whole batch (deterministic: no generator is involved).
+BATCH_COUPLED = {"pc": "Langevin step sizes from batch-mean norms", "probability_flow": "adaptive steps",
+                 "dpm_adaptive": "adaptive steps"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_per_sample_generators_make_each_sample_independent_of_its_batch(name):
+    """A list of one generator per sample (diffusers' convention) draws every row's prior and noise from its own
+    generator, so a batch of 6 is the two batches of 3 of the same generators: what a sharded evaluation needs.
+    The closed-form score is computed row by row, so the rows agree to float64 rounding of batched kernels."""
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    sampler = example(name)
+
+    def draw(first, count):
+        gens = [torch.Generator().manual_seed(first + i) for i in range(count)]
+        return sampler.sample(sde, gmm.score(sde), (count, 2), generator=gens, dtype=F64).x
+
+    if getattr(sampler, "backend", None) == "torchsde":
+        with pytest.raises(ValueError, match="per-sample generators need backend='native'"):
+            draw(0, 6)
+        return
+    whole, parts = draw(0, 6), torch.cat([draw(0, 3), draw(3, 3)])
+    if name in BATCH_COUPLED:
+        assert not torch.allclose(whole, parts), BATCH_COUPLED[name]
+        return
+    torch.testing.assert_close(whole, parts, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one per sample"):
+        sampler.sample(sde, gmm.score(sde), (4, 2), generator=[torch.Generator()] * 3)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_input_is_refused_with_what_was_expected(name):
     sde, gmm = sd.VPSDE(), sd.eight_gaussians()

@@ -225,9 +225,9 @@ def sample_images(sde, score, shape: Sequence[int], sampler, device: str = "cpu"
     Seeding (EDM's generate.py protocol for ``"sample"``):
         - ``"sample"``: sample i starts from x_T drawn by a CPU generator seeded with i (and, for a class-conditional
           model, its label drawn next from the same generator), so ``--seeds 0-49999`` names the same starting
-          points whatever the shard size or device. The noise a stochastic sampler draws on the way comes from a
-          generator seeded by the shard's first seed: only deterministic samplers (Heun without churn, DDIM with
-          η = 0, DPM-Solver, the probability-flow ODE) give samples that do not depend on the shard size.
+          points whatever the shard size or device. The noise a stochastic sampler draws on the way comes from the
+          same generator, row by row (per-sample generators), so every sampler's sample i is the same whatever the
+          shard size — except the batch-coupled ones (PC with batch-mean Langevin norms, adaptive step sizes).
         - ``"shard"``: one generator seeded by the shard's first seed draws the whole shard.
         Either way a shard is a function of (first_seed, count) only, so a resumed run is bit for bit the same.
 
@@ -254,7 +254,10 @@ def sample_images(sde, score, shape: Sequence[int], sampler, device: str = "cpu"
         elif label_dim:
             labels = torch.randint(int(label_dim), (count,), generator=gen, device=device)
         fn = score if not label_dim else score_for_labels(labels.to(device))
-        res = sampler.sample(sde, fn, (count,) + shape, generator=gen, x_T=x_T, device=device)
+        # seeding "sample": each sample's path noise from its own generator too, so a stochastic sampler's sample
+        # is the same whatever shard it falls in
+        res = sampler.sample(sde, fn, (count,) + shape, generator=gens if seeding == "sample" else gen, x_T=x_T,
+                             device=device)
         return to_uint8(res.x.detach(), data_range), res.nfe
 
     return make_images

@@ -278,7 +278,9 @@ class LinearMeasurement:
         draw = None
         if noise is not None:
             generator = None if noise is True else noise
-            draw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            from ..sampling._base import randn_like          # per-sample generators too
+
+            draw = randn_like(x, generator)
         if self.mask is not None:
             keep = self._mask_like(x)
             alpha = rho * rho / (rho * rho + sigma_y ** 2)

@@ -243,7 +243,8 @@ class Sampler(abc.ABC):
             score: ``score(x, t)``, e.g. a trained model or ``GaussianMixture.score(sde)``.
             shape: (B, *D) of the samples.
             generator: seeds the prior draw and every noise draw; the same generator state gives the same
-                samples.
+                samples. A list of one generator per sample (as diffusers takes) draws row i from generator i
+                alone (on its device), so each sample is the same whatever batch it is drawn in.
             x_T: start here instead of drawing from the prior (shape ``shape``).
             times: run on these decreasing times in (0, T] (a 1-D tensor, as k-diffusion passes ``sigmas``)
                 instead of the sampler's own grid; ``x_T`` should then be a sample of p at ``times[0]``.
@@ -265,9 +266,14 @@ class Sampler(abc.ABC):
             require_linear(sde, type(self).__name__)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
+        generator = as_generator(generator, shape[0])
         if x_T is None:
             check_prior(sde, f"{type(self).__name__}.sample")
-            x_T = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+            if isinstance(generator, RowGenerators):       # row i of the prior draw from generator i
+                x_T = torch.cat([sde.prior_sample((1,) + shape[1:], generator=g, dtype=dtype) for g in generator])
+                x_T = x_T.to(device if device is not None else x_T.device)
+            else:
+                x_T = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
         elif not torch.is_tensor(x_T) or not x_T.is_floating_point():
             got = f"dtype {x_T.dtype}" if torch.is_tensor(x_T) else type(x_T).__name__
             raise TypeError(f"x_T must be a floating-point tensor; got {got} (cast it, e.g. x_T.float())")
@@ -371,6 +377,34 @@ def _takes_coefficients(cls) -> bool:
     return True
 
 
-def randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """Standard normal noise shaped like x, drawn from ``generator`` (which must live on x's device)."""
+class RowGenerators(tuple):
+    """One ``torch.Generator`` per sample (diffusers' list of generators): row i of every draw comes from generator
+    i alone, on that generator's device, so a sample does not depend on the batch it is drawn in (the batch size,
+    a shard of an evaluation, the other rows). `Sampler.sample` makes one from a list or tuple of generators."""
+
+    def randn(self, shape: Sequence[int], device=None, dtype=None) -> Tensor:
+        """(B, *D) standard normals, row i from generator i (drawn on its device, moved to ``device``)."""
+        return torch.cat([torch.randn((1,) + tuple(shape[1:]), generator=g, device=g.device, dtype=dtype)
+                          for g in self]).to(device)
+
+
+def as_generator(generator, batch: int):
+    """``generator`` as a sampler takes it: None, one ``torch.Generator``, or a sequence of ``batch`` of them (a
+    `RowGenerators`), checked."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch or not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError(f"generator must be a torch.Generator or a list of torch.Generators, one per sample "
+                             f"({batch} here); got a list of {len(generator)}")
+        return generator if isinstance(generator, RowGenerators) else RowGenerators(generator)
+    raise TypeError(f"generator must be a torch.Generator, a list of one per sample, or None; got "
+                    f"{type(generator).__name__}")
+
+
+def randn_like(x: Tensor, generator) -> Tensor:
+    """Standard normal noise shaped like x, drawn from ``generator`` (which must live on x's device), or row by row
+    from a `RowGenerators`."""
+    if isinstance(generator, RowGenerators):
+        return generator.randn(x.shape, device=x.device, dtype=x.dtype)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -11,8 +11,8 @@ from typing import Optional
 
 import torch
 
-from .._utils import ScoreFn
-from ._base import SampleResult, Sampler
+from .._utils import ScoreFn, expand_like
+from ._base import RowGenerators, SampleResult, Sampler, as_generator, randn_like
 
 Tensor = torch.Tensor
 
@@ -31,7 +31,7 @@ def sdedit(sde, score: ScoreFn, x0: Tensor, strength: float, sampler: Sampler,
         x0: the inputs, (B, *D).
         strength: in (0, 1], the fraction of the time range to noise to.
         sampler: any `Sampler`.
-        generator: seeds the noising draw and the sampler's own draws.
+        generator: seeds the noising draw and the sampler's own draws (or one generator per sample).
         **sample_kwargs: passed to ``sampler.sample`` (trajectory, callback, progress).
 
     Returns:
@@ -52,5 +52,10 @@ def sdedit(sde, score: ScoreFn, x0: Tensor, strength: float, sampler: Sampler,
                          f"{float(grid[-1]):.6g}: nothing to sample")
     times = torch.cat([grid.new_tensor([t0]), below])
     t = torch.full((x0.shape[0],), t0, dtype=torch.float64, device=x0.device)
-    x_t0, _ = sde.sample_marginal(x0, t, generator=generator)
+    generator = as_generator(generator, x0.shape[0])
+    if isinstance(generator, RowGenerators):             # the noising draw row by row too
+        mean, std = sde.marginal(x0, t)
+        x_t0 = mean + expand_like(std, x0) * randn_like(x0, generator)
+    else:
+        x_t0, _ = sde.sample_marginal(x0, t, generator=generator)
     return sampler.sample(sde, score, tuple(x0.shape), generator=generator, x_T=x_t0, times=times, **sample_kwargs)

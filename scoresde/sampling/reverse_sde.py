@@ -113,6 +113,9 @@ class ReverseSDESampler(Sampler):
         return self._torchsde(sde, score, x, times, generator, report)
 
     def _torchsde(self, sde, score, x, times, generator, report):
+        if isinstance(generator, tuple):
+            raise ValueError("backend='torchsde' seeds one Brownian motion for the batch: per-sample generators "
+                             "need backend='native'")
         steps = len(times) - 1
         h = (times[:-1] - times[1:])
         if not bool(torch.allclose(h, h[0].expand_as(h), rtol=1e-9, atol=0)):
