@@ -159,9 +159,10 @@ def as_denoiser(sde, score: Callable) -> Callable[[Tensor, Tensor], Tensor]:
 
 def from_velocity(velocity: Callable, sde, cond=None) -> Score:
     """The score on ``sde`` of a flow-matching velocity field ``velocity(x, t)`` ≈ E[ṡ x_0 + σ̇ z | x_t] of the
-    same path (s, σ) — on `scoresde.RectifiedFlowSDE` the usual target z − x_0 (flow_matching's and rectified
-    flow's convention with noise at t = 1). ``cond``: as in `from_denoiser` (flow_matching's ``**model_extras``
-    are a dict cond).
+    same path (s, σ) — on `scoresde.RectifiedFlowSDE` the target z − x_0 (rectified flow's convention, noise at
+    t = 1). facebookresearch/flow_matching runs the other way (its t = 1 is the data, its velocity points from noise
+    to data): call its model at 1 − t and flip the sign, ``lambda x, t, **e: -model(x=x, t=1 - t, **e)``
+    (docs/migration.md). ``cond``: as in `from_denoiser` (flow_matching's ``**model_extras`` are a dict cond).
     """
     if not callable(velocity):
         raise TypeError(f"velocity must be a callable u(x, t); got {type(velocity).__name__}")
