@@ -993,7 +993,9 @@ def cmd_demo(args, overrides) -> int:
 def _extractor(args, device: str):
     from .evaluate import build_extractor
 
-    return build_extractor(args.extractor, args.weights, device=device)
+    metrics = [m.strip() for m in str(getattr(args, "metrics", "")).split(",")]
+    return build_extractor(args.extractor, args.weights, device=device, dinov2_repo=args.dinov2_repo,
+                           metrics=metrics)
 
 
 def cmd_fid_stats(args, overrides) -> int:
@@ -1226,6 +1228,21 @@ def _condition_arguments(p: argparse.ArgumentParser, command: str, rows: str) ->
                         f"that take it: {', '.join(_threshold_samplers())}")
 
 
+def _extractor_arguments(p: argparse.ArgumentParser) -> None:
+    """--extractor, --weights and --dinov2-repo of fid-stats and evaluate."""
+    p.add_argument("--extractor", default="inception",
+                   help="inception (torch-fidelity's Inception-v3 compat: FID, KID, PR, IS), dinov2-vit-l-14 "
+                        "(FD-DINOv2; also -s-/-b-/-g-14), clip-vit-b-32 (or torch-fidelity's other CLIP names) "
+                        "or package.module:factory; the name is recorded in reference files")
+    p.add_argument("--weights", metavar="FILE",
+                   help="the extractor's local weights for offline machines, read with weights_only=True: "
+                        "torch-fidelity's weights-inception-2015-12-05-6726825d.pth, DINOv2's "
+                        "dinov2_vitl14_pretrain.pth, or a CLIP state dict (see docs/evaluation.md)")
+    p.add_argument("--dinov2-repo", metavar="DIR",
+                   help="a local clone of facebookresearch/dinov2 for the DINOv2 extractors (its hubconf.py is "
+                        "run); default: torch.hub's GitHub source")
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; the lists of valid names in the help come from the registries, and ``train --help``
     lists the options of the components that ``argv`` names (``--model.net=unet --data.name=digits``)."""
@@ -1400,10 +1417,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, help="use only the first n images (default: all)")
     p.add_argument("--keep-features", action="store_true",
                    help="store the features too (KID and precision/recall need them; 50k x 2048 float32 = 400 MB)")
-    p.add_argument("--extractor", default="inception",
-                   help="inception (torch-fidelity's Inception-v3 compat) or package.module:factory")
-    p.add_argument("--weights", help="local Inception weights (torch-fidelity's weights-inception-2015-12-05-"
-                                     "6726825d.pth) for offline machines; read with weights_only=True")
+    _extractor_arguments(p)
     p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.set_defaults(fn=cmd_fid_stats)
@@ -1442,9 +1456,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (of min(1000, n) samples)")
     p.add_argument("--out", help="folder for shards and metrics.json (default: RUN/evaluate/<sampler>-seeds<range>)")
     p.add_argument("--overwrite", action="store_true", help="discard the shards in OUT instead of resuming")
-    p.add_argument("--extractor", default="inception",
-                   help="inception (torch-fidelity's Inception-v3 compat) or package.module:factory")
-    p.add_argument("--weights", help="local Inception weights for offline machines; read with weights_only=True")
+    _extractor_arguments(p)
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.set_defaults(fn=cmd_evaluate)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..evaluation import image_metrics as im
-from ..evaluation.features import INCEPTION, extract, inception, load_reference, to_uint8
+from ..evaluation.features import INCEPTION, clip, dinov2, extract, inception, load_reference, to_uint8
 from ..training.checkpoint import save_checkpoint
 from ..training.signals import StopOnSignal
 
@@ -61,15 +61,37 @@ def parse_metrics(text: str) -> List[str]:
     return names
 
 
-def build_extractor(name: str = "inception", weights: Optional[str] = None, device: str = "cpu"):
-    """``inception`` (torch-fidelity's Inception-v3 compat; ``weights`` a local file or None for its cache), or a
-    factory ``package.module:function`` called as ``function(weights=..., device=...)`` returning a module that maps
-    uint8 images (N, 3, H, W) to {"features": (N, F), optionally "logits": (N, K)} and has a ``name``."""
+def build_extractor(name: str = "inception", weights: Optional[str] = None, device: str = "cpu",
+                    dinov2_repo: Optional[str] = None, metrics: Sequence[str] = ()):
+    """The feature extractor ``name`` (`scoresde.evaluation.features`), refused before it is built when it cannot
+    give what ``metrics`` need.
+
+    - ``inception`` / ``inception-v3-compat``: torch-fidelity's Inception-v3 compat (features and logits);
+    - ``dinov2-vit-{s,b,l,g}-14``: torch-fidelity's DINOv2 (FD-DINOv2 is FID's formula on ``dinov2-vit-l-14``),
+      its code from ``dinov2_repo`` (a local clone) or torch.hub's GitHub source;
+    - ``clip-vit-b-32``, ``clip-vit-l-14``, … (torch-fidelity's names): its CLIP image tower, ``weights`` a state dict;
+    - ``package.module:function``: called as ``function(weights=..., device=...)``, returning a module that maps
+      uint8 images (N, 3, H, W) to {"features": (N, F), optionally "logits": (N, K)} and has a ``name``.
+
+    ``weights``: the network's local weights (offline machines), or None for torch's hub cache / a download.
+    """
+    name = str(name)
+    family = "dinov2" if name.startswith("dinov2-") else "clip" if name.startswith("clip-") else None
+    if dinov2_repo is not None and family != "dinov2":
+        raise ValueError(f"--dinov2-repo is for the DINOv2 extractors (dinov2-vit-l-14, ...), not {name!r}")
+    if family is not None and "isc" in metrics:
+        raise ValueError(f"isc (the Inception score) needs class logits, which only --extractor inception gives; "
+                         f"{name} gives features only (fid, kid, prc apply)")
     if name in ("inception", INCEPTION):
         return inception(weights, device=device)
-    module, sep, attr = str(name).partition(":")
+    if family == "dinov2":
+        return dinov2(name, repo=dinov2_repo, weights=weights, device=device)
+    if family == "clip":
+        return clip(name, weights=weights, device=device)
+    module, sep, attr = name.partition(":")
     if not sep:
-        raise ValueError(f"--extractor must be 'inception' or an import path package.module:factory; got {name!r}")
+        raise ValueError(f"--extractor must be inception, dinov2-vit-{{s,b,l,g}}-14, clip-vit-b-32 (or another of "
+                         f"torch-fidelity's CLIP names) or an import path package.module:factory; got {name!r}")
     factory = getattr(importlib.import_module(module), attr)
     return factory(weights=weights, device=device)
 
