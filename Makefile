@@ -33,7 +33,8 @@ test-fast: $(VENV)/.installed
 # as another CPU would. A bound that holds for one kernel only fails here, not on a user's machine.
 KERNEL_TESTS = tests/test_likelihood.py tests/test_sampling_*.py tests/test_conversions.py tests/test_oracle.py \
 	tests/test_sde.py tests/test_losses.py tests/test_parameterization.py tests/test_score.py tests/test_config.py \
-	tests/test_nets.py tests/test_interop.py tests/test_training_hooks.py
+	tests/test_nets.py tests/test_interop.py tests/test_training_hooks.py tests/test_guidance_condition.py \
+	tests/test_oracle_conditional.py tests/test_nets_cond.py
 test-kernels: $(VENV)/.installed
 	ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
 
