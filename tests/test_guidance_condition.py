@@ -364,3 +364,22 @@ def test_a_conditional_mlp_learns_most_of_the_information_of_a_continuous_observ
     assert information > 1.0                                     # the observation is informative
     assert -3 * se < float(gap.mean()) < information / 2
     assert float((unconditional - conditional).mean()) > information / 2
+
+
+def test_an_image_conditioned_unet_trains_on_dict_conditions_and_names_a_missing_key():
+    """sd.nets.UNet(cond_channels=1)'s null is {"image": (1, 1, 1) parameter}: a data set whose cond is that dict
+    trains it (the null image learns); a plain tensor cond is refused with the keys to use."""
+    torch.manual_seed(0)
+    sde = sd.VPSDE()
+    net = sd.nets.UNet(in_channels=1, channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(),
+                       image_size=4, cond_channels=1)
+    model = sd.ScoreModel(net, sde)
+    x = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    data = sd.data.Dataset(x, cond={"image": x.flip(-1)})
+    before = net.null_cond["image"].detach().clone()
+    sd.Trainer(model, sde, data, sd.TrainConfig(steps=2, batch_size=8, cond_dropout=0.5, progress=False)).train()
+    assert not torch.equal(before, net.null_cond["image"].detach())
+    trainer = sd.Trainer(model, sde, sd.data.Dataset(x, cond=x.flip(-1)), sd.TrainConfig(steps=1, batch_size=8,
+                                                                                          progress=False))
+    with pytest.raises(TypeError, match=r"dict with keys \['image'\].*cond_name"):
+        trainer.train()

@@ -113,7 +113,9 @@ def null_condition(null, cond: Cond, batch: int, what: str = "null_cond") -> Con
         return {k: None if v is None else null_condition(null[k], v, batch, f"{what}[{k!r}]")
                 for k, v in cond.items()}
     if isinstance(null, Mapping):
-        raise TypeError(f"{what} is a dict but cond is a {type(cond).__name__}")
+        raise TypeError(f"{what} is a dict with keys {sorted(null)} but cond is a {type(cond).__name__}: give the "
+                        f"condition as a dict with those keys (e.g. {{{next(iter(null))!r}: tensor}}; a data set's "
+                        f"cond_name= names the key)")
     if isinstance(null, bool) or not (isinstance(null, int) or torch.is_tensor(null)):
         raise TypeError(f"{what} must be an index (labels), a tensor broadcastable to cond's shape, or a dict; got "
                         f"{type(null).__name__}")
