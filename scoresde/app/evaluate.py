@@ -69,7 +69,8 @@ def build_extractor(name: str = "inception", weights: Optional[str] = None, devi
     - ``inception`` / ``inception-v3-compat``: torch-fidelity's Inception-v3 compat (features and logits);
     - ``dinov2-vit-{s,b,l,g}-14``: torch-fidelity's DINOv2 (FD-DINOv2 is FID's formula on ``dinov2-vit-l-14``),
       its code from ``dinov2_repo`` (a local clone) or torch.hub's GitHub source;
-    - ``clip-vit-b-32``, ``clip-vit-l-14``, … (torch-fidelity's names): its CLIP image tower, ``weights`` a state dict;
+    - ``clip-vit-b-32``, ``clip-vit-l-14``, … (torch-fidelity's names): its CLIP image tower, ``weights`` a state
+      dict;
     - ``package.module:function``: called as ``function(weights=..., device=...)``, returning a module that maps
       uint8 images (N, 3, H, W) to {"features": (N, F), optionally "logits": (N, K)} and has a ``name``.
 

@@ -420,8 +420,8 @@ def dinov2(name: str = "dinov2-vit-l-14", repo: Union[None, str, os.PathLike] = 
     model = _hub_dinov2(entry, repo)
     _check_state(model, state, name)
     model.load_state_dict(state, strict=True)
-    net = _without_download(module.FeatureExtractorDinoV2, name, "dinov2", feature_extractor_internal_dtype=torch.float32,
-                            model=model)
+    net = _without_download(module.FeatureExtractorDinoV2, name, "dinov2",
+                            feature_extractor_internal_dtype=torch.float32, model=model)
     return FeatureExtractor(net).to(device)
 
 
