@@ -63,6 +63,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from ..guidance.condition import call_model
 from ..losses import LOSSES, _shard
 from ..nets import NETS
 from ..sde import require_linear
@@ -246,7 +247,7 @@ class _DenoiserLoss:
         s = expand_like(sigma, x0)
         with validated_times():                        # σ ∈ (0, T] by construction
             x = x0 + s * noise
-            score = model(x, sigma) if cond is None else model(x, sigma, cond)
+            score = call_model(model, x, sigma, cond)
         if score.shape != x.shape:
             raise ValueError(f"{who}: the model returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}")
         residual = s * (noise + s * score)             # D(x; σ) − y, with D = x + σ² score
