@@ -212,3 +212,54 @@ def assert_oracle_law(x, gmm, key, seed=7):
 def run(sampler, sde, gmm, n=N, seed=0):
     g = torch.Generator().manual_seed(seed)
     return sampler.sample(sde, gmm.score(sde), (n, gmm.dim), generator=g, dtype=torch.float64)
+
+
+#: Python source that makes ``import torch_fidelity`` work in a child process where PyPI's torchvision does not import
+#: with a CPU torch (``operator torchvision::nms does not exist``): a stand-in for the torchvision names
+#: torch-fidelity's modules touch at import or on the image-folder path — the data set classes and ``models`` (never
+#: called there), ``Compose`` (applies the transforms in turn), and torchvision's own short definitions of
+#: ``pil_to_tensor`` (the PIL image's array as (C, H, W) uint8) and ``normalize`` ((x − mean) / std per channel,
+#: mean and std in x's dtype). Everything else is torch-fidelity's code. Ends with ``import torch_fidelity``.
+TORCH_FIDELITY_IMPORT = """
+import sys, types
+import numpy as np
+import torch
+try:
+    import torchvision
+except Exception:
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        del sys.modules[name]
+    tv = types.ModuleType("torchvision")
+    tv.datasets = types.ModuleType("torchvision.datasets")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
+    tv.models = types.ModuleType("torchvision.models")
+    for cls in ("CIFAR10", "STL10", "CIFAR100"):
+        setattr(tv.datasets, cls, type(cls, (), {}))
+
+    class Compose:
+        def __init__(self, transforms):
+            self.transforms = transforms
+
+        def __call__(self, image):
+            for transform in self.transforms:
+                image = transform(image)
+            return image
+
+    def pil_to_tensor(pic):
+        array = np.array(pic, copy=True)
+        array = array[:, :, None] if array.ndim == 2 else array
+        return torch.as_tensor(array).permute(2, 0, 1)
+
+    def normalize(tensor, mean, std, inplace=False):
+        mean = torch.tensor(mean, dtype=tensor.dtype).reshape(-1, 1, 1)
+        std = torch.tensor(std, dtype=tensor.dtype).reshape(-1, 1, 1)
+        return (tensor - mean) / std
+
+    tv.transforms.Compose = Compose
+    tv.transforms.functional.pil_to_tensor = pil_to_tensor
+    tv.transforms.functional.normalize = normalize
+    sys.modules.update({"torchvision": tv, "torchvision.datasets": tv.datasets, "torchvision.transforms": tv.transforms,
+                        "torchvision.transforms.functional": tv.transforms.functional, "torchvision.models": tv.models})
+import torch_fidelity
+"""

@@ -17,6 +17,7 @@ import torch
 from scoresde.app.cli import main
 from scoresde.evaluation import features as F
 from scoresde.evaluation.image_metrics import fid
+from helpers import TORCH_FIDELITY_IMPORT
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is None,
                                 reason="torch-fidelity is not installed (pip install scoresde[metrics])")
@@ -44,38 +45,9 @@ def dinov2_vits14(pretrained=False, **kwargs):
 dinov2_vitb14 = dinov2_vits14
 """
 
-#: torch-fidelity's package imported as a user would (``import torch_fidelity``); where torchvision does not import
-#: (PyPI's build with a CPU torch) with this test's own stand-in for the names its modules touch at import (data
-#: set classes, Compose, pil_to_tensor, models: never called here) and torchvision's ``normalize`` written out:
-#: mean and std cast to the image's dtype, (x − mean) / std per channel.
-_THEIR_HEADER = """
-import sys, types
-import torch
-try:
-    import torchvision
-except Exception:
-    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-        del sys.modules[name]
-    tv = types.ModuleType("torchvision")
-    tv.datasets = types.ModuleType("torchvision.datasets")
-    tv.transforms = types.ModuleType("torchvision.transforms")
-    tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
-    tv.models = types.ModuleType("torchvision.models")
-    for cls in ("CIFAR10", "STL10", "CIFAR100"):
-        setattr(tv.datasets, cls, type(cls, (), {}))
-    tv.transforms.Compose = type("Compose", (), {})
-    tv.transforms.functional.pil_to_tensor = None
-
-    def normalize(tensor, mean, std, inplace=False):
-        mean = torch.tensor(mean, dtype=tensor.dtype).reshape(-1, 1, 1)
-        std = torch.tensor(std, dtype=tensor.dtype).reshape(-1, 1, 1)
-        return (tensor - mean) / std
-
-    tv.transforms.functional.normalize = normalize
-    sys.modules.update({"torchvision": tv, "torchvision.datasets": tv.datasets, "torchvision.transforms": tv.transforms,
-                        "torchvision.transforms.functional": tv.transforms.functional, "torchvision.models": tv.models})
-import torch_fidelity
-"""
+#: torch-fidelity's package imported as a user would (``import torch_fidelity``), with the tests' torchvision
+#: stand-in where torchvision does not import (helpers.TORCH_FIDELITY_IMPORT).
+_THEIR_HEADER = TORCH_FIDELITY_IMPORT
 
 _THEIR_DINOV2 = _THEIR_HEADER + """
 from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2

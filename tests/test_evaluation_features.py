@@ -10,6 +10,7 @@ import torch
 
 from scoresde.evaluation import features as F
 from scoresde.evaluation.image_metrics import fid, inception_score, kid
+from helpers import TORCH_FIDELITY_IMPORT
 
 HAS_TORCH_FIDELITY = importlib.util.find_spec("torch_fidelity") is not None
 needs_torch_fidelity = pytest.mark.skipif(not HAS_TORCH_FIDELITY, reason="torch-fidelity is not installed "
@@ -117,47 +118,11 @@ def test_torch_fidelitys_inception_runs_without_its_package_init(random_weights)
     torch.testing.assert_close(again["features"], out["features"], rtol=1e-5, atol=1e-6)
 
 
-#: Where PyPI's torchvision does not import with a CPU torch, torch-fidelity's package is imported in a child process
-#: with this stand-in for the torchvision names its modules touch at import or on the folder path (the dataset
-#: classes, the resize transforms and vgg16 are never called there; ``pil_to_tensor`` is torchvision's own
-#: three-line definition, the PIL image's array as (C, H, W) uint8, and ``Compose`` applies the transforms in turn). Everything else, from reading the PNGs to the
-#: Fréchet distance, is torch-fidelity's code.
-_THEIR_FID = """
-import sys, types, json
-import numpy as np, torch
-try:
-    import torchvision
-except Exception:
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    tv = types.ModuleType("torchvision")
-    tv.datasets = types.ModuleType("torchvision.datasets")
-    tv.transforms = types.ModuleType("torchvision.transforms")
-    tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
-    tv.models = types.ModuleType("torchvision.models")
-    for cls in ("CIFAR10", "STL10", "CIFAR100"):
-        setattr(tv.datasets, cls, type(cls, (), {}))
-
-    def pil_to_tensor(pic):
-        array = np.array(pic, copy=True)
-        array = array[:, :, None] if array.ndim == 2 else array
-        return torch.as_tensor(array).permute(2, 0, 1)
-
-    class Compose:
-        def __init__(self, transforms):
-            self.transforms = transforms
-
-        def __call__(self, image):
-            for transform in self.transforms:
-                image = transform(image)
-            return image
-
-    tv.transforms.functional.pil_to_tensor = pil_to_tensor
-    tv.transforms.Compose = Compose
-    sys.modules.update({"torchvision": tv, "torchvision.datasets": tv.datasets,
-                        "torchvision.transforms": tv.transforms,
-                        "torchvision.transforms.functional": tv.transforms.functional, "torchvision.models": tv.models})
-import torch_fidelity
+#: torch-fidelity's calculate_metrics in a child process (with the tests' torchvision stand-in where PyPI's
+#: torchvision does not import with a CPU torch: helpers.TORCH_FIDELITY_IMPORT; everything from reading the PNGs to
+#: the Fréchet distance is torch-fidelity's code).
+_THEIR_FID = TORCH_FIDELITY_IMPORT + """
+import json
 out = torch_fidelity.calculate_metrics(input1=sys.argv[1], input2=sys.argv[2], fid=True, kid=True, isc=True,
                                        kid_subset_size=12, kid_subsets=5, cuda=False, verbose=False, cache=False,
                                        feature_extractor_weights_path=sys.argv[3])
