@@ -383,3 +383,30 @@ def test_an_image_conditioned_unet_trains_on_dict_conditions_and_names_a_missing
                                                                                           progress=False))
     with pytest.raises(TypeError, match=r"dict with keys \['image'\].*cond_name"):
         trainer.train()
+
+
+def test_review_cases_a_cond_key_dict_one_label_row_half_precision_thresholds_and_label_data():
+    """{"cond": c} is the third argument by name: guidance and dropout use the model's (non-dict) null for it; a
+    (1,) label tensor is one class for every sample, like an int; DynamicThreshold on bfloat16 (torch.quantile
+    takes float32/64 only: the quantile is taken wider); a vector-conditional net on labelled data is refused
+    naming what it needs."""
+    sde = sd.VPSDE()
+    x, y, t = _batch(4)
+    vector = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, cond_dim=2), sde).double()
+    guided = sd.classifier_free_guidance(vector, {"cond": y[:4]}, scale=2.0)
+    torch.testing.assert_close(guided(x[:4], t[:4]), sd.classifier_free_guidance(vector, y[:4], scale=2.0)(x[:4], t[:4]),
+                               rtol=0, atol=0)
+    data = sd.data.Dataset(x.float(), cond={"cond": y.float()})
+    sd.Trainer(sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, cond_dim=2), sde), sde, data,
+               sd.TrainConfig(steps=1, batch_size=4, progress=False)).train()
+    labelled = sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, num_classes=3), sde).double()
+    torch.testing.assert_close(sd.conditional_score(labelled, torch.tensor([1]))(x, t),
+                               sd.conditional_score(labelled, 1)(x, t), rtol=0, atol=0)
+    x0 = torch.linspace(-3, 3, 64, dtype=torch.bfloat16).reshape(2, 32)
+    wide = sd.DynamicThreshold(0.9, max_value=2.0)(x0.float())
+    torch.testing.assert_close(sd.DynamicThreshold(0.9, max_value=2.0)(x0).float(), wide, rtol=2 ** -7, atol=2 ** -7)
+    with pytest.raises(ValueError, match="has class labels only"):
+        sd.Trainer(sd.ScoreModel(sd.nets.MLP(2, hidden=8, depth=1, cond_dim=3), sde), sde,
+                   sd.data.load("eight_gaussians", n=32), sd.TrainConfig(steps=1, progress=False))
+    with pytest.raises(TypeError, match="floating tensor but cond holds integers"):
+        null_condition(torch.zeros(3), torch.zeros(4, dtype=torch.long), 4)

@@ -322,3 +322,23 @@ def test_bad_input_gets_a_clear_error():
         post.marginal(sde, t)
     with pytest.raises(IndexError, match=r"\[0, 3\)"):
         post.mixture(3)
+
+
+def test_a_float32_oracle_of_a_noiseless_measurement_builds_and_agrees_with_float64():
+    """A noiseless measurement's posterior covariance is singular by construction; in float32 its zero eigenvalues
+    come out as ±D·eps·scale and must be read as zero, not refused. The float32 score then agrees with float64 to
+    float32 rounding amplified by the conditioning of Σ_t (scale/σ(t)² ≲ 1e3 at t ≥ 0.01): 1.2e-7 · 1e3 ≈ 1e-4."""
+    torch.manual_seed(0)
+    sde, K, D = sd.VPSDE(), 3, 4
+    means = torch.randn(K, D, dtype=torch.float64) * 2
+    L = torch.randn(K, D, D, dtype=torch.float64) * 0.5
+    gm64 = sd.GaussianMixture(means, covariances=L @ L.transpose(1, 2) + 0.05 * torch.eye(D, dtype=torch.float64))
+    gm32 = gm64.to(dtype=torch.float32)
+    x, y = torch.randn(32, D), torch.randn(32, 2) * 2
+    for op in (torch.randn(2, D, dtype=torch.float64), sd.Mask(torch.tensor([True, False, True, False]))):
+        for time in (0.01, 0.5):
+            t = torch.full((32,), time)
+            exact = gm64.measurement_score(sde, op)(x.double(), t.double(), y.double())
+            got = gm32.measurement_score(sde, op)(x, t, y)
+            assert got.dtype == torch.float32
+            assert float(((got.double() - exact).norm(dim=1) / exact.norm(dim=1)).max()) < 1e-4

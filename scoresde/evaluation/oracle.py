@@ -368,7 +368,9 @@ class GaussianMixture(_Mixtures):
         Returns:
             a `MeasurementScore`: called with y (B, m), one observation per row (or (m,), one for every row); a row
             of y that is all NaN (``model.null_cond``) gets the unconditional score ∇_x log p_t(x), which is what
-            `scoresde.classifier_free_guidance` needs. ``closed_form`` is True.
+            `scoresde.classifier_free_guidance` needs. ``closed_form`` is True. Through `scoresde.conditional_score`
+            and `scoresde.classifier_free_guidance` (which read a condition's first dimension as the batch) give one
+            observation for every row as (1, m), not (m,).
         """
         if isinstance(operator, Mask):
             probe = torch.zeros(operator.shape)
@@ -582,17 +584,21 @@ def _eigen(covariances, K: int, D: int, dtype, device):
         raise ValueError(f"covariances must have shape (K, D, D) = ({K}, {D}, {D}); got {tuple(cov.shape)}")
     _check_finite_rows(cov, "covariances")
     scale = cov.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(dtype).tiny)
+    # relative tolerances: float64's fixed ones, or the rounding of a D×D eigenproblem in a narrower dtype (a
+    # float32 posterior of a noiseless measurement is singular by construction: its zero eigenvalues come out
+    # as ±D·eps·scale)
+    rounding = 8 * D * torch.finfo(dtype).eps
     asym = (cov - cov.transpose(1, 2)).abs().amax(dim=(1, 2))
-    if bool((asym > 1e-8 * scale).any()):
-        k = int((asym > 1e-8 * scale).nonzero()[0, 0])
+    if bool((asym > max(1e-8, rounding) * scale).any()):
+        k = int((asym > max(1e-8, rounding) * scale).nonzero()[0, 0])
         raise ValueError(f"covariances must be symmetric; component {k} is not")
     lam, U = torch.linalg.eigh((cov + cov.transpose(1, 2)) / 2)
-    low = lam.amin(dim=1) < -1e-9 * scale
+    low = lam.amin(dim=1) < -max(1e-9, rounding) * scale
     if bool(low.any()):
         k = int(low.nonzero()[0, 0])
         raise ValueError(f"covariances must be positive semi-definite; component {k} has eigenvalue "
                          f"{float(lam[k].min()):.3g}")
-    lam = torch.where(lam > 1e-12 * scale[:, None], lam, torch.zeros_like(lam))
+    lam = torch.where(lam > max(1e-12, rounding) * scale[:, None], lam, torch.zeros_like(lam))
     return U, lam.sqrt()
 
 

@@ -105,6 +105,9 @@ def null_condition(null, cond: Cond, batch: int, what: str = "null_cond") -> Con
     """The null condition ∅ with cond's structure and shape (B, ...): an index repeated, a tensor broadcast (its
     gradient kept), a dict entry by entry (the same keys as cond)."""
     if isinstance(cond, Mapping):
+        present = [k for k, v in cond.items() if v is not None]
+        if not isinstance(null, Mapping) and present == ["cond"]:
+            null = {"cond": null}               # {"cond": c} is the third argument by name: its null is the model's
         if not isinstance(null, Mapping):
             raise TypeError(f"cond is a dict with keys {list(cond)}, so {what} must be a dict with those keys; got "
                             f"{type(null).__name__}")
@@ -119,6 +122,10 @@ def null_condition(null, cond: Cond, batch: int, what: str = "null_cond") -> Con
     if isinstance(null, bool) or not (isinstance(null, int) or torch.is_tensor(null)):
         raise TypeError(f"{what} must be an index (labels), a tensor broadcastable to cond's shape, or a dict; got "
                         f"{type(null).__name__}")
+    if torch.is_tensor(null) and null.is_floating_point() and not cond.is_floating_point():
+        raise TypeError(f"{what} is a floating tensor but cond holds integers {tuple(cond.shape)} (class labels?): "
+                        f"a model that takes a vector condition needs floating conditions (B, D), e.g. "
+                        f"sd.data.Dataset(x, cond=...) or --data.cond_key, not a labelled data set")
     if isinstance(null, int) or (not null.is_floating_point() and null.dim() == 0):
         if cond.is_floating_point():
             raise TypeError(f"{what} is an index ({int(null)}) but cond is a floating tensor "

@@ -27,8 +27,8 @@ def check_labels(cond: Labels, batch: int, num_classes: Optional[int], device=No
         if cond.is_floating_point() or cond.is_complex() or cond.dtype == torch.bool:
             raise TypeError(f"cond must hold integer class indices (dtype torch.long); got dtype {cond.dtype} "
                             f"(use cond.long())")
-        if cond.dim() == 0:
-            cond = cond.expand(batch)
+        if cond.dim() == 0 or (tuple(cond.shape) == (1,) and batch != 1):
+            cond = cond.reshape(()).expand(batch)              # one class for every sample
         if tuple(cond.shape) != (batch,):
             raise ValueError(f"cond must have shape (B,) = ({batch},), one class per sample; got {tuple(cond.shape)}")
         cond = cond.to(device=device, dtype=torch.long)

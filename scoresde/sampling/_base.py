@@ -244,7 +244,9 @@ class Sampler(abc.ABC):
             shape: (B, *D) of the samples.
             generator: seeds the prior draw and every noise draw; the same generator state gives the same
                 samples. A list of one generator per sample (as diffusers takes) draws row i from generator i
-                alone (on its device), so each sample is the same whatever batch it is drawn in.
+                alone (on its device), so each sample is the same whatever batch it is drawn in — unless the
+                sampler couples the batch by design (`PCSampler`'s batch-mean Langevin norms, the adaptive
+                solvers' shared step size).
             x_T: start here instead of drawing from the prior (shape ``shape``).
             times: run on these decreasing times in (0, T] (a 1-D tensor, as k-diffusion passes ``sigmas``)
                 instead of the sampler's own grid; ``x_T`` should then be a sample of p at ``times[0]``.

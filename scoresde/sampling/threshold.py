@@ -79,7 +79,8 @@ class DynamicThreshold(Threshold):
 
     def __call__(self, x0: Tensor) -> Tensor:
         flat = x0.reshape(x0.shape[0], -1)
-        s = torch.quantile(flat.abs(), self.ratio, dim=1).clamp(min=1, max=self.max_value).unsqueeze(1)
+        wide = flat.abs() if flat.dtype in (torch.float32, torch.float64) else flat.abs().float()  # quantile's dtypes
+        s = torch.quantile(wide, self.ratio, dim=1).to(flat.dtype).clamp(min=1, max=self.max_value).unsqueeze(1)
         return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
 
 

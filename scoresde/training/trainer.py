@@ -307,6 +307,12 @@ class Trainer:
             raise ValueError(f"{what} trains on labelled data; data set {ds.name!r} has no labels or cond "
                              f"(labelled sets: eight_gaussians, rings, moons, digits, an .npz with label_key or "
                              f"cond_key, an image folder of class sub-folders; or a Dataset(x, cond=...))")
+        null = model_null(self.model)
+        if self.conditional and ds.cond is None and torch.is_tensor(null) and null.is_floating_point():
+            raise ValueError(f"the model takes a vector condition (its null is a {tuple(null.shape)} tensor) but data "
+                             f"set {ds.name!r} has class labels only: give each sample its condition "
+                             f"(sd.data.Dataset(x, cond=...), an .npz with cond_key=), or build the net with "
+                             f"num_classes")
         if self.num_classes is not None and ds.labels is not None and ds.num_classes > self.num_classes:
             raise ValueError(f"data set {ds.name!r} has {ds.num_classes} classes but the model was built with "
                              f"num_classes={self.num_classes}")
