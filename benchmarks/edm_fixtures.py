@@ -9,6 +9,11 @@ small. The tiny networks' weights are perturbed away from their init (whose last
 rounded to multiples of 2^-8 so that gzip compresses them. ``expected.pt`` (a ``torch.save`` of tensors only)
 holds their denoiser's outputs D(x; σ) at a few σ, with and without augmentation labels, and, for the VP model,
 their σ(t) at a few t. Nothing here is imported by scoresde or its tests.
+
+``--what augment`` writes tests/data/edm_augment/fixtures.pt instead (tests/test_zoo_edm_augment.py): their
+``AugmentPipe``'s images and labels after ``torch.manual_seed(seed)``, for each geometric transform alone and their
+train.py's combination, at p = 0.12, 1 (and 0 for the combination), on small image batches, and their EDMLoss with
+that pipeline on a tiny network with 9 augmentation labels.
 """
 import argparse
 import copy
@@ -23,32 +28,59 @@ import torch
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--edm", default="/work/peers/edm", help="checkout of NVlabs/edm (commit 008a4e5)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "edm"))
+    p.add_argument("--out", default=None, help="default: tests/data/edm (networks), tests/data/edm_augment (augment)")
+    p.add_argument("--what", choices=["networks", "augment", "all"], default="all")
     return p.parse_args()
 
 
-SONG = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1)
-NCSNPP = dict(SONG, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
-              decoder_type="standard", resample_filter=[1, 3, 3, 1])
-SKIP = dict(SONG, encoder_type="skip", decoder_type="skip")
-# channels_per_head = 64 in their DhariwalUNet: 64 channels at 4x4 are needed for its attention to exist
-DHARIWAL = dict(model_channels=16, channel_mult=[1, 4], channel_mult_emb=1, num_blocks=1, attn_resolutions=[4],
-                dropout=0.1)
-DHARIWAL_TINY = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[], dropout=0.1)
+DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data")
+#: Their train.py's pipeline (--augment=p): the multipliers of each transform.
+TRAIN_PY_AUGMENT = dict(xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1)
 
-#: name -> (preconditioning, constructor kwargs, protocol, with loss/augment pipe)
-FIXTURES = {
-    "edm_songunet_ncsnpp_cond_aug9": ("EDMPrecond", dict(NCSNPP, model_type="SongUNet", label_dim=3, augment_dim=9,
-                                                         sigma_min=0.002, sigma_max=80.0), 4, True),
-    "edm_dhariwal_uncond_aug9": ("EDMPrecond", dict(DHARIWAL_TINY, model_type="DhariwalUNet", augment_dim=9), 4, False),
-    "vp_songunet_ddpmpp_uncond": ("VPPrecond", dict(SONG, model_type="SongUNet", beta_d=19.9, beta_min=0.1), 4,
-                                  False),
-    "vp_songunet_skip_cond": ("VPPrecond", dict(SKIP, model_type="SongUNet", label_dim=4, M=500, epsilon_t=1e-3), 2,
-                              False),
-    "ve_songunet_ncsnpp_cond_aug9": ("VEPrecond", dict(NCSNPP, model_type="SongUNet", label_dim=3, augment_dim=9,
-                                                       sigma_min=0.02, sigma_max=100.0), 4, False),
-    "iddpm_dhariwal_cond": ("iDDPMPrecond", dict(DHARIWAL, model_type="DhariwalUNet", label_dim=3), 4, False),
-}
+
+def augment_fixtures(out):
+    """Their AugmentPipe on (4, 3, 8, 12) images (non-square: H and W kept apart) and on (2, 1, 32, 32); their
+    EDMLoss with their train.py's pipeline (p = 0.5) on a tiny conditional net with augment_dim = 9."""
+    from training import augment, loss, networks
+
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(2024)
+    batches = {"rgb": torch.rand(4, 3, 8, 12, generator=g) * 2 - 1,
+               "gray": torch.rand(2, 1, 32, 32, generator=g) * 2 - 1}
+    cases = []
+    transforms = [{name: 1} for name in TRAIN_PY_AUGMENT] + [dict(TRAIN_PY_AUGMENT)]
+    for p in (0.12, 1.0):
+        for kwargs in transforms:
+            cases.append(("rgb", p, kwargs))
+    cases += [("rgb", 0.0, dict(TRAIN_PY_AUGMENT)), ("gray", 1.0, dict(TRAIN_PY_AUGMENT))]
+    result = {"images": batches, "cases": []}
+    for i, (batch, p, kwargs) in enumerate(cases):
+        seed = 100 + i
+        torch.manual_seed(seed)
+        images, labels = augment.AugmentPipe(p=p, **kwargs)(batches[batch])
+        result["cases"].append(dict(batch=batch, p=p, kwargs=kwargs, seed=seed, images=images.clone(),
+                                    labels=labels.clone()))   # clone: not the storage of a cropped view
+        print(f"augment p={p} {kwargs}: labels {tuple(labels.shape)}, |y - x| = "
+              f"{(images - batches[batch]).abs().mean():.3f}")
+
+    # Their loss with augmentation: σ, then the pipe's draws, then n, all from the global RNG.
+    net_kwargs = dict(img_resolution=8, img_channels=3, label_dim=3, augment_dim=9, model_type="SongUNet",
+                      embedding_type="positional", encoder_type="standard", decoder_type="standard",
+                      channel_mult_noise=1, resample_filter=[1, 1], model_channels=8, channel_mult=[1], num_blocks=1,
+                      attn_resolutions=[], dropout=0.0)
+    torch.manual_seed(0)
+    net = networks.EDMPrecond(**net_kwargs)
+    perturb(net, seed=7)
+    images = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    labels = torch.tensor([0, 2, 1, 1])
+    torch.manual_seed(55)
+    pipe = augment.AugmentPipe(p=0.5, **TRAIN_PY_AUGMENT)
+    per_element = loss.EDMLoss()(net=net.train(), images=images, labels=torch.eye(3)[labels], augment_pipe=pipe)
+    result["loss"] = dict(net_kwargs=net_kwargs, state={k: v.clone() for k, v in net.state_dict().items()},
+                          images=images, labels=labels, seed=55, p=0.5, per_element=per_element.detach())
+    path = os.path.join(out, "fixtures.pt")
+    torch.save(result, path)
+    print(f"{path}: {os.path.getsize(path)} bytes")
 
 
 def perturb(net, seed):
@@ -63,10 +95,17 @@ def perturb(net, seed):
 def main():
     args = parse()
     sys.path.insert(0, args.edm)
+    if args.what in ("augment", "all"):
+        augment_fixtures(args.out or os.path.join(DATA, "edm_augment"))
+    if args.what in ("networks", "all"):
+        networks_fixtures(args.out or os.path.join(DATA, "edm"))
+
+
+def networks_fixtures(out):
     import dnnlib
     from training import augment, loss, networks
 
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     expected = {}
     for i, (name, (precond, kwargs, protocol, extras)) in enumerate(FIXTURES.items()):
         torch.manual_seed(i)
@@ -79,7 +118,7 @@ def main():
         for key, value in data.items():
             if isinstance(value, torch.nn.Module):
                 data[key] = copy.deepcopy(value).eval().requires_grad_(False).cpu()
-        with gzip.open(os.path.join(args.out, name + ".pkl.gz"), "wb", compresslevel=9) as f:
+        with gzip.open(os.path.join(out, name + ".pkl.gz"), "wb", compresslevel=9) as f:
             pickle.dump(data, f, protocol=protocol)
         ema = data["ema"]
 
@@ -112,10 +151,10 @@ def main():
         entry["sigma_min"] = torch.tensor(float(ema.sigma_min), dtype=torch.float64)
         entry["sigma_max"] = torch.tensor(float(ema.sigma_max), dtype=torch.float64)
         expected[name] = entry
-        size = os.path.getsize(os.path.join(args.out, name + ".pkl.gz"))
+        size = os.path.getsize(os.path.join(out, name + ".pkl.gz"))
         print(f"{name}: {sum(p.numel() for p in ema.parameters())} parameters, {size} bytes, "
               f"|D| = {entry['D'].abs().mean():.3f}")
-    torch.save(expected, os.path.join(args.out, "expected.pt"))
+    torch.save(expected, os.path.join(out, "expected.pt"))
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ def test_preset_table():
     assert train["steps"] == 390625 and train["batch_size"] == 512 and train["lr"] == 1e-3
     assert train["warmup_steps"] == 19531 and train["ema_half_life"] == 500_000 and train["ema_rampup"] == 0.05
     assert train["grad_clip"] is None and train["cond_dropout"] == 0.0 and train["checkpoint_every"] == 4883
-    assert sections["model"]["num_classes"] == 10 and sections["model"]["augment_dim"] == 0
+    assert sections["model"]["num_classes"] == 10 and sections["model"]["augment_dim"] == 9
+    assert sections["loss"]["augment_p"] == 0.12                    # their train.py's --augment=0.12
     assert sections["model"]["dropout"] == 0.13 and sections["sde"] == {"name": "edm", "sigma_min": 0.002,
                                                                        "sigma_max": 80.0}
     assert sections["data"] == {"name": "cifar10", "data_range": [-1.0, 1.0]}
@@ -190,8 +191,10 @@ def test_preset_table():
     for name in et.names():
         config = load_config(None, [], base=et.run_sections(name))
         assert config.model["net"] == "edm" and config.train.ema_half_life == 500_000
-    with pytest.raises(ValueError, match="not implemented"):
-        et.run_sections("edm/cifar10-ddpmpp-edm", {"augment": 0.12})
+    off = et.run_sections("edm/cifar10-ddpmpp-edm", {"augment": 0})
+    assert off["model"]["augment_dim"] == 0 and off["loss"]["augment_p"] == 0.0
+    with pytest.raises(ValueError, match="augment must be a probability"):
+        et.run_sections("edm/cifar10-ddpmpp-edm", {"augment": 1.5})
     with pytest.raises(ValueError, match="unknown option"):
         et.run_sections("edm/cifar10-ddpmpp-edm", {"arch": "adm"})
     with pytest.raises(ValueError, match="unknown EDM preset"):

@@ -32,9 +32,9 @@ Their loss returns these per-element values; their training loop backpropagates 
 on each GPU and DistributedDataParallel averages the gradients, so the number they differentiate is the batch
 mean of the per-image sum over all C·H·W elements, (1/B) Σ_i Σ_pixels ℓ_i. The losses here return exactly that
 (`EDMLoss.per_element` gives the values their loss returns). Their logged "Loss/loss" is the mean per element,
-1/(C·H·W) of it. Draws are taken in their order (ξ or u for the batch, then n), so on the CPU a generator seeded
-like their global RNG gives their draws. VP's σ is computed in float64 with expm1 (their float32 exp − 1 is a few
-percent off for t ≲ 1e-4, one draw in 10⁴).
+1/(C·H·W) of it. Draws are taken in their order (ξ or u for the batch, then the augmentation's, then n), so on the
+CPU a generator seeded like their global RNG gives their draws. VP's σ is computed in float64 with expm1 (their
+float32 exp − 1 is a few percent off for t ≲ 1e-4, one draw in 10⁴).
 
 **σ above T.** The score model is defined on (0, T] with T = the SDE's ``sigma_max``; a σ above T is evaluated at
 T (σ = min(σ, T), its weight and noise included). The presets choose T so that only EDM's log-normal tail is
@@ -45,15 +45,14 @@ recipe are trained at σ = 80 instead of their σ.
 **Presets** (`names`, `run_sections`): the CIFAR-10 runs of their ``train.py`` (arch ddpmpp | ncsnpp | adm, precond
 vp | ve | edm, with or without ``--cond``), converted to scoresde's sections as listed in `run_sections`.
 
-**What is missing: their augmentation.** Their CIFAR-10 recipe trains with their non-leaking augmentation pipeline
-(``--augment=0.12``: an x-flip of a random half of the images, and with probability 0.12 each a y-flip, an isotropic and an
-anisotropic scaling, a rotation and a fractional translation, all reported to the network through 9 augmentation
-labels, ``augment_dim=9``, which are zero at sampling). It is not implemented here, so the presets train
-``--augment=0`` with ``augment_dim=0`` (a network with 9 augmentation inputs that always read zero would only carry
-unused weights). Their Table 2 adds augmentation last (config F over E), against overfitting on the small data
-set; on CIFAR-10 with DDPM++ (their VP column) it takes FID from 1.88 to 1.79 (conditional) and from 2.05 to 1.97
-(unconditional), so these presets should land near config E. ``ScoreModel`` passes no augmentation labels to its
-net, so adding the pipeline also needs a way to hand (B, 9) labels through ``ScoreModel.forward`` to `EDMNet`.
+**Augmentation.** Their CIFAR-10 recipe (``--augment=0.12``) trains on images through their non-leaking
+augmentation pipeline (`scoresde.zoo.edm_augment.EDMAugment`: an x-flip of a random half of the images, and with
+probability 0.12 each a y-flip, an isotropic and an anisotropic scaling, a rotation and a fractional translation)
+and tells the network what was done through 9 augmentation labels (``augment_dim=9``). The losses do the same with
+``augment_p`` > 0: y above is the augmented image and the model is called ``model(x, σ[, cond],
+augment_labels=a)``, which `scoresde.ScoreModel` hands to `EDMNet`. Sampling and likelihoods call the model
+without labels, i.e. with zero labels, as their sampler does. Under data parallelism (``shard=``) the augmentation is
+drawn for the whole batch and applied to the shard's rows, so that the shards together compute the unsharded loss.
 """
 from __future__ import annotations
 
@@ -69,6 +68,7 @@ from ..nets import NETS
 from ..sde import require_linear
 from .._utils import expand_like, validated_times
 from .edm import EDMPrecond, VEPrecond, VPPrecond, vp_sigma
+from .edm_augment import CIFAR10, EDMAugment
 
 Tensor = torch.Tensor
 
@@ -156,7 +156,7 @@ class EDMNet(nn.Module):
         cls = PRECONDITIONINGS[precond][0]
         extra = {"edm": {"sigma_data": sigma_data}, "vp": {"beta_d": beta_d, "beta_min": beta_min}, "ve": {}}[precond]
         self.denoiser = cls(img_resolution, img_channels, label_dim=num_classes or 0, **extra, **kwargs)
-        self.num_classes = num_classes
+        self.num_classes, self.augment_dim = num_classes, int(augment_dim)
         self.precond, self.arch = precond, arch
 
     def labels(self, cond: Optional[Tensor], batch: int) -> Optional[Tensor]:
@@ -177,6 +177,10 @@ class EDMNet(nn.Module):
                 augment_labels: Optional[Tensor] = None) -> Tensor:
         """D(x; σ = t) (B, C, H, W) for x (B, C, H, W), t (B,) (σ > 0), class labels cond (B,) and augmentation
         labels (B, augment_dim) (None: zero, as at sampling)."""
+        if augment_labels is not None and tuple(augment_labels.shape) != (x.shape[0], self.augment_dim):
+            raise ValueError(f"augment_labels must be (B, augment_dim) = ({x.shape[0]}, {self.augment_dim}); got "
+                             f"{tuple(augment_labels.shape)} (a loss with augment_p > 0 hands 9 labels: build the "
+                             f"net with augment_dim=9, or train with augment_p=0)")
         return self.denoiser(x, t, self.labels(cond, x.shape[0]), augment_labels=augment_labels)
 
 
@@ -200,15 +204,31 @@ def _check_sde(sde, who: str) -> float:
     return T
 
 
+def _call(model, x: Tensor, sigma: Tensor, cond, augment_labels: Optional[Tensor]) -> Tensor:
+    """``model(x, σ[, cond], augment_labels=a)`` (a dict cond spread), or `call_model` without labels."""
+    if augment_labels is None:
+        return call_model(model, x, sigma, cond)
+    if cond is None:
+        return model(x, sigma, augment_labels=augment_labels)
+    if isinstance(cond, Mapping):
+        return model(x, sigma, **cond, augment_labels=augment_labels)
+    return model(x, sigma, cond, augment_labels=augment_labels)
+
+
 class _DenoiserLoss:
     """What EDM's three losses share: draw σ (`sigma`), weigh the denoiser's squared error by λ(σ) (`weight`)."""
 
     name = "edm"
 
-    def __init__(self, xflip: bool = False):
+    def __init__(self, xflip: bool = False, augment_p: float = 0.0):
         if not isinstance(xflip, bool):
             raise ValueError(f"xflip must be true or false; got {xflip!r}")
         self.xflip = xflip
+        self.augment_p = _number("augment_p", augment_p, positive=False)
+        if self.augment_p > 1:
+            raise ValueError(f"augment_p must be in [0, 1]; got {augment_p!r}")
+        #: Their train.py's pipeline (`scoresde.zoo.edm_augment.CIFAR10`) at p = augment_p; None for 0.
+        self.augment = EDMAugment(self.augment_p, **CIFAR10) if self.augment_p > 0 else None
 
     def sigma(self, batch: int, generator: Optional[torch.Generator], device, dtype) -> Tensor:
         """σ (batch,) drawn as theirs (one uniform or normal per image)."""
@@ -228,8 +248,12 @@ class _DenoiserLoss:
             model: the score model ``model(x, t[, cond])`` on it (a ScoreModel around `EDMNet`, or DDP around one).
             x0: the images y (B, C, H, W) (the global batch with ``shard``).
             cond: class labels (B,) for a conditional model.
-            generator: the source of the flips, σ and n.
-            shard: ``(rank, world_size)``: draw for the whole batch, evaluate rows ``rank::world_size``.
+            generator: the source of the flips, σ, the augmentation and n (drawn in this order, theirs).
+            shard: ``(rank, world_size)``: draw for the whole batch, evaluate rows ``rank::world_size`` (the
+                augmentation too: drawn for the whole batch, applied to these rows).
+
+        With ``augment_p`` > 0, y is the augmented image and the model is called with its labels,
+        ``model(x, σ[, cond], augment_labels=a)`` (a (B, 9)).
         """
         who = f"{type(self).__name__} ({self.name!r})"
         T = _check_sde(sde, who)
@@ -241,13 +265,26 @@ class _DenoiserLoss:
             flip = torch.rand(batch, generator=generator, device=device) < 0.5
             x0 = torch.where(expand_like(flip, x0), x0.flip(-1), x0)
         sigma = self.sigma(batch, generator, device, dtype).clamp(max=T)
-        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+        augment_labels = None
+        if self.augment is not None:
+            if x0.dim() != 4:
+                raise ValueError(f"{who}: augmentation (augment_p > 0) needs images (B, C, H, W); got x0 of shape "
+                                 f"{tuple(x0.shape)}")
+            rows = None
+            if shard is not None:
+                _shard(shard, batch)                   # validates (rank, world_size)
+                rows = slice(int(shard[0]), None, int(shard[1]))
+            x0, augment_labels = self.augment(x0, generator, rows=rows)
+            augment_labels = augment_labels.to(dtype)
+        noise = torch.randn((batch, *x0.shape[1:]), generator=generator, device=device, dtype=dtype)
         if shard is not None:
-            x0, sigma, noise, cond = _shard(shard, batch, x0, sigma, noise, cond)
+            sigma, noise, cond = _shard(shard, batch, sigma, noise, cond)
+            if self.augment is None:
+                x0, = _shard(shard, batch, x0)
         s = expand_like(sigma, x0)
         with validated_times():                        # σ ∈ (0, T] by construction
             x = x0 + s * noise
-            score = call_model(model, x, sigma, cond)
+            score = _call(model, x, sigma, cond, augment_labels)
         if score.shape != x.shape:
             raise ValueError(f"{who}: the model returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}")
         residual = s * (noise + s * score)             # D(x; σ) − y, with D = x + σ² score
@@ -274,12 +311,16 @@ class EDMLoss(_DenoiserLoss):
         sigma_data: σ_d.
         xflip: mirror each image left–right with probability ½ first (their dataset's ``--xflip``; off in their
             recipe).
+        augment_p: their ``--augment``: the probability of each transform of their augmentation pipeline
+            (`scoresde.zoo.edm_augment.EDMAugment` with their train.py's multipliers; 0.12 in their recipe), whose
+            9 labels the model receives as ``augment_labels``; 0: no augmentation (the model gets no labels).
     """
 
     name = "edm"
 
-    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5, xflip: bool = False):
-        super().__init__(xflip)
+    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5, xflip: bool = False,
+                 augment_p: float = 0.0):
+        super().__init__(xflip, augment_p)
         if isinstance(P_mean, bool) or not isinstance(P_mean, (int, float)) or not math.isfinite(P_mean):
             raise ValueError(f"P_mean must be a finite number; got {P_mean!r}")
         self.P_mean, self.P_std = float(P_mean), _number("P_std", P_std)
@@ -294,7 +335,7 @@ class EDMLoss(_DenoiserLoss):
 
     def __repr__(self) -> str:
         return (f"EDMLoss(P_mean={self.P_mean:g}, P_std={self.P_std:g}, sigma_data={self.sigma_data:g}, "
-                f"xflip={self.xflip})")
+                f"xflip={self.xflip}, augment_p={self.augment_p:g})")
 
 
 @LOSSES.register("edm_vp")
@@ -306,12 +347,14 @@ class VPLoss(_DenoiserLoss):
         beta_min: β_min (0.1).
         epsilon_t: ε_t, the smallest t (1e-5).
         xflip: as `EDMLoss`.
+        augment_p: as `EDMLoss`.
     """
 
     name = "edm_vp"
 
-    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5, xflip: bool = False):
-        super().__init__(xflip)
+    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5, xflip: bool = False,
+                 augment_p: float = 0.0):
+        super().__init__(xflip, augment_p)
         self.beta_d, self.beta_min = _number("beta_d", beta_d), _number("beta_min", beta_min, positive=False)
         self.epsilon_t = _number("epsilon_t", epsilon_t)
         if not self.epsilon_t < 1:
@@ -335,7 +378,7 @@ class VPLoss(_DenoiserLoss):
 
     def __repr__(self) -> str:
         return (f"VPLoss(beta_d={self.beta_d:g}, beta_min={self.beta_min:g}, epsilon_t={self.epsilon_t:g}, "
-                f"xflip={self.xflip})")
+                f"xflip={self.xflip}, augment_p={self.augment_p:g})")
 
 
 @LOSSES.register("edm_ve")
@@ -346,12 +389,14 @@ class VELoss(_DenoiserLoss):
         sigma_min: σ_min (0.02).
         sigma_max: σ_max (100).
         xflip: as `EDMLoss`.
+        augment_p: as `EDMLoss`.
     """
 
     name = "edm_ve"
 
-    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, xflip: bool = False):
-        super().__init__(xflip)
+    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, xflip: bool = False,
+                 augment_p: float = 0.0):
+        super().__init__(xflip, augment_p)
         self.sigma_min, self.sigma_max = _number("sigma_min", sigma_min), _number("sigma_max", sigma_max)
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r}, {sigma_max!r}")
@@ -364,7 +409,8 @@ class VELoss(_DenoiserLoss):
         return 1 / sigma ** 2
 
     def __repr__(self) -> str:
-        return f"VELoss(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g}, xflip={self.xflip})"
+        return (f"VELoss(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g}, xflip={self.xflip}, "
+                f"augment_p={self.augment_p:g})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,9 +418,11 @@ class VELoss(_DenoiserLoss):
 # ---------------------------------------------------------------------------------------------------------------
 
 #: Their ``train.py`` options and defaults that the presets translate (``duration``, ``batch``, ``ema`` in their
-#: units: Mimg, images, Mimg); ``augment`` must stay 0 (not implemented, see the module docstring).
+#: units: Mimg, images, Mimg; ``augment`` the probability p of their augmentation pipeline, 0: off).
 OPTIONS: Dict[str, Any] = {"duration": 200.0, "batch": 512, "lr": 1e-3, "ema": 0.5, "dropout": 0.13,
-                           "cbase": None, "cres": None, "augment": 0.0, "xflip": False, "seed": 0}
+                           "cbase": None, "cres": None, "augment": 0.12, "xflip": False, "seed": 0}
+#: The network's augmentation labels with augmentation on (their train.py's ``augment_dim``).
+AUGMENT_DIM = 9
 #: Fixed in their ``training_loop``: lr ramp-up 10 Mimg, EMA ramp-up ratio 0.05; a tick is 50 kimg and a snapshot
 #: every 50 ticks.
 LR_RAMPUP_KIMG, EMA_RAMPUP, TICK_KIMG, SNAPSHOT_TICKS = 10_000, 0.05, 50, 50
@@ -400,14 +448,16 @@ def run_sections(preset: str, overrides: Optional[Mapping[str, Any]] = None) -> 
     """The sections of a scoresde run (data, sde, model, loss, train) that train ``preset`` as their train.py does.
 
     ``overrides`` changes their command-line options (`OPTIONS`: duration in Mimg, batch, lr, ema in Mimg, dropout,
-    cbase, cres, xflip, seed); anything else is a run override (``--model.num_blocks=2``). Their value → ours:
+    cbase, cres, augment, xflip, seed); anything else is a run override (``--model.num_blocks=2``). Their value → ours:
 
     - data: their ``images / 127.5 − 1`` → ``cifar10`` with data_range [−1, 1] (give ``data.path``); ``--xflip``
       (off by default) → the loss's ``xflip``; their labels with ``--cond``.
+    - augmentation: ``--augment=0.12`` → the loss's ``augment_p`` 0.12 (their pipeline's x-flip of a random half,
+      y-flip, scaling, rotation, anisotropy and translation, `scoresde.zoo.edm_augment`) and the net's
+      ``augment_dim`` 9; ``augment=0`` → neither (``augment_dim`` 0, as their train.py).
     - net: `EDMNet` with their arch's settings (model_channels 128, channel_mult [2, 2, 2] for DDPM++ / NCSN++,
-      192 and [1, 2, 3, 4] for ADM), dropout 0.13, ``augment_dim`` 0 (their 9 with augmentation: not implemented),
-      num_classes 10 with ``--cond``; the run's model is ``ScoreModel(parameterization="x0",
-      preconditioning=False)`` on `EDMSDE` (`SDE_RANGES`).
+      192 and [1, 2, 3, 4] for ADM), dropout 0.13, num_classes 10 with ``--cond``; the run's model is
+      ``ScoreModel(parameterization="x0", preconditioning=False)`` on `EDMSDE` (`SDE_RANGES`).
     - loss: `EDMLoss`, `VPLoss` or `VELoss` with their defaults.
     - Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8 (the Trainer's Adam) and no weight decay.
     - duration 200 Mimg → ``steps`` = ⌈200·10⁶/512⌉ = 390625; batch 512 → ``batch_size`` 512.
@@ -430,23 +480,24 @@ def run_sections(preset: str, overrides: Optional[Mapping[str, Any]] = None) -> 
             raise ValueError(f"unknown option {key!r} of their train.py for preset {preset!r}; valid: "
                              f"{', '.join(OPTIONS)} (other settings are run overrides such as --model.num_blocks=2)")
         options[key] = value
-    if options["augment"]:
-        raise ValueError("EDM's augmentation pipeline (--augment) is not implemented in scoresde; the presets "
-                         "train with augment=0 (see scoresde.zoo.edm_training)")
+    augment = _number("augment", options["augment"], positive=False)
+    if augment > 1:
+        raise ValueError(f"augment must be a probability in [0, 1]; got {options['augment']!r}")
     batch = int(options["batch"])
     duration = _number("duration", options["duration"])
     if batch < 1:
         raise ValueError(f"batch must be a positive integer; got {options['batch']!r}")
     total_images = max(int(duration * 1000), 1) * 1000             # their total_kimg, in images
     model = {"net": "edm", "parameterization": "x0", "preconditioning": False, "precond": precond, "arch": arch,
-             "dropout": float(options["dropout"]), "augment_dim": 0, "num_classes": 10 if cond else None}
+             "dropout": float(options["dropout"]), "augment_dim": AUGMENT_DIM if augment else 0,
+             "num_classes": 10 if cond else None}
     if options["cbase"] is not None:
         model["model_channels"] = int(options["cbase"])
     if options["cres"] is not None:
         model["channel_mult"] = [int(c) for c in options["cres"]]
     sigma_min, sigma_max = SDE_RANGES[precond]
     loss_name = PRECONDITIONINGS[precond][1]
-    loss = {"name": loss_name, "xflip": bool(options["xflip"])}
+    loss = {"name": loss_name, "xflip": bool(options["xflip"]), "augment_p": augment}
     if precond == "edm":
         loss.update(P_mean=-1.2, P_std=1.2, sigma_data=0.5)
     elif precond == "vp":
