@@ -5,7 +5,9 @@ import contextlib
 import contextvars
 import dataclasses
 import numbers
-from typing import Callable, List, Optional, Tuple, Union
+import os
+import tempfile
+from typing import IO, Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -260,3 +262,40 @@ class SummaryRepr:
                 value = repr(value)
             parts.append(f"{field.name}={value}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def write_atomically(path, write: Callable[[IO], None], binary: bool = True, fsync: bool = False) -> str:
+    """Write a file by ``write(handle)`` into a temporary file in the same folder, then ``os.replace`` it to
+    ``path``: a crash mid-write leaves the previous file intact, and temporary files such a crash left behind are
+    removed by the next write. ``fsync`` flushes to disk before the rename (checkpoints). The file gets the mode
+    the umask gives any new file. Returns ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    prefix = os.path.basename(path) + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    for name in os.listdir(folder):               # leftovers of writes that were killed
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

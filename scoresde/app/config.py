@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from .._registry import Registry, check_keywords, check_types, signature_defaults, signature_parameters
+from .._utils import write_atomically
 from ..data import DATASETS, has_split_folders, resolve_name
 from ..losses import LOSSES
 from ..nets import NETS
@@ -442,12 +443,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[Tuple[str, Any]]
 def save_config(config: RunConfig, path: str, extra: Optional[Mapping[str, Any]] = None) -> str:
     """Write the resolved config (and ``extra`` top-level entries) as YAML, atomically."""
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        yaml.safe_dump({**config.to_dict(), **dict(extra or {})}, fh, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    content = {**config.to_dict(), **dict(extra or {})}
+    return write_atomically(path, lambda fh: yaml.safe_dump(content, fh, sort_keys=False), binary=False)
 
 
 # -- builders ------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .._utils import write_atomically
 from ..evaluation import image_metrics as im
 from ..evaluation.features import INCEPTION, clip, dinov2, extract, inception, load_reference, to_uint8
 from ..training.checkpoint import save_checkpoint
@@ -169,10 +170,7 @@ def _check_manifest(folder: str, manifest: Dict[str, Any], overwrite: bool) -> N
         for name in os.listdir(os.path.join(folder, "shards")):
             os.remove(os.path.join(folder, "shards", name))
     os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomically(path, lambda fh: json.dump(manifest, fh, indent=1, sort_keys=True), binary=False)
 
 
 def sample_shards(folder: str, make_images: Callable[[int, int], Tuple[torch.Tensor, int]], extractor,
@@ -329,10 +327,7 @@ def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference
               "resumed_shards": got["resumed"], "seconds": round(time.perf_counter() - start, 2), "warnings": notes}
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    tmp = os.path.join(out, "metrics.json.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1)
-    os.replace(tmp, os.path.join(out, "metrics.json"))
+    write_atomically(os.path.join(out, "metrics.json"), lambda fh: json.dump(record, fh, indent=1), binary=False)
     return record
 
 

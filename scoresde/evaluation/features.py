@@ -29,6 +29,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .._utils import write_atomically
 from .image_metrics import as_features, feature_statistics
 
 Tensor = torch.Tensor
@@ -539,17 +540,7 @@ def save_reference(path: str, features, extractor: str, image_size: Optional[Tup
         arrays["image_size"] = np.asarray(image_size, dtype=np.int64)
     if keep_features:
         arrays["features"] = x.astype(np.float32)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    path = write_atomically(path, lambda fh: np.savez(fh, **arrays))
     return path
 
 

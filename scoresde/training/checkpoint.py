@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import torch
+
+from .._utils import write_atomically
 
 Tensor = torch.Tensor
 
@@ -19,41 +20,9 @@ CHECKPOINT_FORMAT = "scoresde.checkpoint/1"
 
 
 def save_checkpoint(payload: Dict[str, Any], path: str) -> str:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
-
-    A crash mid-write leaves the previous file intact; temporary files that such a crash left behind are removed
-    by the next write. The file gets the mode the umask gives any new file (like the run's other outputs).
-    Returns ``path``.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    prefix = os.path.basename(path) + "."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    for name in os.listdir(folder):               # leftovers of writes that were killed
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write ``payload`` to ``path`` atomically and flushed to disk (`scoresde._utils.write_atomically`): a crash
+    mid-write leaves the previous file intact. Returns ``path``."""
+    return write_atomically(path, lambda f: torch.save(payload, f), fsync=True)
 
 
 def read_weights(path: str, map_location=None, what: str = "checkpoint") -> Any:
@@ -214,7 +183,4 @@ def truncate_metrics(path: str, step: int) -> None:
             continue                              # a torn last line from the kill
     if len(kept) == len(lines):
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.writelines(kept)
-    os.replace(tmp, path)
+    write_atomically(path, lambda fh: fh.writelines(kept), binary=False)
