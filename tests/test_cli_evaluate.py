@@ -155,3 +155,29 @@ def test_cli_evaluate_samples_a_vector_conditional_run_from_its_null(tmp_path, c
                  "--extractor", "test_cli_evaluate:tiny_extractor", "--out", out, "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["n"] == 4 and np.isfinite(record["isc_mean"])
+
+
+def test_features_of_other_weights_under_the_same_name_are_not_mixed(tmp_path):
+    """The extractor's weights are fingerprinted (SHA-256 of its state dict) into the manifest and the reference:
+    resuming an evaluation, or comparing with a reference, under other weights of the same extractor is refused;
+    a manifest written before the record resumes."""
+    net, other = TinyExtractor(), TinyExtractor()
+    with torch.no_grad():
+        other.head.weight.add_(1.0)
+    assert F.weights_fingerprint(net) == F.weights_fingerprint(TinyExtractor())      # the same weights, the same id
+    assert F.weights_fingerprint(net) != F.weights_fingerprint(other)
+    out = str(tmp_path / "eval")
+    ev.sample_shards(out, _images, net, (0, 6), 3, {"sampler": "x"})
+    with pytest.raises(ValueError, match="extractor_weights differ"):
+        ev.sample_shards(out, _images, other, (0, 6), 3, {"sampler": "x"})
+    manifest = os.path.join(out, ev.MANIFEST)
+    with open(manifest) as fh:
+        old = {k: v for k, v in json.load(fh).items() if k != "extractor_weights"}
+    with open(manifest, "w") as fh:
+        json.dump(old, fh)
+    assert ev.sample_shards(out, _images, other, (0, 6), 3, {"sampler": "x"})["resumed"] == 2
+    ref = str(tmp_path / "ref.npz")
+    F.save_reference(ref, np.random.RandomState(0).rand(10, 48), "tiny", weights=F.weights_fingerprint(net))
+    assert F.load_reference(ref, extractor="tiny", weights=F.weights_fingerprint(net))["weights"] is not None
+    with pytest.raises(ValueError, match="with other weights"):
+        F.load_reference(ref, extractor="tiny", weights=F.weights_fingerprint(other))

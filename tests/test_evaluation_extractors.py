@@ -176,7 +176,7 @@ def test_weights_files_are_read_without_executing_them_and_checked(hub, tmp_path
     torch.save({"proj.weight": _Payload()}, evil)
     for build in (lambda: F.dinov2("dinov2-vit-s-14", repo=folder, weights=evil),
                   lambda: F.clip("clip-vit-b-32", weights=evil)):
-        with pytest.raises(Exception, match="(?i)weights only|unpickl|Unsupported"):
+        with pytest.raises(ValueError, match="pickled Python objects, which are not read"):
             build()
     wrong = str(tmp_path / "wrong.pth")
     torch.save({"proj.weight": torch.zeros(8, 3 * 224 * 224), "head.bias": torch.zeros(8)}, wrong)
@@ -222,3 +222,13 @@ def test_cli_fid_stats_and_evaluate_with_a_local_dinov2_hub(hub, tmp_path, capsy
     assert "holds statistics of extractor 'dinov2-vit-s-14', not 'dinov2-vit-b-14'" in capsys.readouterr().err
     assert main(evaluate + ["--metrics", "fid", "--dinov2-repo", folder]) == 2
     assert "--dinov2-repo is for the DINOv2 extractors" in capsys.readouterr().err
+
+
+def test_a_weights_file_of_pickled_objects_is_refused_with_what_to_save_instead(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"net": torch.nn.Linear(2, 2)}, path)
+    with pytest.raises(ValueError, match="pickled Python objects.*state_dict"):
+        F._load_state(str(path), "DINOv2 weights")
+    torch.save({"teacher": {"w": torch.zeros(1)}, "iteration": 5}, tmp_path / "nested.pth")
+    with pytest.raises(ValueError, match="non-tensor entries 'teacher' \\(dict\\), 'iteration' \\(int\\)"):
+        F._load_state(str(tmp_path / "nested.pth"), "DINOv2 weights")

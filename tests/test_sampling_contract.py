@@ -169,3 +169,9 @@ def test_at_its_defaults_every_sampler_draws_the_oracle_law(name):
         cls, fixed = sd.SAMPLERS.get(name)
         x, law = run(cls(**{**fixed, "steps": 4 * sampler.steps}))
     assert_oracle_law(x, law, key=("contract", name))
+
+
+def test_a_generator_list_names_an_entry_that_is_not_a_generator():
+    sde, gmm = sd.VPSDE(), sd.eight_gaussians()
+    with pytest.raises(TypeError, match="entry 2 is a int, not a torch.Generator"):
+        sd.DDIMSampler(steps=2).sample(sde, gmm.score(sde), (3, 2), generator=[torch.Generator()] * 2 + [7])

@@ -165,3 +165,12 @@ def test_a_net_without_augmentation_inputs_refuses_labels():
     model = sd.ScoreModel(net, sde, parameterization="x0", preconditioning=False)
     with pytest.raises(ValueError, match="augment_dim=9"):
         et.EDMLoss(augment_p=0.5)(sde, model, _DATA["loss"]["images"], generator=torch.Generator().manual_seed(0))
+
+
+def test_a_probability_above_one_and_rows_outside_the_batch_are_refused():
+    from scoresde.zoo.edm_augment import EDMAugment
+
+    with pytest.raises(ValueError, match="probability, in \\[0, 1\\]"):
+        EDMAugment(p=5.0)
+    with pytest.raises(ValueError, match="x is the global batch, rows its shard"):
+        EDMAugment(p=0.5, xflip=1)(torch.zeros(2, 1, 4, 4), rows=slice(3, None, 4))

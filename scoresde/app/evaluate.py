@@ -26,7 +26,8 @@ import torch
 
 from .._utils import write_atomically
 from ..evaluation import image_metrics as im
-from ..evaluation.features import INCEPTION, clip, dinov2, extract, inception, load_reference, to_uint8
+from ..evaluation.features import (INCEPTION, clip, dinov2, extract, inception, load_reference, to_uint8,
+                                   weights_fingerprint)
 from ..training.checkpoint import save_checkpoint
 from ..training.signals import StopOnSignal
 
@@ -149,8 +150,9 @@ def fid_stats(images: torch.Tensor, out: str, extractor, batch_size: int = 100, 
     start = time.perf_counter()
     feats = extract(extractor, images, batch_size=batch_size, progress=progress)
     save_reference(out, feats["features"], extractor.name, image_size=tuple(images.shape[-2:]),
-                   keep_features=keep_features)
-    return {"out": out, "n": int(images.shape[0]), "extractor": extractor.name, "image_size": list(images.shape[-2:]),
+                   keep_features=keep_features, weights=weights_fingerprint(extractor))
+    return {"out": out, "n": int(images.shape[0]), "extractor": extractor.name,
+            "extractor_weights": weights_fingerprint(extractor), "image_size": list(images.shape[-2:]),
             "feature_dim": int(feats["features"].shape[1]), "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -160,7 +162,8 @@ def _check_manifest(folder: str, manifest: Dict[str, Any], overwrite: bool) -> N
     if os.path.isfile(path) and not overwrite:
         with open(path) as fh:
             before = json.load(fh)
-        changed = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
+        old = {k for k in ("extractor_weights",) if k not in before}        # a manifest from before the record
+        changed = sorted(k for k in (set(before) | set(manifest)) - old if before.get(k) != manifest.get(k))
         if changed:
             raise ValueError(f"{folder} holds an evaluation with other settings ({', '.join(changed)} differ: "
                              + "; ".join(f"{k} {before.get(k)!r} there, {manifest.get(k)!r} now" for k in changed)
@@ -189,7 +192,8 @@ def sample_shards(folder: str, make_images: Callable[[int, int], Tuple[torch.Ten
     shard_size = int(shard_size)
     if shard_size < 1:
         raise ValueError(f"shard size must be positive; got {shard_size}")
-    manifest = {**manifest, "seeds": [first, end - 1], "shard_size": shard_size, "extractor": extractor.name}
+    manifest = {**manifest, "seeds": [first, end - 1], "shard_size": shard_size, "extractor": extractor.name,
+                "extractor_weights": weights_fingerprint(extractor)}
     _check_manifest(folder, manifest, overwrite)
     shard_dir = os.path.join(folder, "shards")
     starts = list(range(first, end, shard_size))
@@ -315,7 +319,8 @@ def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference
     ``bpd()``, when given, returns test-set bits/dim entries (``bpd``, ``bpd_stderr``, …) added to the record."""
     ref = None
     if reference is not None:
-        ref = load_reference(reference, extractor=extractor.name, image_size=image_size)
+        ref = load_reference(reference, extractor=extractor.name, image_size=image_size,
+                             weights=weights_fingerprint(extractor))
     start = time.perf_counter()
     got = sample_shards(out, make_images, extractor, seeds, shard_size, dict(manifest or {}), batch_size=batch_size,
                         overwrite=overwrite, stop=stop, progress=progress)
@@ -323,7 +328,8 @@ def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference
     if bpd is not None:
         numbers.update(bpd())
     record = {**(manifest or {}), **numbers, "n": int(got["features"].shape[0]), "seeds": [seeds[0], seeds[1] - 1],
-              "nfe": got["nfe"], "extractor": extractor.name, "reference": reference,
+              "nfe": got["nfe"], "extractor": extractor.name, "extractor_weights": weights_fingerprint(extractor),
+              "reference": reference,
               "resumed_shards": got["resumed"], "seconds": round(time.perf_counter() - start, 2), "warnings": notes}
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -336,6 +342,7 @@ def evaluate_images(images: torch.Tensor, extractor, reference: Optional[str] = 
                     kid_subsets: int = 100, kid_subset_size: int = 1000) -> Dict[str, Any]:
     """The metrics of uint8 images (N, C, H, W) already at hand (e.g. a folder read by `read_images`)."""
     ref = None if reference is None else load_reference(reference, extractor=extractor.name,
+                                                        weights=weights_fingerprint(extractor),
                                                         image_size=tuple(images.shape[-2:]))
     feats = extract(extractor, images, batch_size=batch_size, progress=progress)
     numbers, notes = compute_metrics(feats["features"], feats.get("logits"), ref, metrics, kid_subsets,

@@ -19,9 +19,11 @@ helpers, and DINOv2's and CLIP's, which call torchvision's ``normalize`` only, a
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
+import pickle
 import sys
 import types
 from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
@@ -137,11 +139,19 @@ def _load_state(weights: Union[str, os.PathLike, Dict[str, Tensor]],
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(f"weights {path!r} do not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)       # nothing in the file executes
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)   # nothing in the file executes
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path!r} holds pickled Python objects, which are not read (nothing in a weights file "
+                         f"runs here): save the network's weights alone, torch.save(model.state_dict(), path) "
+                         f"({what})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{path!r} must hold a state dict of tensors ({what}); got {type(state).__name__}")
+        other = ([f"{k!r} ({type(v).__name__})" for k, v in state.items() if not torch.is_tensor(v)][:5]
+                 if isinstance(state, dict) else [])
+        raise ValueError(f"{path!r} must hold a state dict of tensors ({what}); got {type(state).__name__}"
+                         + (f" with non-tensor entries {', '.join(other)}" if other else ""))
     return state
 
 
@@ -378,8 +388,9 @@ def _hub_dinov2(entry: str, repo: Optional[str]) -> torch.nn.Module:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="xFormers is")
             model = torch.hub.load(source, entry, **kwargs)
-    except (OSError, ConnectionError) as err:
-        if repo is not None:
+    except (OSError, ConnectionError, RuntimeError) as err:   # torch.hub offline: RuntimeError "no internet"
+        if repo is not None or (isinstance(err, RuntimeError) and "internet" not in str(err)
+                                and "cache" not in str(err)):
             raise
         raise OSError(f"cannot fetch DINOv2's code from GitHub ({err}); on an offline machine pass a clone of "
                       f"{_DINOV2_HUB} (--dinov2-repo DIR, repo=DIR) and its weights (--weights FILE)") from None
@@ -527,8 +538,24 @@ def extract(extractor, images: Union[Tensor, Iterable[Tensor]], batch_size: int 
 
 
 # -- reference statistics ----------------------------------------------------------------------------------------
+def weights_fingerprint(module) -> str:
+    """A short SHA-256 of a module's weights (every state-dict entry's name, dtype, shape and bytes, in order):
+    recorded with reference statistics and evaluations, so features of other weights under the same extractor
+    name (a random or converted file, another checkpoint) are not mixed into one FID."""
+    digest = hashlib.sha256()
+    state = module.state_dict() if hasattr(module, "state_dict") else {}
+    for key in sorted(state):
+        value = state[key]
+        if not torch.is_tensor(value):
+            continue
+        value = value.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def save_reference(path: str, features, extractor: str, image_size: Optional[Tuple[int, int]] = None,
-                   keep_features: bool = False) -> str:
+                   keep_features: bool = False, weights: Optional[str] = None) -> str:
     """Write reference statistics as an ``.npz`` with ``mu`` and ``sigma`` (the layout of pytorch-fid and EDM's
     ``fid.py``, so those tools read it) plus ``extractor``, ``image_size`` and ``n``; with ``keep_features`` the
     features themselves too (KID and precision/recall need them). Written atomically (temporary file, then
@@ -536,6 +563,8 @@ def save_reference(path: str, features, extractor: str, image_size: Optional[Tup
     x = as_features(features)
     mu, sigma = feature_statistics(x)
     arrays = {"mu": mu, "sigma": sigma, "extractor": np.array(str(extractor)), "n": np.array(x.shape[0])}
+    if weights is not None:
+        arrays["weights"] = np.array(str(weights))
     if image_size is not None:
         arrays["image_size"] = np.asarray(image_size, dtype=np.int64)
     if keep_features:
@@ -545,11 +574,11 @@ def save_reference(path: str, features, extractor: str, image_size: Optional[Tup
 
 
 def load_reference(path: str, extractor: Optional[str] = None, image_size: Optional[Tuple[int, int]] = None,
-                   feature_dim: Optional[int] = None) -> Dict[str, object]:
+                   feature_dim: Optional[int] = None, weights: Optional[str] = None) -> Dict[str, object]:
     """Read reference statistics (ours, pytorch-fid's or EDM's ``.npz`` with ``mu`` and ``sigma``; no pickles).
 
-    A file that records another extractor or image size than the one asked for is refused (ValueError): its FID
-    would not be comparable. Files without those records (pytorch-fid, EDM) are checked on the feature dimension.
+    A file that records another extractor, weights (`weights_fingerprint`) or image size than the one asked for is
+    refused (ValueError): its FID would not be comparable. Files without those records (pytorch-fid, EDM) are checked on the feature dimension.
     Returns {"mu", "sigma", "extractor" (or None), "image_size" (or None), "n" (or None), "features" (or None)}.
     """
     path = os.fspath(path)
@@ -564,10 +593,15 @@ def load_reference(path: str, extractor: Optional[str] = None, image_size: Optio
                "extractor": str(data["extractor"]) if "extractor" in data.files else None,
                "image_size": tuple(int(v) for v in data["image_size"]) if "image_size" in data.files else None,
                "n": int(data["n"]) if "n" in data.files else None,
-               "features": data["features"] if "features" in data.files else None}
+               "features": data["features"] if "features" in data.files else None,
+               "weights": str(data["weights"]) if "weights" in data.files else None}
     if extractor is not None and ref["extractor"] is not None and ref["extractor"] != extractor:
         raise ValueError(f"{path!r} holds statistics of extractor {ref['extractor']!r}, not {extractor!r}: a FID "
                          f"between them means nothing (recompute them with the same extractor)")
+    if weights is not None and ref["weights"] is not None and ref["weights"] != weights:
+        raise ValueError(f"{path!r} holds statistics of {ref['extractor']!r} with other weights (fingerprint "
+                         f"{ref['weights']}, these are {weights}): a FID between them means nothing (recompute them "
+                         f"with the same --weights)")
     if image_size is not None and ref["image_size"] is not None and tuple(ref["image_size"]) != tuple(image_size):
         raise ValueError(f"{path!r} holds statistics of {ref['image_size'][0]}×{ref['image_size'][1]} images, not "
                          f"{image_size[0]}×{image_size[1]}: resolution changes FID (recompute them at this size)")

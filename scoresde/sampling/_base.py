@@ -396,7 +396,10 @@ def as_generator(generator, batch: int):
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, (list, tuple)):
-        if len(generator) != batch or not all(isinstance(g, torch.Generator) for g in generator):
+        bad = next((i for i, g in enumerate(generator) if not isinstance(g, torch.Generator)), None)
+        if bad is not None:
+            raise TypeError(f"generator list entry {bad} is a {type(generator[bad]).__name__}, not a torch.Generator")
+        if len(generator) != batch:
             raise ValueError(f"generator must be a torch.Generator or a list of torch.Generators, one per sample "
                              f"({batch} here); got a list of {len(generator)}")
         return generator if isinstance(generator, RowGenerators) else RowGenerators(generator)

@@ -92,6 +92,8 @@ class EDMAugment:
                  rotate_frac_max: float = 1.0, aniso_std: float = 0.2, aniso_rotate_prob: float = 0.5,
                  translate_frac_std: float = 0.125):
         self.p = _number("p", p)
+        if self.p > 1:
+            raise ValueError(f"p is a probability, in [0, 1]; got {p!r}")
         self.xflip, self.yflip = _number("xflip", xflip), _number("yflip", yflip)
         self.scale, self.rotate_frac = _number("scale", scale), _number("rotate_frac", rotate_frac)
         self.aniso, self.translate_frac = _number("aniso", aniso), _number("translate_frac", translate_frac)
@@ -122,6 +124,9 @@ class EDMAugment:
         N, C, H, W = x.shape
         device = x.device
         rows = slice(None) if rows is None else rows
+        if not isinstance(rows, slice) or len(range(N)[rows]) == 0:
+            raise ValueError(f"rows must be a slice selecting rows of the whole batch x (N = {N}: x is the global "
+                             f"batch, rows its shard); got {rows!r}")
         if self.p == 0:
             x = x[rows]
             return x, torch.zeros(x.shape[0], self.label_dim, device=device)
