@@ -6,6 +6,7 @@ import contextvars
 import dataclasses
 import numbers
 import os
+import re
 import tempfile
 from typing import IO, Callable, List, Optional, Tuple, Union
 
@@ -267,7 +268,8 @@ class SummaryRepr:
 def write_atomically(path, write: Callable[[IO], None], binary: bool = True, fsync: bool = False) -> str:
     """Write a file by ``write(handle)`` into a temporary file in the same folder, then ``os.replace`` it to
     ``path``: a crash mid-write leaves the previous file intact, and temporary files such a crash left behind are
-    removed by the next write. ``fsync`` flushes to disk before the rename (checkpoints). The file gets the mode
+    removed by the next write (one writer per path: a second one writing the same path at the same time could
+    lose its temporary file). ``fsync`` flushes to disk before the rename (checkpoints). The file gets the mode
     the umask gives any new file. Returns ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -286,8 +288,9 @@ def write_atomically(path, write: Callable[[IO], None], binary: bool = True, fsy
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    leftover = re.compile(re.escape(prefix) + r"[A-Za-z0-9_]+\.tmp")     # this path's, not "ref.npz…" of "ref"
     for name in os.listdir(folder):               # leftovers of writes that were killed
-        if name.startswith(prefix) and name.endswith(".tmp"):
+        if leftover.fullmatch(name):
             try:
                 os.remove(os.path.join(folder, name))
             except OSError:

@@ -245,3 +245,15 @@ def test_more_faults_are_one_line_errors(run, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
     assert open(ckpt, "rb").read() == before and [f for f in os.listdir(run) if f.endswith(".tmp")] == []
+
+
+def test_an_atomic_write_removes_only_its_own_leftovers(tmp_path):
+    """A killed write of ``ref`` leaves ``ref.<random>.tmp``, removed by the next write of ``ref``; another file's
+    in-flight temporary (``ref.npz.<random>.tmp``) is not touched."""
+    from scoresde._utils import write_atomically
+
+    (tmp_path / "ref.abc123.tmp").write_text("killed")
+    (tmp_path / "ref.npz.t9rrqi2e.tmp").write_text("in flight")
+    write_atomically(str(tmp_path / "ref"), lambda fh: fh.write("new"), binary=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref", "ref.npz.t9rrqi2e.tmp"]
+    assert (tmp_path / "ref").read_text() == "new"
