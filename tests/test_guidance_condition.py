@@ -129,7 +129,7 @@ def test_dict_conditions_are_keywords_checked_against_the_model():
     torch.testing.assert_close(guided(x, t), expected, rtol=4 * EPS64, atol=4 * EPS64)
     with pytest.raises(ValueError, match=r"keys \['offset'\].*takes \['shift', 'scale'\]"):
         sd.conditional_score(model, {"offset": y})(x, t)
-    with pytest.raises(ValueError, match="must have the keys of cond"):
+    with pytest.raises(ValueError, match=r"no entry for cond's keys \['scale'\]"):
         sd.classifier_free_guidance(model, cond, scale=1.0, null_cond={"shift": torch.zeros(2)})(x, t)
     with pytest.raises(TypeError, match="must be a dict with those keys"):
         sd.classifier_free_guidance(model, cond, scale=1.0, null_cond=torch.zeros(2))(x, t)
@@ -410,3 +410,12 @@ def test_review_cases_a_cond_key_dict_one_label_row_half_precision_thresholds_an
                    sd.data.load("eight_gaussians", n=32), sd.TrainConfig(steps=1, progress=False))
     with pytest.raises(TypeError, match="floating tensor but cond holds integers"):
         null_condition(torch.zeros(3), torch.zeros(4, dtype=torch.long), 4)
+
+
+def test_the_positional_cond_is_the_keyword_cond_of_a_dict_null():
+    """A net with cond and image conditions has the null {"cond": ..., "image": ...}: a tensor cond takes its
+    "cond" entry, a dict with some of its keys those entries."""
+    null = {"cond": torch.full((2,), 3.0), "image": torch.zeros(1, 1, 1)}
+    assert torch.equal(null_condition(null, torch.ones(4, 2), 4), torch.full((4, 2), 3.0))
+    only = null_condition(null, {"image": torch.ones(4, 1, 2, 2)}, 4)
+    assert list(only) == ["image"] and torch.equal(only["image"], torch.zeros(4, 1, 2, 2))

@@ -394,26 +394,12 @@ def _cond_score(run, path: Optional[str], guidance: Optional[float], n: int, dev
     if guidance is None:
         return conditional_score(model, cond), cond, description
     try:
-        score = classifier_free_guidance(model, cond, scale=guidance, null_cond=_guidance_null(null, cond, path))
-    except ValueError as err:
+        score = classifier_free_guidance(model, cond, scale=guidance)      # ∅: the model's null_cond
+        with torch.no_grad():                                               # its null fits cond: one row tried
+            classifier_free_guidance(model, index_rows(cond, slice(0, 1)), scale=guidance)(probe, t)
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"--guidance: {err}") from None
     return score, cond, description + f", guidance {guidance:g}"
-
-
-def _guidance_null(null, cond, path: str):
-    """The model's null ∅ in cond's structure: {"cond": ∅} for a dict {"cond": c}, the dict's entries for cond's
-    keys, the "cond" entry for a tensor; detached (sampling does not train it)."""
-    def detached(v):
-        return {k: detached(u) for k, u in v.items()} if isinstance(v, Mapping) else (
-            v.detach() if torch.is_tensor(v) else v)
-
-    if isinstance(cond, Mapping):
-        missing = [k for k, v in cond.items() if v is not None and _null_at(null, (k,)) is None]
-        if missing:
-            raise ConfigError(f"--guidance: the model has no null condition ∅ for --cond {path!r}'s entries "
-                              f"{missing} (it has one for {_expected_shape(null, 'B', ())}), so it cannot guide them")
-        return {k: detached(_null_at(null, (k,))) for k, v in cond.items() if v is not None}
-    return detached(_null_at(null, ()))
 
 
 def _cond_arrays(cond, n: int) -> Dict[str, np.ndarray]:

@@ -103,18 +103,24 @@ def check_cond(cond: Cond, batch: int, *, model=None, num_classes: Optional[int]
 
 def null_condition(null, cond: Cond, batch: int, what: str = "null_cond") -> Cond:
     """The null condition ∅ with cond's structure and shape (B, ...): an index repeated, a tensor broadcast (its
-    gradient kept), a dict entry by entry (the same keys as cond)."""
+    gradient kept), a dict entry by entry (a null entry for each of cond's keys). The positional ``cond`` is the
+    keyword "cond" too: a dict {"cond": c} takes a non-dict null, and a tensor cond the "cond" entry of a dict
+    null (a net with ``cond`` and ``image`` conditions)."""
     if isinstance(cond, Mapping):
         present = [k for k, v in cond.items() if v is not None]
         if not isinstance(null, Mapping) and present == ["cond"]:
-            null = {"cond": null}               # {"cond": c} is the third argument by name: its null is the model's
+            null = {"cond": null}
         if not isinstance(null, Mapping):
             raise TypeError(f"cond is a dict with keys {list(cond)}, so {what} must be a dict with those keys; got "
                             f"{type(null).__name__}")
-        if set(null) != set(k for k, v in cond.items() if v is not None):
-            raise ValueError(f"{what} must have the keys of cond {sorted(cond)}; got {sorted(null)}")
+        missing = [k for k in present if k not in null]
+        if missing:
+            raise ValueError(f"{what} has no entry for cond's keys {missing}: it must give one for each of "
+                             f"{sorted(present)}; got {sorted(null)}")
         return {k: None if v is None else null_condition(null[k], v, batch, f"{what}[{k!r}]")
                 for k, v in cond.items()}
+    if isinstance(null, Mapping) and "cond" in null:
+        null = null["cond"]
     if isinstance(null, Mapping):
         raise TypeError(f"{what} is a dict with keys {sorted(null)} but cond is a {type(cond).__name__}: give the "
                         f"condition as a dict with those keys (e.g. {{{next(iter(null))!r}: tensor}}; a data set's "
