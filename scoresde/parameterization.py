@@ -16,6 +16,7 @@ from torch import nn
 from . import conversions
 from ._registry import Registry
 from ._utils import ScoreFn, as_time, check_same_shape, check_time_range, expand_like, validated_times
+from .guidance.condition import model_null
 from .guidance.labels import model_classes
 from .sde import require_linear
 
@@ -200,8 +201,7 @@ class ScoreModel(nn.Module):
     def null_cond(self):
         """The network's null condition ∅ (its ``null_cond``: an index, a learned null embedding, a dict), else its
         ``num_classes`` for labels, else None (unconditional, or the caller names one)."""
-        null = getattr(self.net, "null_cond", None)
-        return self.num_classes if null is None else null
+        return model_null(self.net)
 
     @property
     def parameterization(self) -> str:

@@ -219,11 +219,13 @@ def run(sampler, sde, gmm, n=N, seed=0):
 #: torch-fidelity's modules touch at import or on the image-folder path — the data set classes and ``models`` (never
 #: called there), ``Compose`` (applies the transforms in turn), and torchvision's own short definitions of
 #: ``pil_to_tensor`` (the PIL image's array as (C, H, W) uint8) and ``normalize`` ((x − mean) / std per channel,
-#: mean and std in x's dtype). Everything else is torch-fidelity's code. Ends with ``import torch_fidelity``.
+#: mean and std in x's dtype). Everything else is torch-fidelity's code. One thread, as the tests run. Ends with
+#: ``import torch_fidelity``.
 TORCH_FIDELITY_IMPORT = """
 import sys, types
 import numpy as np
 import torch
+torch.set_num_threads(1)          # as conftest pins the tests: the same reduction order as the parent process
 try:
     import torchvision
 except Exception:

@@ -181,3 +181,20 @@ def test_features_of_other_weights_under_the_same_name_are_not_mixed(tmp_path):
     assert F.load_reference(ref, extractor="tiny", weights=F.weights_fingerprint(net))["weights"] is not None
     with pytest.raises(ValueError, match="with other weights"):
         F.load_reference(ref, extractor="tiny", weights=F.weights_fingerprint(other))
+
+
+def test_cli_evaluate_bpd_of_a_vector_conditional_run_uses_its_null(tmp_path, capsys):
+    """--bpd of a run conditioned on a vector: the test points' −log p(x) under the learned null, as `likelihood`."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 8, 8, generator=g) * 2 - 1
+    np.savez(tmp_path / "pairs.npz", x=x.numpy(), y=x.mean((1, 2, 3))[:, None].repeat(1, 3).numpy())
+    run = str(tmp_path / "vector")
+    assert main(["train", "--out", run, "--steps=2", "--batch_size=8", "--data.name=array", "--data.key=x",
+                 f"--data.path={tmp_path / 'pairs.npz'}", "--data.cond_key=y", "--data.test_fraction=0.25",
+                 "--model.cond_dim=3", "--progress=false", "--eval_every=0", "--sample_every=0", "--device=cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", run, "--n", "2", "--sampler", "ddim", "--steps=2", "--metrics", "isc",
+                 "--extractor", "test_cli_evaluate:tiny_extractor", "--out", str(tmp_path / "eval"), "--device", "cpu",
+                 "--bpd", "--bpd-n", "2"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["bpd_n"] == 2 and np.isfinite(record["bpd"])

@@ -71,8 +71,8 @@ def test_evaluate_from_score_sde_pytorch_maps_their_0_1_samples_to_pixels(tmp_pa
     sampler = sd.SAMPLERS.build("ddim", steps=2)
     x_T = torch.cat([sde.prior_sample((1, 3, 8, 8), generator=torch.Generator().manual_seed(i)) for i in range(3)])
     x = sampler.sample(sde, model, (3, 3, 8, 8), x_T=x_T, generator=torch.Generator().manual_seed(0)).x
-    expected = (x.clamp(0, 1) * 255).round().to(torch.uint8)         # [0, 1] → pixels, not [−1, 1]
-    assert torch.equal(_shard_images(out)[:3], expected)
+    expected = F.to_uint8(x, (0.0, 1.0))                              # [0, 1] → pixels, not [−1, 1]
+    assert (_shard_images(out)[:3].int() - expected.int()).abs().max() <= 1   # another batch: a level at most
     first = _shard_images(out)
     os.remove(os.path.join(out, "shards", "shard_00001.pt"))        # as if preempted after the first shard
     assert main(args) == 0

@@ -23,15 +23,14 @@ def _name(case) -> str:
 
 @pytest.mark.parametrize("case", _DATA["cases"], ids=[_name(c) for c in _DATA["cases"]])
 def test_matches_their_pipeline(case):
-    """A generator seeded like their global RNG: their images (to float32 rounding; measured: equal bits, except
-    p = 0, where theirs resamples through the identity map: 2.4e-6) and their labels (equal bits)."""
+    """A generator seeded like their global RNG: their images and labels to float32 rounding (measured here: equal
+    bits, except p = 0, where theirs resamples through the identity map: 2.4e-6)."""
     x = _DATA["images"][case["batch"]]
     y, labels = EDMAugment(p=case["p"], **case["kwargs"])(x, torch.Generator().manual_seed(case["seed"]))
-    assert torch.equal(labels, case["labels"])
+    # the labels hold float32 sines and cosines: a few units of rounding of another CPU's vectorised sin/cos
+    torch.testing.assert_close(labels, case["labels"], rtol=0, atol=8 * torch.finfo(torch.float32).eps)
     assert y.shape == x.shape and y.dtype == x.dtype
     assert (y - case["images"]).abs().max() <= TOLERANCE * x.abs().max()
-    if case["p"] > 0:
-        assert torch.equal(y, case["images"])     # not promised elsewhere; true with the fixture's torch here
 
 
 def test_p0_is_the_identity_with_zero_labels():

@@ -202,3 +202,16 @@ def test_probability_flow_euler_in_t_reproduces_ablation_vp_schedule():
     sampler = sd.ProbabilityFlowSampler(solver="euler", steps=17, eps=1e-3, grid="uniform", time_variable="t")
     out = sampler.sample(sde, score, tuple(x_T.shape), x_T=x_T).x / float(sde.scale(eps))
     assert_matches(out, entry["inputs_last"], tolerance(18, torch.float64))
+
+
+def test_a_score_built_from_an_iddpm_denoiser_rounds_its_noise_levels_however_it_is_built():
+    """iDDPM's round_sigma is the denoiser's round_noise_level, so from_edm's score and a score rebuilt from the
+    denoiser with other labels (what `scoresde evaluate --from edm` does for a class-conditional snapshot) both
+    snap Heun's churned levels to its u_j."""
+    sde, score = sd.from_edm(path("iddpm_dhariwal_cond"))
+    denoiser = score.edm.denoiser
+    rebuilt = sd.from_denoiser(denoiser, sde, cond=torch.tensor([0, 1]))
+    for s in (score, rebuilt):
+        assert s.round_noise_level is not None
+        level = torch.tensor([3.3], dtype=torch.float64)
+        assert torch.equal(s.round_noise_level(level), denoiser.round_sigma(level))

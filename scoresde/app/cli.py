@@ -34,7 +34,7 @@ from .._utils import check_device
 from ..data import DATASETS, Dataset, has_split_folders, load as load_data, resolve_name
 from ..evaluation.compare import compare_samplers
 from ..evaluation.plot import figure, image_grid, save_samples
-from ..guidance import classifier_free_guidance, conditional_score
+from ..guidance import classifier_free_guidance, conditional_score, unconditional_score
 from ..guidance.condition import Cond, call_model, check_cond, cond_to, index_rows, label_count, model_null
 from ..inverse import INVERSE_METHODS, solve_inverse
 from ..inverse.measurement import LinearMeasurement, Mask
@@ -53,6 +53,7 @@ from .config import (SAMPLE_SHAPE_KEY, ConfigError, RunConfig, build_data, build
                      build_model, build_sampler,
                      build_sde, default_device, describe_keys, load_config, parse_overrides, parse_value, save_config)
 from .demo import run_demo
+from .evaluate import SEEDINGS
 from .runs import CONFIG_NAME, load, read_run
 
 
@@ -338,18 +339,13 @@ def _read_cond(path: str) -> Cond:
 
 
 def _unconditional_score(model, shape: Tuple[int, ...], need: str):
-    """The model's score without a condition: the model itself (unconditional), its null label, or a vector
-    model's null ∅ (D,) as one row (1, D) shared by the batch. A null whose batch shape cannot be known here (an
-    image's, a dict's) is a ConfigError that ends with ``need`` (what to pass instead)."""
-    null = model_null(model)
-    if null is None:
-        return model
-    if isinstance(null, int) and not isinstance(null, bool):
-        return conditional_score(model, null)                 # the null label: p(x)
-    if torch.is_tensor(null) and null.dim() == 1 and null.is_floating_point():
-        return conditional_score(model, null.detach()[None])  # one null row, repeated over the batch
-    raise ConfigError(f"this model is conditioned on {_expected_shape(null, 'B', shape)} and its null condition ∅ "
-                      f"has no batch shape to use without one: {need}")
+    """`scoresde.guidance.unconditional_score`; a null whose batch shape cannot be known (an image's, a dict's) is a
+    ConfigError naming what the model is conditioned on and ending with ``need`` (what to pass instead)."""
+    try:
+        return unconditional_score(model)
+    except ValueError:
+        raise ConfigError(f"this model is conditioned on {_expected_shape(model_null(model), 'B', shape)} and its "
+                          f"null condition ∅ has no batch shape to use without one: {need}") from None
 
 
 def _cond_score(run, path: Optional[str], guidance: Optional[float], n: int, device: str, what: str):
@@ -731,7 +727,7 @@ def cmd_likelihood(args, overrides) -> int:
                           levels=dataset.levels, dequantize=dataset.dequantize, oracle=dataset.oracle)
         score, what = conditional_score(model, label), f", class {label}: −log p(x | c = {label})"
     elif num_classes is not None:                 # a conditional model without --label: p(x), the null label
-        score, what = conditional_score(model, num_classes), ", no label (∅): −log p(x)"
+        score, what = _unconditional_score(model, tuple(shape), ""), ", no label (∅): −log p(x)"
     elif model_null(model) is not None:           # conditioned on vectors: p(x) under the null condition ∅
         score = _unconditional_score(model, tuple(shape), "scoresde likelihood takes no conditions")
         what = ", no condition (∅): −log p(x)"
@@ -823,8 +819,6 @@ def cmd_inpaint(args, overrides) -> int:
         score = conditional_score(model, labels)
     elif label is not None:
         score = conditional_score(model, label)
-    elif num_classes is not None:
-        score = conditional_score(model, num_classes)      # the null label: the prior p(x)
     else:                                                  # the model, or its null condition ∅: the prior p(x)
         score = _unconditional_score(model, tuple(shape), "scoresde inpaint takes no conditions")
     data_gen = torch.Generator().manual_seed(args.seed)    # the random mask and the observation noise
@@ -1039,8 +1033,7 @@ def _evaluate_model(args, device: str, sampler_options: Dict[str, Any], data_opt
         manifest.update(step=run.step, ema=not args.no_ema)
 
         def bpd():
-            num_classes = getattr(run.model, "num_classes", None)
-            score = run.model if num_classes is None else conditional_score(run.model, num_classes)
+            score = _unconditional_score(run.model, tuple(run.sample_shape), "--bpd takes no conditions")
             dataset, evaluated = build_evaluation_data(run.config, args.data, "test")
             res = evaluate_likelihood(run.sde, score, dataset, n=args.bpd_n, batch_size=args.batch_size,
                                       generator=torch.Generator(device=device).manual_seed(gen_seed), device=device)
@@ -1427,7 +1420,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="seed range FIRST-LAST inclusive, e.g. 0-49999 (EDM's protocol: three ranges, "
                                    "report the minimum)")
     p.add_argument("--seed", type=int, default=0, help="first seed with --n")
-    p.add_argument("--seeding", default="sample", choices=("sample", "shard"),
+    p.add_argument("--seeding", default="sample", choices=SEEDINGS,
                    help="sample: sample i starts from seed i (EDM's protocol; the same samples whatever the shard "
                         "size for deterministic samplers); shard: one generator per shard, seeded by its first seed")
     p.add_argument("--bpd", action="store_true", help="also test-set bits/dim (scoresde runs: sd.evaluate_likelihood; "

@@ -149,10 +149,11 @@ def fid_stats(images: torch.Tensor, out: str, extractor, batch_size: int = 100, 
         raise ValueError(f"reference statistics need at least 2 images; got {images.shape[0]}")
     start = time.perf_counter()
     feats = extract(extractor, images, batch_size=batch_size, progress=progress)
+    fingerprint = weights_fingerprint(extractor)
     save_reference(out, feats["features"], extractor.name, image_size=tuple(images.shape[-2:]),
-                   keep_features=keep_features, weights=weights_fingerprint(extractor))
+                   keep_features=keep_features, weights=fingerprint)
     return {"out": out, "n": int(images.shape[0]), "extractor": extractor.name,
-            "extractor_weights": weights_fingerprint(extractor), "image_size": list(images.shape[-2:]),
+            "extractor_weights": fingerprint, "image_size": list(images.shape[-2:]),
             "feature_dim": int(feats["features"].shape[1]), "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -193,7 +194,7 @@ def sample_shards(folder: str, make_images: Callable[[int, int], Tuple[torch.Ten
     if shard_size < 1:
         raise ValueError(f"shard size must be positive; got {shard_size}")
     manifest = {**manifest, "seeds": [first, end - 1], "shard_size": shard_size, "extractor": extractor.name,
-                "extractor_weights": weights_fingerprint(extractor)}
+                "extractor_weights": manifest.get("extractor_weights") or weights_fingerprint(extractor)}
     _check_manifest(folder, manifest, overwrite)
     shard_dir = os.path.join(folder, "shards")
     starts = list(range(first, end, shard_size))
@@ -292,17 +293,14 @@ def run_sampler(run, sampler, device: str = "cpu", data_range: Sequence[float] =
                 seeding: str = "sample"):
     """`sample_images` for a scoresde run: its model (the null condition for a conditional one: the null label, or
     a vector model's null embedding as one row shared by the batch)."""
-    from ..guidance import conditional_score, model_null
+    from ..guidance import unconditional_score
 
-    null = model_null(run.model)
-    if null is None:
-        score = run.model
-    elif isinstance(null, int) or (torch.is_tensor(null) and null.dim() == 1 and null.is_floating_point()):
-        score = conditional_score(run.model, null if isinstance(null, int) else null.detach()[None])
-    else:
+    try:
+        score = unconditional_score(run.model)
+    except ValueError:
         raise ValueError("evaluate samples a conditional run from its null condition, and this run's (an image's or "
                          "a dict's) has no batch shape to use; sample it with `scoresde sample --cond` and evaluate "
-                         "the folder of images")
+                         "the folder of images") from None
     if len(run.sample_shape) != 3:
         raise ValueError(f"evaluate needs image runs (C, H, W); this run's samples have shape {run.sample_shape}")
     return sample_images(run.sde, score, run.sample_shape, sampler, device, data_range, seeding)
@@ -317,18 +315,19 @@ def evaluate(make_images, extractor, out: str, seeds: Tuple[int, int], reference
     """Sample (sharded, resumable; `sample_shards`), then every metric against the reference; writes
     ``OUT/metrics.json`` and returns the same record: the numbers, n, the seed range, NFE, the extractor, warnings.
     ``bpd()``, when given, returns test-set bits/dim entries (``bpd``, ``bpd_stderr``, …) added to the record."""
+    fingerprint = weights_fingerprint(extractor)               # a SHA-256 of every weight: once per call
     ref = None
     if reference is not None:
-        ref = load_reference(reference, extractor=extractor.name, image_size=image_size,
-                             weights=weights_fingerprint(extractor))
+        ref = load_reference(reference, extractor=extractor.name, image_size=image_size, weights=fingerprint)
     start = time.perf_counter()
-    got = sample_shards(out, make_images, extractor, seeds, shard_size, dict(manifest or {}), batch_size=batch_size,
+    got = sample_shards(out, make_images, extractor, seeds, shard_size,
+                        {**(manifest or {}), "extractor_weights": fingerprint}, batch_size=batch_size,
                         overwrite=overwrite, stop=stop, progress=progress)
     numbers, notes = compute_metrics(got["features"], got["logits"], ref, metrics, kid_subsets, kid_subset_size)
     if bpd is not None:
         numbers.update(bpd())
     record = {**(manifest or {}), **numbers, "n": int(got["features"].shape[0]), "seeds": [seeds[0], seeds[1] - 1],
-              "nfe": got["nfe"], "extractor": extractor.name, "extractor_weights": weights_fingerprint(extractor),
+              "nfe": got["nfe"], "extractor": extractor.name, "extractor_weights": fingerprint,
               "reference": reference,
               "resumed_shards": got["resumed"], "seconds": round(time.perf_counter() - start, 2), "warnings": notes}
     for note in notes:

@@ -24,9 +24,9 @@ counts as 2 evaluations; at w = 0 it is the conditional model alone (1). A class
 model, and the classifier with its gradient (one forward and one backward pass).
 """
 from .classifier import classifier_guidance
-from .conditional import classifier_free_guidance, conditional_score
+from .conditional import classifier_free_guidance, conditional_score, unconditional_score
 from .condition import Cond, call_model, check_cond, drop_cond, model_null, null_condition
 from .labels import Labels, check_labels, drop_labels, model_classes
 
-__all__ = ["conditional_score", "classifier_free_guidance", "classifier_guidance", "check_labels", "drop_labels",
+__all__ = ["conditional_score", "unconditional_score", "classifier_free_guidance", "classifier_guidance", "check_labels", "drop_labels",
            "model_classes", "Labels", "Cond", "call_model", "check_cond", "drop_cond", "model_null", "null_condition"]

@@ -25,13 +25,14 @@ Tensor = torch.Tensor
 Cond = Union[int, Tensor, Mapping[str, Any]]
 
 
-def call_model(model, x: Tensor, t: Tensor, cond: Optional[Cond]):
-    """``model(x, t)`` without a condition, ``model(x, t, **cond)`` for a dict, ``model(x, t, cond)`` otherwise."""
+def call_model(model, x: Tensor, t: Tensor, cond: Optional[Cond], **extra):
+    """``model(x, t)`` without a condition, ``model(x, t, **cond)`` for a dict, ``model(x, t, cond)`` otherwise;
+    ``extra`` keywords (e.g. EDM's ``augment_labels``) are passed as well."""
     if cond is None:
-        return model(x, t)
+        return model(x, t, **extra)
     if isinstance(cond, Mapping):
-        return model(x, t, **cond)
-    return model(x, t, cond)
+        return model(x, t, **cond, **extra)
+    return model(x, t, cond, **extra)
 
 
 def label_count(model) -> Optional[int]:

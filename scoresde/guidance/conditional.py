@@ -8,7 +8,6 @@ the same formula on ε, x0 or v at fixed (x, t) (each is affine in the score wit
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -62,8 +61,7 @@ def classifier_free_guidance(model, cond: Cond, scale: float, null_cond=None) ->
         raise ValueError(f"scale (the guidance weight w) must be a finite number >= -1 (usually >= 0); got {scale!r}")
     if cond is None:
         raise ValueError("classifier_free_guidance needs a condition cond")
-    null = (model_null(model) if model_null(model) is not None else label_count(model)) if null_cond is None \
-        else null_cond
+    null = model_null(model) if null_cond is None else null_cond
     if null is None:
         raise ValueError(f"classifier_free_guidance needs the null condition ∅: {type(model).__name__} has neither "
                          f"null_cond nor num_classes, so pass null_cond= (an index for labels, a tensor "
@@ -85,3 +83,18 @@ def classifier_free_guidance(model, cond: Cond, scale: float, null_cond=None) ->
 
     inner = as_score(model)
     return inner.wrap(guided, network_evaluations=inner.network_evaluations * (1 if w == 0 else 2))
+
+
+def unconditional_score(model):
+    """A model's score with no condition, ∇ log p_t(x): the model itself when it is unconditional, else under its
+    null condition ∅ — the null label, or a vector null (D,) as one row shared by the batch. A null without a batch
+    shape of its own (an image's, a dict's) cannot be bound here: ValueError (give the condition instead)."""
+    null = model_null(model)
+    if null is None:
+        return as_score(model)
+    if isinstance(null, int) and not isinstance(null, bool):
+        return conditional_score(model, null)
+    if torch.is_tensor(null) and null.dim() == 1 and null.is_floating_point():
+        return conditional_score(model, null.detach()[None])
+    raise ValueError(f"{type(model).__name__}'s null condition ∅ ({type(null).__name__}) has no batch shape to use "
+                     f"without a condition: give the conditions")

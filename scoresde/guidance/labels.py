@@ -55,8 +55,7 @@ def model_classes(model) -> Optional[int]:
 def drop_labels(cond: Tensor, probability: float, null_cond: int,
                 generator: Optional[torch.Generator] = None) -> Tensor:
     """Replace each label by ``null_cond`` (∅) with the given probability (label dropout for classifier-free
-    training); one uniform per row from ``generator``, on cond's device."""
-    if not 0.0 <= float(probability) <= 1.0:
-        raise ValueError(f"the label dropout probability must be in [0, 1]; got {probability!r}")
-    u = torch.rand(cond.shape, generator=generator, device=cond.device)
-    return torch.where(u < float(probability), torch.full_like(cond, int(null_cond)), cond)
+    training): `scoresde.guidance.drop_cond` on labels."""
+    from .condition import drop_cond
+
+    return drop_cond(cond, probability, int(null_cond), generator=generator)

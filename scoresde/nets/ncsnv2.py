@@ -34,7 +34,8 @@ from .._utils import check_choice, expand_like
 from ._checks import positive_int
 from .ncsnpp import noise_levels
 from .refinenet_layers import (CONDITIONAL_NORMALIZATIONS, NORMALIZATIONS, CondRefineBlock,
-                               ConditionalResidualBlock, RefineBlock, ResidualBlock, activation)
+                               ConditionalResidualBlock, RefineBlock, ResidualBlock)
+from .score_sde_layers import activation
 
 Tensor = torch.Tensor
 

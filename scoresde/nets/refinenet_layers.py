@@ -121,7 +121,6 @@ CONDITIONAL_NORMALIZATIONS = {
     "InstanceNorm++": lambda num_features, num_classes: ConditionalInstanceNorm2dPlus(num_features, num_classes),
 }
 
-from .score_sde_layers import ACTIVATIONS, activation  # noqa: E402  (score_sde's nonlinearities, one table)
 
 
 # --------------------------------------------------------------------------------------------------------------

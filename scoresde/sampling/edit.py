@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 from .._utils import ScoreFn, expand_like
-from ._base import RowGenerators, SampleResult, Sampler, as_generator, randn_like
+from ._base import SampleResult, Sampler, as_generator, randn_like
 
 Tensor = torch.Tensor
 
@@ -53,9 +53,6 @@ def sdedit(sde, score: ScoreFn, x0: Tensor, strength: float, sampler: Sampler,
     times = torch.cat([grid.new_tensor([t0]), below])
     t = torch.full((x0.shape[0],), t0, dtype=torch.float64, device=x0.device)
     generator = as_generator(generator, x0.shape[0])
-    if isinstance(generator, RowGenerators):             # the noising draw row by row too
-        mean, std = sde.marginal(x0, t)
-        x_t0 = mean + expand_like(std, x0) * randn_like(x0, generator)
-    else:
-        x_t0, _ = sde.sample_marginal(x0, t, generator=generator)
+    mean, std = sde.marginal(x0, t)
+    x_t0 = mean + expand_like(std, x0) * randn_like(x0, generator)     # row by row for per-sample generators
     return sampler.sample(sde, score, tuple(x0.shape), generator=generator, x_T=x_t0, times=times, **sample_kwargs)

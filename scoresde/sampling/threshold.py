@@ -22,7 +22,6 @@ from typing import Optional
 import torch
 
 from .. import conversions
-from .._utils import expand_like
 from ..score import Score, as_score
 
 Tensor = torch.Tensor

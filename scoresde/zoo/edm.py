@@ -647,6 +647,12 @@ class iDDPMPrecond(Preconditioning):
         """u_0, the largest level."""
         return float(self.u[0])
 
+    @property
+    def round_noise_level(self):
+        """`round_sigma`, under the name `scoresde.Score` reads: a score made from this denoiser (`from_denoiser`,
+        conditional or not) snaps the levels a sampler picks (Heun's churn) to the u_j, as their sampler does."""
+        return self.round_sigma
+
     def round_sigma(self, sigma, return_index: bool = False) -> Tensor:
         """The level u_j nearest σ (or its index j), in σ's shape (the exact distance; theirs uses ``cdist``, whose
         rounding can pick the other neighbour within float32 rounding of a midpoint)."""
@@ -810,9 +816,7 @@ def from_edm(path: Union[str, os.PathLike, Any], cond: Optional[Tensor] = None, 
     if sde is None:
         sde = default_sde(denoiser)
     require_linear(sde, "from_edm")
-    score = from_denoiser(denoiser, sde, cond=cond)
-    if isinstance(denoiser, iDDPMPrecond):        # Heun's churned levels are snapped to its u_j, as their sampler does
-        score.round_noise_level = denoiser.round_sigma
+    score = from_denoiser(denoiser, sde, cond=cond)     # iDDPM's round_noise_level comes with it
     lowest = torch.tensor([sampling_range(denoiser)[0]], dtype=torch.float64)
     times = torch.cat([times_at_noise_levels(sde, lowest), torch.tensor([sde.T], dtype=torch.float64)])
     levels = sde.std(times) / sde.scale(times)  # σ̃ at eps and at T

@@ -204,17 +204,6 @@ def _check_sde(sde, who: str) -> float:
     return T
 
 
-def _call(model, x: Tensor, sigma: Tensor, cond, augment_labels: Optional[Tensor]) -> Tensor:
-    """``model(x, σ[, cond], augment_labels=a)`` (a dict cond spread), or `call_model` without labels."""
-    if augment_labels is None:
-        return call_model(model, x, sigma, cond)
-    if cond is None:
-        return model(x, sigma, augment_labels=augment_labels)
-    if isinstance(cond, Mapping):
-        return model(x, sigma, **cond, augment_labels=augment_labels)
-    return model(x, sigma, cond, augment_labels=augment_labels)
-
-
 class _DenoiserLoss:
     """What EDM's three losses share: draw σ (`sigma`), weigh the denoiser's squared error by λ(σ) (`weight`)."""
 
@@ -284,7 +273,8 @@ class _DenoiserLoss:
         s = expand_like(sigma, x0)
         with validated_times():                        # σ ∈ (0, T] by construction
             x = x0 + s * noise
-            score = _call(model, x, sigma, cond, augment_labels)
+            extra = {} if augment_labels is None else {"augment_labels": augment_labels}
+            score = call_model(model, x, sigma, cond, **extra)
         if score.shape != x.shape:
             raise ValueError(f"{who}: the model returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)}")
         residual = s * (noise + s * score)             # D(x; σ) − y, with D = x + σ² score
@@ -421,8 +411,8 @@ class VELoss(_DenoiserLoss):
 #: units: Mimg, images, Mimg; ``augment`` the probability p of their augmentation pipeline, 0: off).
 OPTIONS: Dict[str, Any] = {"duration": 200.0, "batch": 512, "lr": 1e-3, "ema": 0.5, "dropout": 0.13,
                            "cbase": None, "cres": None, "augment": 0.12, "xflip": False, "seed": 0}
-#: The network's augmentation labels with augmentation on (their train.py's ``augment_dim``).
-AUGMENT_DIM = 9
+#: The network's augmentation labels with augmentation on (their train.py's ``augment_dim``: 9).
+AUGMENT_DIM = EDMAugment(**CIFAR10).label_dim
 #: Fixed in their ``training_loop``: lr ramp-up 10 Mimg, EMA ramp-up ratio 0.05; a tick is 50 kimg and a snapshot
 #: every 50 ticks.
 LR_RAMPUP_KIMG, EMA_RAMPUP, TICK_KIMG, SNAPSHOT_TICKS = 10_000, 0.05, 50, 50

@@ -39,7 +39,6 @@ The network's input is the data on their scale: [−1, 1] for ``data.centered``,
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
